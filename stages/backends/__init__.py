@@ -1,0 +1,1 @@
+"""Backends build engines and hand out Polygraphy runners; compare and benchmark never know which one ran."""

@@ -1,0 +1,131 @@
+"""The Backend interface, the device fingerprint and the manifest check every engine load goes through."""
+
+import os
+import platform
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from omegaconf import DictConfig
+
+from stages.core.artifacts import read_json, sha256
+from stages.core.errors import PipelineError
+
+MANIFEST = "manifest.json"
+# Instruction-set flags that change which kernels a CPU runtime picks (and so what an optimized model holds).
+ISA_FLAGS = [
+    "sse4_1",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512dq",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "neon",
+    "asimd",
+    "asimddp",
+    "sve",
+]
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here; ``reason`` is one line saying why not (or what was found)."""
+
+    ok: bool
+    reason: str = ""
+
+
+class Backend(Protocol):
+    """What a backend provides. Implementations live beside this module and register in ``registry``."""
+
+    name: str
+
+    def availability(self) -> Availability:
+        """Whether this backend can build and run engines on this machine."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything an engine depends on besides its inputs: versions, providers, device."""
+
+    def build(self, onnx: Path, cfg: DictConfig, out: Path) -> dict[str, Any]:
+        """Build an engine from ``onnx`` into the empty folder ``out``; return the backend's manifest fields
+        (at least ``engine``: the engine file's name inside ``out``, and ``settings``)."""
+
+    def runner(self, engine: Path, name: str = "engine") -> Any:
+        """A Polygraphy runner for the engine folder ``engine`` (verified against its manifest first)."""
+
+    def timed_call(self, runner: Any, feed: dict[str, Any]) -> Callable[[], object]:
+        """A zero-argument call running one inference of the activated ``runner`` on ``feed``, with inputs and
+        outputs bound beforehand, so a benchmark times the runtime's own inference call and nothing else."""
+
+
+def quiet_polygraphy() -> None:
+    """Polygraphy logs every session it creates; a stage reports one line, so keep only its errors."""
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+
+
+def cpu_fingerprint() -> dict[str, Any]:
+    """The CPU as a runtime sees it: architecture, model name, relevant ISA flags, usable cores."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        names = re.findall(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+        model = names[0].strip() if names else model
+        for line in re.findall(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.MULTILINE)[:1]:
+            flags = set(line.split())
+    except OSError:
+        pass
+    return {
+        "arch": platform.machine(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "isa": sorted(flags & set(ISA_FLAGS)),
+        "model": model,
+    }
+
+
+def first_difference(built: Any, current: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """The first (dotted key, built value, current value) where two fingerprints differ, else None."""
+    if isinstance(built, dict) and isinstance(current, dict):
+        for key in sorted(set(built) | set(current)):
+            found = first_difference(built.get(key), current.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    return None if built == current else (prefix.rstrip("."), built, current)
+
+
+def verified_engine(engine_dir: Path, fingerprint: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """Read ``engine_dir``'s manifest and refuse, in one line, an engine that does not match it or this machine.
+
+    Returns the manifest and the engine file's path.
+    """
+    manifest = read_json(engine_dir / MANIFEST)
+    engine = (engine_dir / manifest["engine"]).resolve()
+    if engine.parent != engine_dir.resolve():
+        raise PipelineError(f"{engine_dir / MANIFEST}: engine file {manifest['engine']!r} is outside its folder")
+    if not engine.is_file() or sha256(engine) != manifest["engine_sha256"]:
+        raise PipelineError(
+            f"{engine_dir / manifest['engine']} does not match its manifest (sha256): "
+            "restore it with `dvc checkout` or rebuild with `dvc repro`"
+        )
+    diff = first_difference(manifest["fingerprint"], fingerprint)
+    if diff:
+        key, built, now = diff
+        raise PipelineError(
+            f"{engine_dir} was built for {key}={built}, this machine has {key}={now}: rebuild with `dvc repro`"
+        )
+    return manifest, engine

@@ -1,0 +1,36 @@
+"""Backend names -> implementations, and the ``auto`` choice. Modules are imported only when asked for."""
+
+import importlib
+
+from stages.backends.base import Backend
+from stages.core.errors import PipelineError
+
+# name -> "module:Class"; auto tries them in this order (the fastest backend a machine can run first).
+BACKENDS = {"onnxruntime": "stages.backends.onnxruntime:OnnxRuntimeBackend"}
+AUTO = "auto"
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name``."""
+    if name not in BACKENDS:
+        raise PipelineError(f"backend.name: unknown backend {name!r}; choose from {', '.join([AUTO, *BACKENDS])}")
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def resolve(requested: str) -> tuple[Backend, str]:
+    """The backend to use for ``backend.name=requested`` and one line saying why."""
+    if requested != AUTO:
+        backend = get(requested)
+        available = backend.availability()
+        if not available.ok:
+            raise PipelineError(f"backend.name={requested}: {available.reason}")
+        return backend, f"requested by backend.name={requested}"
+    skipped = []
+    for name in BACKENDS:
+        backend = get(name)
+        available = backend.availability()
+        if available.ok:
+            return backend, "; ".join([*skipped, f"auto chose {name}: {available.reason}"])
+        skipped.append(f"{name} unavailable: {available.reason}")
+    raise PipelineError(f"backend.name=auto: no backend can run here ({'; '.join(skipped)})")

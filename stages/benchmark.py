@@ -1,0 +1,148 @@
+"""benchmark stage: engine + env.json -> reports/benchmark.json and reports/latency/ (percentile curves for plots).
+
+trtexec semantics: warm up for ``warmup_ms``, then run back to back for at least ``duration_s`` and at least
+``min_iterations`` inferences, per batch size; latency statistics from the individual timings, throughput from
+the wall time. The engine is timed through its backend's ``timed_call`` (inputs and outputs bound beforehand);
+the baselines PyTorch eager and a default ONNX Runtime session on the raw export are measured in the same run.
+"""
+
+import csv
+import os
+import platform
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from stages.backends import registry
+from stages.backends.onnxruntime import default_session_runner
+from stages.core.artifacts import atomic_path, read_json, write_json
+from stages.core.data import batch_of, check_batch, load_dataset, load_model
+from stages.core.errors import PipelineError
+from stages.core.run import run_stage
+
+ENGINE, EAGER, ORT_FP32 = "engine", "pytorch_eager", "onnxruntime_fp32"
+CURVE = [*range(0, 90, 5), 90, 95, 99, 99.9, 100]  # percentiles written for `dvc plots`
+
+
+def measure(call: Callable[[], object], warmup_s: float, duration_s: float, min_iterations: int) -> dict[str, Any]:
+    """Time ``call`` trtexec-style; return per-inference latencies (ms) and the wall time of the measured run."""
+    end = time.perf_counter() + warmup_s
+    call()
+    while time.perf_counter() < end:
+        call()
+    samples = []
+    start = time.perf_counter_ns()
+    deadline = start + int(duration_s * 1e9)
+    now = start
+    while now < deadline or len(samples) < min_iterations:
+        before = time.perf_counter_ns()
+        call()
+        now = time.perf_counter_ns()
+        samples.append(now - before)
+    return {"latency_ms": np.asarray(samples, dtype=np.float64) / 1e6, "wall_s": (now - start) / 1e9}
+
+
+def summarize(run: dict[str, Any], batch: int) -> dict[str, Any]:
+    """min/mean/percentiles/max latency, inferences/s and samples/s of one measured run."""
+    lat = run["latency_ms"]
+    stats = {"min": lat.min(), "mean": lat.mean(), "max": lat.max()}
+    stats |= {f"p{p}": float(np.percentile(lat, p)) for p in (50, 90, 95, 99)}
+    qps = len(lat) / run["wall_s"]
+    return {
+        "latency_ms": {k: round(float(v), 5) for k, v in stats.items()},
+        "qps": round(qps, 2),
+        "samples_per_s": round(qps * batch, 2),
+        "iterations": len(lat),
+    }
+
+
+def runtimes(cfg: DictConfig, threads: int) -> dict[str, Callable[[ExitStack, dict], Callable[[], object]]]:
+    """Name -> factory(stack, feed) of a timed call, for the engine and each configured baseline."""
+    env = read_json(cfg.paths.env)
+    backend, onnxruntime = registry.get(env["backend"]), registry.get("onnxruntime")
+
+    def engine(stack: ExitStack, feed: dict) -> Callable[[], object]:
+        return backend.timed_call(stack.enter_context(backend.runner(Path(cfg.paths.engine))), feed)
+
+    def ort_fp32(stack: ExitStack, feed: dict) -> Callable[[], object]:
+        return onnxruntime.timed_call(stack.enter_context(default_session_runner(cfg.paths.onnx, ORT_FP32)), feed)
+
+    def eager(stack: ExitStack, feed: dict) -> Callable[[], object]:
+        import torch
+
+        torch.set_num_threads(threads)
+        net, tensors = load_model(cfg.model), [torch.from_numpy(a) for a in feed.values()]
+        stack.enter_context(torch.inference_mode())
+        return lambda: net(*tensors)
+
+    known = {EAGER: eager, ORT_FP32: ort_fp32}
+    unknown = [b for b in cfg.benchmark.baselines if b not in known]
+    if unknown:
+        raise PipelineError(f"benchmark.baselines: unknown {unknown[0]!r}; choose from {', '.join(known)}")
+    return {ENGINE: engine} | {b: known[b] for b in cfg.benchmark.baselines}
+
+
+def write_curves(folder: str, curves: dict[int, dict[str, np.ndarray]]) -> None:
+    """One CSV per batch size: latency (ms) at each percentile, a column per runtime (for `dvc plots`)."""
+    with atomic_path(folder, directory=True) as tmp:
+        for batch, by_runtime in curves.items():
+            with open(tmp / f"bs{batch}.csv", "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["percentile", *by_runtime])
+                for p in CURVE:
+                    writer.writerow([p, *(round(float(np.percentile(v, p)), 5) for v in by_runtime.values())])
+
+
+def main(cfg: DictConfig) -> str:
+    """Measure every runtime at every batch size; write ``paths.benchmark`` and ``paths.latency``."""
+    import onnxruntime
+    import torch
+    from tqdm import tqdm
+
+    bench, model = cfg.benchmark, cfg.model
+    for batch in bench.batch_sizes:
+        check_batch(model, batch)
+    manifest = read_json(Path(cfg.paths.engine) / "manifest.json")
+    threads = manifest["settings"].get("intra_op_num_threads") or len(os.sched_getaffinity(0))
+    data = load_dataset(model, "test")
+    factories = runtimes(cfg, threads)
+    results: dict[str, dict[str, Any]] = {name: {} for name in factories}
+    curves: dict[int, dict[str, np.ndarray]] = {}
+    jobs = [(batch, name) for batch in bench.batch_sizes for name in factories]
+    with tqdm(jobs, desc="benchmark", unit="run", leave=False, disable=None) as progress:
+        for batch, name in progress:
+            progress.set_postfix_str(f"{name} bs{batch}")
+            feed = batch_of(model, data, batch)
+            with ExitStack() as stack:
+                call = factories[name](stack, feed)
+                run = measure(call, bench.warmup_ms / 1e3, bench.duration_s, bench.min_iterations)
+            results[name][f"bs{batch}"] = summarize(run, batch)
+            curves.setdefault(batch, {})[name] = run["latency_ms"]
+    write_curves(cfg.paths.latency, curves)
+    report = {
+        "model": model.name,
+        "backend": manifest["backend"],
+        "precision": manifest["precision"],
+        "threads": threads,
+        "settings": OmegaConf.to_container(bench),
+        "versions": {
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "runtimes": results,
+    }
+    write_json(cfg.paths.benchmark, report)
+    first = f"bs{bench.batch_sizes[0]}"
+    p50 = {name: r[first]["latency_ms"]["p50"] for name, r in results.items()}
+    shown = ", ".join(f"{n} {v:.3f} ms" for n, v in p50.items())
+    return f"p50 at {first}: {shown} -> {cfg.paths.benchmark}"
+
+
+if __name__ == "__main__":
+    run_stage("benchmark", main)

@@ -1,0 +1,46 @@
+"""build stage: model.<precision>.onnx + env.json -> build/<model>/engine/ (engine file + manifest.json).
+
+The manifest records the engine's full key: ONNX sha256, precision, backend settings, backend version and the
+machine fingerprint; every later load checks it (stages/backends/base.py).
+"""
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from stages.backends import registry
+from stages.backends.base import MANIFEST, first_difference
+from stages.core.artifacts import atomic_path, read_json, sha256, write_json
+from stages.core.errors import PipelineError
+from stages.core.onnx_io import load_onnx
+from stages.core.run import run_stage
+
+
+def main(cfg: DictConfig) -> str:
+    """Build the engine for ``paths.precise`` with the backend ``paths.env`` names."""
+    env = read_json(cfg.paths.env)
+    backend = registry.get(env["backend"])
+    diff = first_difference(env["fingerprint"], backend.fingerprint())
+    if diff:
+        raise PipelineError(f"{cfg.paths.env} is stale ({diff[0]} changed): run `dvc repro`, which reruns env")
+    onnx = Path(cfg.paths.precise)
+    load_onnx(onnx)
+    with atomic_path(cfg.paths.engine, directory=True) as tmp:
+        built = backend.build(onnx, cfg, tmp)
+        manifest = {
+            "backend": backend.name,
+            "engine": built["engine"],
+            "engine_sha256": sha256(tmp / built["engine"]),
+            "fingerprint": env["fingerprint"],
+            "model": cfg.model.name,
+            "onnx": {"path": str(onnx), "sha256": sha256(onnx)},
+            "precision": cfg.precision.name,
+            "settings": built["settings"],
+        }
+        write_json(tmp / MANIFEST, manifest)
+    size = (Path(cfg.paths.engine) / built["engine"]).stat().st_size
+    return f"{backend.name} {cfg.precision.name} engine ({size / 1024:.0f} KiB) -> {cfg.paths.engine}/"
+
+
+if __name__ == "__main__":
+    run_stage("build", main)

@@ -1,0 +1,125 @@
+"""compare stage: engine + model.sim.onnx + eval data -> reports/accuracy.json; non-zero exit when the gate fails.
+
+Polygraphy's Comparator runs the reference (ONNX Runtime FP32 on model.sim.onnx) and the engine's runner on real
+eval samples; SimpleCompareFunc checks each output against ``precision.tolerance``; the task metric (top-1, or
+argmax agreement for unlabelled data) must not drop by more than ``precision.task_budget``.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from stages.backends import registry
+from stages.backends.onnxruntime import default_session_runner
+from stages.core.artifacts import read_json, write_json
+from stages.core.data import LABELS, feeds, load_dataset
+from stages.core.errors import PipelineError
+from stages.core.run import run_stage
+
+REFERENCE, CANDIDATE = "reference", "engine"
+
+
+def tolerances(precision: DictConfig, outputs: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-output atol and rtol dicts in Polygraphy's form ("" = default)."""
+    atol, rtol = {"": precision.tolerance.atol}, {"": precision.tolerance.rtol}
+    for name, tol in precision.tolerance.outputs.items():
+        if name not in outputs:
+            raise PipelineError(f"precision.tolerance.outputs: {name!r} is not an output ({', '.join(outputs)})")
+        atol[name], rtol[name] = tol.get("atol", atol[""]), tol.get("rtol", rtol[""])
+    return atol, rtol
+
+
+def output_stats(per_iteration: list[dict[str, Any]], atol: dict, rtol: dict) -> dict[str, dict[str, Any]]:
+    """Fold Polygraphy's per-iteration OutputCompareResults into one record per output."""
+    stats = {}
+    for name in per_iteration[0]:
+        results = [iteration[name] for iteration in per_iteration]
+        stats[name] = {
+            "max_abs": float(max(r.max_absdiff for r in results)),
+            "max_rel": float(max(r.max_reldiff for r in results)),
+            "mean_abs": float(np.mean([r.mean_absdiff for r in results])),
+            "atol": atol.get(name, atol[""]),
+            "rtol": rtol.get(name, rtol[""]),
+            "passed": all(bool(r) for r in results),
+        }
+    return stats
+
+
+def task_metric(model: DictConfig, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None, budget: float):
+    """Top-1 (with labels) or agreement with the reference; ``delta`` is the drop, compared to ``budget``."""
+    ref_top, cand_top = ref.argmax(-1), cand.argmax(-1)
+    agreement = float((ref_top == cand_top).mean())
+    if model.task.metric == "top1":
+        if labels is None:
+            raise PipelineError(f"model.task.metric: top1 needs labels, model {model.name!r} has none; use agreement")
+        reference, candidate = float((ref_top == labels).mean()), float((cand_top == labels).mean())
+    elif model.task.metric == "agreement":
+        reference, candidate = 1.0, agreement
+    else:
+        raise PipelineError(f"model.task.metric: {model.task.metric!r} is not one of top1, agreement")
+    return {
+        "metric": model.task.metric,
+        "reference": reference,
+        "candidate": candidate,
+        "delta": reference - candidate,
+        "budget": budget,
+        "agreement": agreement,
+        "samples": len(ref),
+    }
+
+
+def main(cfg: DictConfig) -> str:
+    """Compare the engine with the reference and write ``paths.accuracy``."""
+    from polygraphy.comparator import Comparator, SimpleCompareFunc
+
+    model, precision = cfg.model, cfg.precision
+    env = read_json(cfg.paths.env)
+    backend = registry.get(env["backend"])
+    data = load_dataset(model, "test")
+    batches = feeds(model, data, cfg.compare.batch_size, limit=cfg.compare.max_samples)
+    runners = [default_session_runner(cfg.paths.simplified, REFERENCE), backend.runner(Path(cfg.paths.engine))]
+    results = Comparator.run(runners, data_loader=batches)
+    outputs = [o.name for o in model.outputs]
+    atol, rtol = tolerances(precision, outputs)
+    compare_func = SimpleCompareFunc(atol=atol, rtol=rtol, check_error_stat="elemwise")
+    accuracy = Comparator.compare_accuracy(results, compare_func=compare_func)[0]
+    stats = output_stats(accuracy[(REFERENCE, CANDIDATE)], atol, rtol)
+    failures = []
+    for runner_name, iterations in results:
+        for name in outputs:
+            if not all(np.isfinite(it[name]).all() for it in iterations):
+                failures.append(f"output {name!r} of {runner_name} has NaN or Inf")
+    joined = {r: np.concatenate([it[model.task.output] for it in its]) for r, its in results}
+    labels = data.get(LABELS)
+    labels = None if labels is None else labels[: len(joined[REFERENCE])]
+    task = task_metric(model, joined[REFERENCE], joined[CANDIDATE], labels, precision.task_budget)
+    failures += [
+        f"output {n!r} differs by up to {s['max_abs']:.3g} (atol {s['atol']:g}, rtol {s['rtol']:g})"
+        for n, s in stats.items()
+        if not s["passed"]
+    ]
+    if task["delta"] > task["budget"]:
+        failures.append(
+            f"{task['metric']} dropped {100 * task['delta']:.2f} pt (budget {100 * task['budget']:.2f} pt, "
+            "precision.task_budget)"
+        )
+    report = {
+        "passed": not failures,
+        "failures": failures,
+        "model": model.name,
+        "precision": precision.name,
+        "backend": backend.name,
+        "outputs": stats,
+        "task": task,
+    }
+    write_json(cfg.paths.accuracy, report)
+    summary = f"{task['metric']} {task['candidate']:.4f} vs reference {task['reference']:.4f} on {task['samples']}"
+    if failures:
+        raise PipelineError(f"accuracy gate failed: {failures[0]} ({summary}; see {cfg.paths.accuracy})")
+    return f"gate passed: {summary} samples -> {cfg.paths.accuracy}"
+
+
+if __name__ == "__main__":
+    run_stage("compare", main)

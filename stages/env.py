@@ -1,0 +1,28 @@
+"""env stage: the machine -> build/env.json (chosen backend, why, and its fingerprint; deterministic bytes).
+
+Runs on every ``dvc repro`` (``always_changed``); stages after it depend on the file's content, so they rerun only
+when the backend, its version or the device really changed. Kept light: no torch import.
+"""
+
+from omegaconf import DictConfig
+
+from stages.backends import registry
+from stages.core.artifacts import to_json, write_text
+from stages.core.run import run_stage
+
+
+def main(cfg: DictConfig) -> str:
+    """Resolve ``backend.name`` and write the fingerprint of the chosen backend to ``paths.env``."""
+    backend, reason = registry.resolve(cfg.backend.name)
+    env = {
+        "backend": backend.name,
+        "fingerprint": backend.fingerprint(),
+        "reason": reason,
+        "requested": cfg.backend.name,
+    }
+    write_text(cfg.paths.env, to_json(env))
+    return f"backend {backend.name} ({reason}) -> {cfg.paths.env}"
+
+
+if __name__ == "__main__":
+    run_stage("env", main)

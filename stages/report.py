@@ -1,0 +1,144 @@
+"""report stage: reports/accuracy.json + benchmark.json + env.json + engine manifest -> summary.md, latency.png."""
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from stages.backends.base import MANIFEST
+from stages.core.artifacts import atomic_path, read_json, write_text
+from stages.core.run import run_stage
+
+ENGINE = "engine"
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def speedups(bench: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Baseline -> batch -> baseline p50 latency / engine p50 latency."""
+    engine = bench["runtimes"][ENGINE]
+    return {
+        name: {b: runs[b]["latency_ms"]["p50"] / engine[b]["latency_ms"]["p50"] for b in engine}
+        for name, runs in bench["runtimes"].items()
+        if name != ENGINE
+    }
+
+
+def summary(env: dict, acc: dict, bench: dict, manifest: dict) -> str:
+    """The one page a person reads first."""
+    task, fp = acc["task"], manifest["fingerprint"]
+    verdict = "PASSED" if acc["passed"] else "FAILED: " + "; ".join(acc["failures"])
+    gate = (
+        f"**Accuracy gate {verdict}** — {task['metric']} {task['candidate']:.4f} vs reference "
+        f"{task['reference']:.4f} (drop {100 * task['delta']:.2f} pt, budget {100 * task['budget']:.2f} pt), "
+        f"argmax agreement {100 * task['agreement']:.2f}%, {task['samples']} eval samples."
+    )
+    outputs = table(
+        ["output", "max abs", "max rel", "mean abs", "atol", "rtol", "result"],
+        [
+            [
+                n,
+                f"{s['max_abs']:.3g}",
+                f"{s['max_rel']:.3g}",
+                f"{s['mean_abs']:.3g}",
+                s["atol"],
+                s["rtol"],
+                "pass" if s["passed"] else "FAIL",
+            ]
+            for n, s in acc["outputs"].items()
+        ],
+    )
+    ups = speedups(bench)
+    rows = []
+    for name, runs in bench["runtimes"].items():
+        for b, r in runs.items():
+            lat = r["latency_ms"]
+            rows.append(
+                [
+                    name,
+                    b[2:],
+                    f"{lat['p50']:.3f}",
+                    f"{lat['p99']:.3f}",
+                    f"{lat['mean']:.3f}",
+                    f"{r['samples_per_s']:,.0f}",
+                ]
+                + [f"{ups[base][b]:.2f}×" if name == ENGINE else "" for base in ups]
+            )
+    latency = table(
+        ["runtime", "batch", "p50 ms", "p99 ms", "mean ms", "samples/s", *(f"engine vs {b}" for b in ups)], rows
+    )
+    cpu = fp["device"].get("cpu", {})
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(bench["versions"].items()))
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(manifest["settings"].items()))
+    return f"""# {acc["model"]} · {acc["precision"]} · {manifest["backend"]}
+
+{gate}
+
+## Accuracy (engine vs ONNX Runtime FP32 on model.sim.onnx)
+
+{outputs}
+
+## Latency ({bench["threads"]} threads; warm-up {bench["settings"]["warmup_ms"]} ms, \
+≥ {bench["settings"]["duration_s"]} s and ≥ {bench["settings"]["min_iterations"]} iterations per row)
+
+{latency}
+
+Speed-up = baseline p50 / engine p50, measured in the same run. ![latency](latency.png)
+
+## Engine
+
+- backend: {manifest["backend"]} {fp.get("version", "")} — {env["reason"]}
+- settings: {settings}
+- ONNX: `{manifest["onnx"]["path"]}` sha256 `{manifest["onnx"]["sha256"][:16]}…`; engine sha256 \
+`{manifest["engine_sha256"][:16]}…`
+- device: {cpu.get("model", "?")} ({cpu.get("arch", "?")}, {cpu.get("cores", "?")} cores, \
+ISA {" ".join(cpu.get("isa", [])) or "baseline"})
+- versions: {versions}
+"""
+
+
+def plot(bench: dict[str, Any], path: str) -> None:
+    """p50 latency per runtime, one panel per batch size, with p99 whiskers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runtimes = list(bench["runtimes"])
+    batches = list(bench["runtimes"][ENGINE])
+    fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 3.4), squeeze=False)
+    for ax, b in zip(axes[0], batches, strict=True):
+        p50 = [bench["runtimes"][r][b]["latency_ms"]["p50"] for r in runtimes]
+        p99 = [bench["runtimes"][r][b]["latency_ms"]["p99"] for r in runtimes]
+        ax.bar(
+            runtimes,
+            p50,
+            yerr=[[0] * len(p50), [q - p for p, q in zip(p50, p99, strict=True)]],
+            color=["#2a7", "#888", "#58c"][: len(runtimes)],
+            capsize=4,
+        )
+        ax.set_title(f"batch {b[2:]}")
+        ax.set_ylabel("latency ms (p50, whisker p99)")
+        ax.tick_params(axis="x", labelrotation=15)
+    fig.suptitle(f"{bench['model']} · {bench['precision']} · {bench['backend']}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def main(cfg: DictConfig) -> str:
+    """Write ``paths.summary`` and ``paths.latency_plot``."""
+    env, acc, bench = read_json(cfg.paths.env), read_json(cfg.paths.accuracy), read_json(cfg.paths.benchmark)
+    manifest = read_json(Path(cfg.paths.engine) / MANIFEST)
+    write_text(cfg.paths.summary, summary(env, acc, bench, manifest))
+    plot(bench, cfg.paths.latency_plot)
+    return f"{cfg.paths.summary}, {cfg.paths.latency_plot}"
+
+
+if __name__ == "__main__":
+    run_stage("report", main)
