@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: pipeline test setup lint
+.PHONY: pipeline test setup lint params
 
 pipeline: setup  ## set everything up, then run the pipeline on the default model
 	dvc repro
@@ -14,6 +14,9 @@ test: setup  ## set everything up, then run the test suite
 
 lint: setup
 	ruff check . && ruff format --check .
+
+params: setup  ## recompose params.yaml from conf/ (what `dvc exp run` does) after editing conf/
+	$(PY) -c 'import os; from dvc.utils.hydra import compose_and_dump as c; c("params.yaml", os.path.abspath("conf"), None, "config", "", [])'
 
 setup: $(VENV)/.installed
 

@@ -2,7 +2,8 @@
 
 trtexec semantics: warm up for ``warmup_ms``, then run back to back for at least ``duration_s`` and at least
 ``min_iterations`` inferences, per batch size; latency statistics from the individual timings, throughput from
-the wall time. The engine is timed through its backend's ``timed_call`` (inputs and outputs bound beforehand);
+the wall time. The measuring time is split into ``rounds`` slices that alternate between the runtimes, so a shared
+machine's drift does not favour whichever runtime ran first. The engine is timed through its backend's ``timed_call`` (inputs and outputs bound beforehand);
 the baselines PyTorch eager and a default ONNX Runtime session on the raw export are measured in the same run.
 """
 
@@ -113,16 +114,33 @@ def main(cfg: DictConfig) -> str:
     factories = runtimes(cfg, threads)
     results: dict[str, dict[str, Any]] = {name: {} for name in factories}
     curves: dict[int, dict[str, np.ndarray]] = {}
-    jobs = [(batch, name) for batch in bench.batch_sizes for name in factories]
-    with tqdm(jobs, desc="benchmark", unit="run", leave=False, disable=None) as progress:
-        for batch, name in progress:
-            progress.set_postfix_str(f"{name} bs{batch}")
+    rounds, warmup_s = bench.rounds, bench.warmup_ms / 1e3
+    jobs = len(bench.batch_sizes) * rounds * len(factories)
+    with tqdm(total=jobs, desc="benchmark", unit="run", leave=False, disable=None) as progress:
+        for batch in bench.batch_sizes:
             feed = batch_of(model, data, batch)
             with ExitStack() as stack:
-                call = factories[name](stack, feed)
-                run = measure(call, bench.warmup_ms / 1e3, bench.duration_s, bench.min_iterations)
-            results[name][f"bs{batch}"] = summarize(run, batch)
-            curves.setdefault(batch, {})[name] = run["latency_ms"]
+                calls = {name: factory(stack, feed) for name, factory in factories.items()}
+                runs = {name: [] for name in calls}
+                for r in range(rounds):  # interleaved, so drift of a shared machine hits every runtime alike
+                    for name, call in calls.items():
+                        progress.set_postfix_str(f"bs{batch} {name} round {r + 1}/{rounds}")
+                        runs[name].append(
+                            measure(
+                                call,
+                                warmup_s if r == 0 else 0.0,
+                                bench.duration_s / rounds,
+                                -(-bench.min_iterations // rounds),
+                            )
+                        )
+                        progress.update()
+            for name, parts in runs.items():
+                pooled = {
+                    "latency_ms": np.concatenate([p["latency_ms"] for p in parts]),
+                    "wall_s": sum(p["wall_s"] for p in parts),
+                }
+                results[name][f"bs{batch}"] = summarize(pooled, batch)
+                curves.setdefault(batch, {})[name] = pooled["latency_ms"]
     write_curves(cfg.paths.latency, curves)
     report = {
         "model": model.name,

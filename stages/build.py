@@ -5,15 +5,35 @@ machine fingerprint; every later load checks it (stages/backends/base.py).
 """
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
 from stages.backends import registry
-from stages.backends.base import MANIFEST, first_difference
+from stages.backends.base import MANIFEST, Backend, first_difference
 from stages.core.artifacts import atomic_path, read_json, sha256, write_json
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import load_onnx
 from stages.core.run import run_stage
+
+
+def build_engine(backend: Backend, onnx: Path, cfg: DictConfig, fingerprint: dict[str, Any], out: Path) -> dict:
+    """Build ``onnx`` with ``backend`` into the folder ``out`` (atomically) beside its manifest; return the manifest."""
+    load_onnx(onnx)
+    with atomic_path(out, directory=True) as tmp:
+        built = backend.build(onnx, cfg, tmp)
+        manifest = {
+            "backend": backend.name,
+            "engine": built["engine"],
+            "engine_sha256": sha256(tmp / built["engine"]),
+            "fingerprint": fingerprint,
+            "model": cfg.model.name,
+            "onnx": {"path": str(onnx), "sha256": sha256(onnx)},
+            "precision": cfg.precision.name,
+            "settings": built["settings"],
+        }
+        write_json(tmp / MANIFEST, manifest)
+    return manifest
 
 
 def main(cfg: DictConfig) -> str:
@@ -23,22 +43,8 @@ def main(cfg: DictConfig) -> str:
     diff = first_difference(env["fingerprint"], backend.fingerprint())
     if diff:
         raise PipelineError(f"{cfg.paths.env} is stale ({diff[0]} changed): run `dvc repro`, which reruns env")
-    onnx = Path(cfg.paths.precise)
-    load_onnx(onnx)
-    with atomic_path(cfg.paths.engine, directory=True) as tmp:
-        built = backend.build(onnx, cfg, tmp)
-        manifest = {
-            "backend": backend.name,
-            "engine": built["engine"],
-            "engine_sha256": sha256(tmp / built["engine"]),
-            "fingerprint": env["fingerprint"],
-            "model": cfg.model.name,
-            "onnx": {"path": str(onnx), "sha256": sha256(onnx)},
-            "precision": cfg.precision.name,
-            "settings": built["settings"],
-        }
-        write_json(tmp / MANIFEST, manifest)
-    size = (Path(cfg.paths.engine) / built["engine"]).stat().st_size
+    manifest = build_engine(backend, Path(cfg.paths.precise), cfg, env["fingerprint"], Path(cfg.paths.engine))
+    size = (Path(cfg.paths.engine) / manifest["engine"]).stat().st_size
     return f"{backend.name} {cfg.precision.name} engine ({size / 1024:.0f} KiB) -> {cfg.paths.engine}/"
 
 

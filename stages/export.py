@@ -14,7 +14,7 @@ from stages.core.artifacts import atomic_path, write_json
 from stages.core.data import feeds, input_specs, load_dataset, load_model, output_dynamic_axes
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs
-from stages.core.run import run_stage
+from stages.core.run import quiet_libraries, run_stage
 
 
 def torch_outputs(net: object, batches: list[dict[str, np.ndarray]], names: list[str]) -> dict[str, np.ndarray]:
@@ -33,6 +33,7 @@ def main(cfg: DictConfig) -> str:
     """Export ``cfg.model`` to ``paths.onnx`` and record the check in ``paths.export_report``."""
     import torch
 
+    quiet_libraries()
     model, export = cfg.model, cfg.export
     if export.opset < 18:
         raise PipelineError(f"export.opset: {export.opset} is below 18, the lowest torch 2.13's exporter writes")

@@ -58,10 +58,13 @@ def load_params(stage: str, params_file: str = PARAMS_FILE, dvc_file: str = DVC_
 
 
 def quiet_libraries() -> None:
-    """Keep library chatter (exporter progress, deprecation notes) out of the stage's one-line log."""
+    """Keep library chatter (exporter progress, deprecation notes) out of the stage's one-line log.
+
+    Call again after importing torch: its logging set-up on import resets the levels of its loggers.
+    """
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
-    for name in ("torch", "torch.onnx", "onnxscript", "onnx_ir", "hydra"):
+    for name in ("torch", "torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript", "onnx_ir"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

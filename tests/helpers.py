@@ -1,0 +1,70 @@
+"""Test helpers: config composition like DVC's, copying the repo, running commands, readable skips."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose(*overrides: str, config_dir: Path = ROOT / "conf") -> DictConfig:
+    """Compose conf/ with Hydra overrides and resolve it, exactly as `dvc exp run -S ...` writes params.yaml."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(config_dir), version_base=None):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def copy_repo(dest: Path) -> Path:
+    """Copy the project's files (tracked, or untracked but not ignored) into ``dest``; no build/ or caches."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command with the test environment; on an unexpected exit code show its output."""
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def python_module(module: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m module`` with this interpreter."""
+    return run([sys.executable, "-m", module], cwd, check=check)
+
+
+def run_if(*, tensorrt: bool = False, gpu: bool = False, backend: str | None = None) -> pytest.MarkDecorator:
+    """Skip unless the machine has what the test needs, with a reason a person can act on."""
+    reasons = []
+    if tensorrt and importlib.util.find_spec("tensorrt") is None:
+        reasons.append("TensorRT is not installed (pip install tensorrt)")
+    if gpu and not (shutil.which("nvidia-smi") and os.path.exists("/dev/nvidia0")):
+        reasons.append("no NVIDIA GPU visible")
+    if backend is not None:
+        from stages.backends import registry
+
+        available = registry.get(backend).availability()
+        if not available.ok:
+            reasons.append(f"backend {backend} unavailable: {available.reason}")
+    return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons) or "runs here")

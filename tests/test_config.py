@@ -1,0 +1,85 @@
+"""conf/ composes the way DVC composes it; params.yaml is its composition; dvc.yaml takes every path from it."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from stages.core.run import declared_params, select
+from tests.helpers import ROOT, compose
+
+STAGES = ["env", "export", "simplify", "precision", "build", "compare", "benchmark", "report"]
+
+
+def test_committed_params_yaml_is_the_composition_of_conf():
+    committed = OmegaConf.to_container(OmegaConf.load(ROOT / "params.yaml"))
+    assert committed == OmegaConf.to_container(compose()), "recompose with `make params`"
+
+
+def test_overrides_compose_like_dvc_exp_run_set_param():
+    cfg = compose("model=textenc", "benchmark.batch_sizes=[1,8]", "backend=onnxruntime")
+    assert cfg.model.name == "textenc"
+    assert [i.name for i in cfg.model.inputs] == ["input_ids", "attention_mask"]
+    assert list(cfg.benchmark.batch_sizes) == [1, 8]
+    assert cfg.backend.name == "onnxruntime"
+    assert cfg.paths.onnx == "build/textenc/model.onnx"  # paths follow the model
+    assert cfg.paths.precise == "build/textenc/model.fp32.onnx"
+
+
+def test_auto_backend_carries_every_backends_settings():
+    auto, ort = compose("backend=auto").backend, compose("backend=onnxruntime").backend
+    assert auto.name == "auto" and auto.onnxruntime == ort.onnxruntime
+
+
+def test_unknown_group_option_is_rejected_by_composition():
+    with pytest.raises(ConfigCompositionException, match="precision"):
+        compose("precision=int4")
+
+
+def test_every_yaml_key_in_conf_has_a_comment():
+    missing = []
+    for path in sorted((ROOT / "conf").rglob("*.yaml")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            stripped = line.strip()
+            if re.match(r"^(- )?[\w.-]+:", stripped) and "#" not in line:
+                missing.append(f"{path.relative_to(ROOT)}:{number}: {stripped}")
+    assert not missing, "\n".join(missing)
+
+
+def test_config_groups_mirror_the_code():
+    groups = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir()}
+    assert {"model", "precision", "backend", "export", "compare", "benchmark", "paths"} <= groups
+    for model in (ROOT / "conf/model").glob("*.yaml"):
+        cfg = compose(f"model={model.stem}")
+        assert Path(ROOT / cfg.model.recipe).is_file() and Path(ROOT / cfg.model.weights).is_file()
+
+
+def test_dvc_yaml_takes_every_path_from_params():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    for name, stage in dvc["stages"].items():
+        for section in ("deps", "outs", "metrics", "plots"):
+            for entry in stage.get(section, []):
+                path = entry if isinstance(entry, str) else next(iter(entry))
+                assert path.startswith(("${paths.", "${model.", "stages/")), f"{name}.{section}: {path}"
+    assert re.search(r"\bbuild/|\breports/", (ROOT / "dvc.yaml").read_text()) is None
+
+
+def test_each_stage_is_one_module_listed_as_its_own_dependency():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    assert list(dvc["stages"]) == STAGES
+    for name, stage in dvc["stages"].items():
+        assert stage["cmd"] == f"python -m stages.{name}"
+        assert f"stages/{name}.py" in stage["deps"]
+        assert (ROOT / f"stages/{name}.py").is_file()
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_declared_params_exist(stage):
+    select(compose(), declared_params(stage, ROOT / "dvc.yaml"))
+
+
+def test_hydra_is_enabled_for_dvc():
+    assert re.search(r"\[hydra\]\s+enabled = true", (ROOT / ".dvc/config").read_text())

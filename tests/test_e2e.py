@@ -1,0 +1,73 @@
+"""End to end: the real `dvc exp run` / `dvc repro` in a temporary copy of the repo, for both models."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import copy_repo, run
+
+pytestmark = pytest.mark.slow
+QUICK = ["-S", "benchmark.duration_s=0.3", "-S", "benchmark.warmup_ms=20", "-S", "benchmark.rounds=1"]
+
+
+@pytest.fixture
+def dvc_repo(tmp_path: Path) -> Path:
+    """A fresh git repo holding the project (no DVC cache, no build/)."""
+    copy_repo(tmp_path)
+    (tmp_path / "dvc.lock").unlink(missing_ok=True)
+    run(["git", "init", "-q"], tmp_path)
+    run(["git", "add", "-A"], tmp_path)
+    run(["git", "commit", "-qm", "copy"], tmp_path)
+    return tmp_path
+
+
+def ran_stages(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def test_digits_end_to_end_then_a_second_repro_runs_only_env(dvc_repo: Path):
+    first = run(["dvc", "exp", "run", *QUICK], dvc_repo)
+    expected = ["env", "export", "simplify", "precision", "build", "compare", "benchmark", "report"]
+    assert ran_stages(first.stdout) == expected
+    for stage in expected:  # the one line each stage prints
+        assert re.search(rf"^engineforge {stage}: .+ \[\d+\.\d+s\]$", first.stdout, re.MULTILINE), stage
+
+    acc = json.loads((dvc_repo / "reports/accuracy.json").read_text())
+    assert acc["passed"] and acc["model"] == "digits" and acc["backend"] == "onnxruntime"
+    assert acc["task"]["metric"] == "top1" and acc["task"]["samples"] == 360
+    assert acc["task"]["reference"] >= 0.97 and acc["task"]["delta"] <= acc["task"]["budget"]
+    bench = json.loads((dvc_repo / "reports/benchmark.json").read_text())
+    assert set(bench["runtimes"]["engine"]) == {"bs1", "bs32"}
+    assert "digits · fp32 · onnxruntime" in (dvc_repo / "reports/summary.md").read_text()
+    lock = yaml.safe_load((dvc_repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(expected)
+
+    second = run(["dvc", "repro"], dvc_repo)
+    assert ran_stages(second.stdout) == ["env"], second.stdout
+    assert yaml.safe_load((dvc_repo / "dvc.lock").read_text()) == lock
+
+
+def test_textenc_end_to_end_with_overrides(dvc_repo: Path):
+    run(["dvc", "exp", "run", "-S", "model=textenc", "-S", "benchmark.batch_sizes=[1,8]", *QUICK], dvc_repo)
+    acc = json.loads((dvc_repo / "reports/accuracy.json").read_text())
+    assert acc["passed"] and acc["model"] == "textenc" and acc["task"]["samples"] == 512
+    bench = json.loads((dvc_repo / "reports/benchmark.json").read_text())
+    assert set(bench["runtimes"]["pytorch_eager"]) == {"bs1", "bs8"}
+    export = json.loads((dvc_repo / "build/textenc/export.json").read_text())
+    assert export["inputs"] == {"input_ids": ["batch", "seq"], "attention_mask": ["batch", "seq"]}
+    assert export["check"]["outputs"]["logits"]["passed"]
+    manifest = json.loads((dvc_repo / "build/textenc/engine/manifest.json").read_text())
+    assert manifest["model"] == "textenc" and manifest["onnx"]["path"] == "build/textenc/model.fp32.onnx"
+
+
+def test_failed_gate_stops_dvc_repro_with_one_line(dvc_repo: Path):
+    """An impossible budget: the gate fails, dvc repro exits non-zero and report never runs."""
+    proc = run(["dvc", "exp", "run", "-S", "precision.task_budget=-0.01", *QUICK], dvc_repo, check=False)
+    assert proc.returncode != 0
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("engineforge compare")]
+    assert lines == [lines[0]] and "accuracy gate failed: top1 dropped" in lines[0]
+    assert "Running stage 'report'" not in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr

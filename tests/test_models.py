@@ -1,0 +1,93 @@
+"""The two built-in models: accuracy of the committed weights, reproducible training, clear weight errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from models import digits, textenc
+from models.train import train
+from stages.core.data import batch_of, feeds, load_dataset, load_model
+from stages.core.errors import PipelineError
+from tests.helpers import ROOT, compose
+
+
+@pytest.fixture(autouse=True)
+def at_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def test_digits_committed_weights_reach_97_percent():
+    model = load_model(compose().model)
+    assert digits.accuracy(model) >= 0.97
+    test = digits.dataset("test")
+    assert test["image"].shape == (360, 1, 8, 8) and test["labels"].shape == (360,)
+
+
+def test_digits_training_reproduces_the_committed_weights(tmp_path: Path):
+    acc = train("digits", tmp_path)
+    assert acc >= 0.97
+    fresh = torch.load(tmp_path / "digits.pt", weights_only=True)
+    committed = torch.load(ROOT / "models/weights/digits.pt", weights_only=True)
+    assert fresh.keys() == committed.keys()
+    for key in committed:
+        torch.testing.assert_close(fresh[key], committed[key], rtol=0, atol=0)
+
+
+def test_textenc_is_dynamic_in_batch_and_sequence():
+    model = load_model(compose("model=textenc").model)
+    with torch.inference_mode():
+        for batch, seq in [(1, 8), (5, 32), (3, 64)]:
+            data = textenc.dataset("test", seq=seq)
+            logits = model(
+                torch.from_numpy(data["input_ids"][:batch]), torch.from_numpy(data["attention_mask"][:batch])
+            )
+            assert logits.shape == (batch, textenc.TOPICS)
+    assert textenc.accuracy(model) > 0.5  # well above the 0.25 of chance on four topics
+
+
+def test_padding_does_not_change_textenc_outputs():
+    model = load_model(compose("model=textenc").model)
+    data = textenc.dataset("test", seq=16)
+    ids, mask = torch.from_numpy(data["input_ids"][:4]), torch.from_numpy(data["attention_mask"][:4])
+    padded_ids = torch.cat([ids, torch.zeros(4, 8, dtype=torch.int64)], 1)
+    padded_mask = torch.cat([mask, torch.zeros(4, 8, dtype=torch.int64)], 1)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids, mask), model(padded_ids, padded_mask), rtol=1e-4, atol=1e-5)
+
+
+def test_missing_weights_file_names_the_file():
+    cfg = compose("model.weights=models/weights/nope.pt").model
+    with pytest.raises(PipelineError, match=r"model.weights: no such file models/weights/nope.pt"):
+        load_model(cfg)
+
+
+def test_weights_that_do_not_fit_name_the_first_layer():
+    cfg = compose("model=textenc", "model.weights=models/weights/digits.pt").model
+    with pytest.raises(PipelineError, match=r"has no tensor for layer 'positions'"):
+        load_model(cfg)
+
+
+def test_unknown_recipe_lists_the_models():
+    cfg = compose("model.recipe=models/nope.py").model
+    with pytest.raises(PipelineError, match=r"model.recipe: no such file models/nope.py .*digits, textenc"):
+        load_model(cfg)
+
+
+def test_data_that_does_not_fit_the_inputs_names_the_array():
+    cfg = compose().model
+    wrong = OmegaConf.merge(cfg, {"inputs": [{"name": "image", "shape": ["batch", 1, 8, 9], "dtype": "float32"}]})
+    with pytest.raises(PipelineError, match=r"test data array 'image' has shape \[360, 1, 8, 8\]"):
+        load_dataset(wrong, "test")
+
+
+def test_feeds_and_batches_cover_the_data():
+    cfg = compose().model
+    data = load_dataset(cfg, "test")
+    batches = feeds(cfg, data, 32)
+    assert sum(len(b["image"]) for b in batches) == 360 and len(batches) == 12
+    big = batch_of(cfg, data, 1000)
+    assert big["image"].shape == (1000, 1, 8, 8)
+    np.testing.assert_array_equal(big["image"][360], data["image"][0])

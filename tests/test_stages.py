@@ -1,0 +1,223 @@
+"""Each stage on a tiny two-input model, in a temporary copy of the repo, with only the params it declares."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from stages import benchmark, compare, env, export, precision, report, simplify
+from stages import build as build_module
+from stages.backends import registry
+from stages.backends.base import MANIFEST
+from stages.core.artifacts import read_json, sha256
+from stages.core.errors import PipelineError
+from stages.core.onnx_io import ort_outputs
+from stages.core.run import declared_params, select
+from tests.helpers import ROOT, compose, copy_repo, python_module, run_if
+
+FAST_BENCH = ("benchmark.duration_s=0.05", "benchmark.warmup_ms=5", "benchmark.min_iterations=4", "benchmark.rounds=2")
+
+
+def run_stage(module, cfg):
+    """Call a stage's main() with only the params it declares in dvc.yaml (as `python -m` would)."""
+    name = module.__name__.rsplit(".", 1)[1]
+    return module.main(select(cfg, declared_params(name)))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """A repo copy with the tiny model as conf/model/tiny.yaml, run through export..report once."""
+    root = copy_repo(tmp_path_factory.mktemp("tiny"))
+    (root / "conf/model/tiny.yaml").write_text((ROOT / "tests/fixtures/tiny.yaml").read_text())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        (root / "build").mkdir()
+        torch.manual_seed(0)
+        from tests.fixtures.tiny import build as build_tiny
+
+        torch.save(build_tiny().state_dict(), root / "build/tiny.pt")
+        cfg = compose("model=tiny", *FAST_BENCH, config_dir=root / "conf")
+        for module in (env, export, simplify, precision, build_module, compare, benchmark, report):
+            run_stage(module, cfg)
+        yield root, cfg
+
+
+def test_export_writes_one_self_contained_file_with_dynamic_batch(tiny):
+    root, cfg = tiny
+    model = onnx.load(root / cfg.paths.onnx)
+    assert not list((root / cfg.paths.model_dir).glob("*.data"))
+    inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    assert inputs == {"x": ["batch", 6], "scale": ["batch", 1]}
+    assert model.opset_import[0].version == cfg.export.opset
+    record = read_json(root / cfg.paths.export_report)
+    assert record["check"]["samples"] == min(cfg.export.check.samples, 40)  # the tiny test split has 40
+    assert record["check"]["outputs"]["y"]["passed"]
+    assert record["check"]["outputs"]["y"]["max_abs"] < 1e-4
+
+
+def test_simplify_records_node_counts_and_unchanged_outputs(tiny):
+    root, cfg = tiny
+    record = read_json(root / cfg.paths.simplify_report)
+    assert record["nodes"]["after"] == len(onnx.load(root / cfg.paths.simplified).graph.node)
+    assert record["nodes"]["before"] == len(onnx.load(root / cfg.paths.onnx).graph.node)
+    assert record["check"]["outputs"]["y"]["passed"]
+
+
+def test_fp32_precision_passes_the_graph_through(tiny):
+    root, cfg = tiny
+    assert sha256(root / cfg.paths.precise) == sha256(root / cfg.paths.simplified)
+    assert read_json(root / cfg.paths.precision_report)["precision"] == "fp32"
+
+
+def test_env_is_deterministic(tiny):
+    root, cfg = tiny
+    first = (root / cfg.paths.env).read_bytes()
+    run_stage(env, cfg)
+    assert (root / cfg.paths.env).read_bytes() == first
+    recorded = json.loads(first)
+    assert recorded["backend"] == "onnxruntime" and recorded["requested"] == "auto"
+    assert recorded["fingerprint"]["device"]["cpu"]["cores"] >= 1
+
+
+def test_build_manifest_records_the_full_key(tiny):
+    root, cfg = tiny
+    engine = root / cfg.paths.engine
+    manifest = read_json(engine / MANIFEST)
+    assert manifest["onnx"]["sha256"] == sha256(root / cfg.paths.precise)
+    assert manifest["engine_sha256"] == sha256(engine / manifest["engine"])
+    assert manifest["fingerprint"] == read_json(root / cfg.paths.env)["fingerprint"]
+    assert manifest["settings"]["graph_optimization_level"] == "all"
+    assert manifest["settings"]["intra_op_num_threads"] >= 1
+    assert manifest["precision"] == "fp32" and manifest["model"] == "tiny"
+    assert sorted(p.name for p in engine.iterdir()) == sorted([MANIFEST, manifest["engine"]])
+
+
+def test_compare_report_matches_the_issue_schema(tiny):
+    root, cfg = tiny
+    acc = read_json(root / cfg.paths.accuracy)
+    assert acc["passed"] is True and acc["failures"] == []
+    assert (acc["model"], acc["precision"], acc["backend"]) == ("tiny", "fp32", "onnxruntime")
+    assert set(acc["outputs"]["y"]) == {"max_abs", "max_rel", "mean_abs", "atol", "rtol", "passed"}
+    assert acc["task"]["metric"] == "agreement" and acc["task"]["samples"] == 40
+    assert acc["task"]["agreement"] == 1.0
+
+
+def test_benchmark_measures_engine_and_baselines_at_every_batch(tiny):
+    root, cfg = tiny
+    bench = read_json(root / cfg.paths.benchmark)
+    assert set(bench["runtimes"]) == {"engine", "pytorch_eager", "onnxruntime_fp32"}
+    for runs in bench["runtimes"].values():
+        assert set(runs) == {"bs1", "bs32"}
+        for batch, run in runs.items():
+            lat = run["latency_ms"]
+            assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+            assert run["iterations"] >= cfg.benchmark.min_iterations
+            assert run["samples_per_s"] == pytest.approx(run["qps"] * int(batch[2:]), rel=1e-3)
+    curve = (root / cfg.paths.latency / "bs32.csv").read_text().splitlines()
+    assert curve[0] == "percentile,engine,pytorch_eager,onnxruntime_fp32"
+
+
+def test_report_summarizes_accuracy_latency_and_versions(tiny):
+    root, cfg = tiny
+    text = (root / cfg.paths.summary).read_text()
+    assert "# tiny · fp32 · onnxruntime" in text and "Accuracy gate PASSED" in text
+    assert "| engine | 32 |" in text and "engine vs pytorch_eager" in text and "onnxruntime 1." in text
+    assert (root / cfg.paths.latency_plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stage_cannot_read_undeclared_params(tiny):
+    _, cfg = tiny
+    restricted = select(cfg, declared_params("precision"))
+    with pytest.raises(Exception, match="benchmark"):
+        _ = restricted.benchmark
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=run_if(backend=n)) for n in registry.BACKENDS])
+def test_every_backend_builds_runs_and_times_the_same_model(tiny, tmp_path, name):
+    """The same assertions for every registered backend this machine can run."""
+    root, cfg = tiny
+    backend = registry.get(name)
+    engine = tmp_path / "engine"
+    manifest = build_module.build_engine(backend, root / cfg.paths.precise, cfg, backend.fingerprint(), engine)
+    assert manifest["backend"] == name and (engine / manifest["engine"]).is_file()
+    feed = {"x": np.ones((3, 6), np.float32), "scale": np.full((3, 1), 2.0, np.float32)}
+    expected = ort_outputs(root / cfg.paths.simplified, [feed])["y"]
+    with backend.runner(engine) as runner:
+        np.testing.assert_allclose(runner.infer(feed)["y"], expected, rtol=1e-4, atol=1e-5)
+        call = backend.timed_call(runner, feed)
+        for _ in range(3):
+            call()
+
+
+def test_engine_with_changed_bytes_is_refused(tiny, tmp_path):
+    root, cfg = tiny
+    engine = tmp_path / "engine"
+    shutil.copytree(root / cfg.paths.engine, engine)
+    manifest = read_json(engine / MANIFEST)
+    with open(engine / manifest["engine"], "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(PipelineError, match="does not match its manifest"):
+        registry.get("onnxruntime").runner(engine)
+
+
+def test_engine_built_for_another_runtime_version_is_refused(tiny, tmp_path):
+    root, cfg = tiny
+    engine = tmp_path / "engine"
+    shutil.copytree(root / cfg.paths.engine, engine)
+    manifest = read_json(engine / MANIFEST)
+    manifest["fingerprint"]["version"] = "0.0.1"
+    (engine / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(PipelineError, match=r"built for version=0\.0\.1, this machine has version=1\."):
+        registry.get("onnxruntime").runner(engine)
+
+
+def test_compare_gate_fails_when_the_engine_differs_from_the_reference(tiny, tmp_path, monkeypatch):
+    """A real failure: the engine is built from a graph whose weights were perturbed."""
+    root, cfg = tiny
+    monkeypatch.chdir(root)
+    model = onnx.load(root / cfg.paths.simplified)
+    weight = next(t for t in model.graph.initializer if len(t.dims) == 2)
+    array = onnx.numpy_helper.to_array(weight).copy()
+    array += 0.05
+    weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
+    onnx.save(model, root / cfg.paths.precise)
+    try:
+        run_stage(build_module, cfg)
+        with pytest.raises(PipelineError, match=r"accuracy gate failed: output 'y' differs by up to"):
+            run_stage(compare, cfg)
+        acc = read_json(root / cfg.paths.accuracy)
+        assert acc["passed"] is False and acc["outputs"]["y"]["passed"] is False
+        assert acc["outputs"]["y"]["max_abs"] > cfg.precision.tolerance.atol
+    finally:  # put the pipeline back for any test that runs after this one
+        run_stage(precision, cfg)
+        run_stage(build_module, cfg)
+        run_stage(compare, cfg)
+
+
+def test_batch_size_above_the_model_limit_is_a_one_line_error(tiny, monkeypatch):
+    root, _ = tiny
+    monkeypatch.chdir(root)
+    cfg = compose("model=tiny", "benchmark.batch_sizes=[1,65]", config_dir=root / "conf")
+    with pytest.raises(PipelineError, match=r"benchmark.batch_sizes: batch size 65 is outside 1\.\.64"):
+        run_stage(benchmark, cfg)
+
+
+def test_stage_entry_point_prints_one_line_and_exits_1_on_user_error(repo: Path):
+    (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("fp32", "fp64"))
+    proc = python_module("stages.precision", repo, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "engineforge precision: error: precision.name: 'fp64' is not one of fp32"
+    ]
+
+
+def test_measure_honours_duration_and_minimum_iterations():
+    calls = []
+    run = benchmark.measure(lambda: calls.append(1), warmup_s=0.0, duration_s=0.0, min_iterations=25)
+    assert len(run["latency_ms"]) == 25
+    run = benchmark.measure(lambda: None, warmup_s=0.01, duration_s=0.05, min_iterations=1)
+    assert run["wall_s"] >= 0.05 and len(run["latency_ms"]) > 1
