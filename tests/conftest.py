@@ -11,7 +11,6 @@ from tests.helpers import ROOT, copy_repo
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # dvc of this environment
-os.environ["PYTHONPATH"] = str(ROOT)
 for key, value in {
     "GIT_AUTHOR_NAME": "engineforge tests",
     "GIT_AUTHOR_EMAIL": "tests@engineforge.invalid",
