@@ -16,7 +16,12 @@ def main(cfg: DictConfig) -> str:
 
     original = load_onnx(cfg.paths.onnx)
     try:
-        simplified, ok = onnxsim.simplify(original, check_n=0)
+        simplified, ok = onnxsim.simplify(
+            original,
+            check_n=0,
+            perform_optimization=cfg.simplify.optimize,
+            skipped_optimizers=list(cfg.simplify.skipped_optimizers) or None,
+        )
     except Exception as e:  # onnxsim raises RuntimeError/ValueError from its C++ core
         raise PipelineError(f"onnx-simplifier failed on {cfg.paths.onnx}: {str(e).splitlines()[0][:300]}") from e
     if not ok:
@@ -41,6 +46,7 @@ def main(cfg: DictConfig) -> str:
             "ops": {"before": op_counts(original), "after": op_counts(simplified)},
             "check": {"outputs": check},
             "onnxsim": onnxsim.__version__,
+            "optimize": cfg.simplify.optimize,
         },
     )
     return f"{before} -> {after} nodes -> {cfg.paths.simplified}"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, copy_repo
+from tests.helpers import copy_repo
 
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"

@@ -51,7 +51,7 @@ def test_every_yaml_key_in_conf_has_a_comment():
 
 def test_config_groups_mirror_the_code():
     groups = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir()}
-    assert {"model", "precision", "backend", "export", "compare", "benchmark", "paths"} <= groups
+    assert {"model", "precision", "backend", "export", "simplify", "compare", "benchmark", "paths"} <= groups
     for model in (ROOT / "conf/model").glob("*.yaml"):
         cfg = compose(f"model={model.stem}")
         assert Path(ROOT / cfg.model.recipe).is_file() and Path(ROOT / cfg.model.weights).is_file()
