@@ -1,5 +1,6 @@
 """Model recipes, weights and data: everything a stage needs to turn ``cfg.model`` into tensors."""
 
+import functools
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -54,6 +55,11 @@ def load_recipe(model: DictConfig) -> ModuleType:
         raise PipelineError(
             f"model.recipe: no such file {path} (model {model.name!r}); models in conf/model/: {', '.join(options)}"
         )
+    return _import_file(path.resolve())
+
+
+@functools.cache
+def _import_file(path: Path) -> ModuleType:
     name = f"engineforge_recipe_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
