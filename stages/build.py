@@ -32,6 +32,7 @@ def build_engine(backend: Backend, onnx: Path, cfg: DictConfig, fingerprint: dic
             "precision": cfg.precision.name,
             "settings": built["settings"],
         }
+        manifest |= {k: v for k, v in built.items() if k not in manifest}  # backend-specific notes
         write_json(tmp / MANIFEST, manifest)
     return manifest
 

@@ -2,7 +2,8 @@
 
 Polygraphy's Comparator runs the reference (ONNX Runtime FP32 on model.sim.onnx) and the engine's runner on real
 eval samples; SimpleCompareFunc checks each output against ``precision.tolerance``; the task metric (top-1, or
-argmax agreement for unlabelled data) must not drop by more than ``precision.task_budget``.
+argmax agreement for unlabelled data) must not drop by more than ``precision.task_budget``. For int8 the report
+also carries the precision stage's fallback rounds (nodes kept in float and the accuracy of each round).
 """
 
 from pathlib import Path
@@ -16,6 +17,7 @@ from stages.backends.onnxruntime import default_session_runner
 from stages.core.artifacts import read_json, write_json
 from stages.core.data import LABELS, feeds, load_dataset
 from stages.core.errors import PipelineError
+from stages.core.metrics import task_metric
 from stages.core.run import run_stage
 
 REFERENCE, CANDIDATE = "reference", "engine"
@@ -45,29 +47,6 @@ def output_stats(per_iteration: list[dict[str, Any]], atol: dict, rtol: dict) ->
             "passed": all(bool(r) for r in results),
         }
     return stats
-
-
-def task_metric(model: DictConfig, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None, budget: float):
-    """Top-1 (with labels) or agreement with the reference; ``delta`` is the drop, compared to ``budget``."""
-    ref_top, cand_top = ref.argmax(-1), cand.argmax(-1)
-    agreement = float((ref_top == cand_top).mean())
-    if model.task.metric == "top1":
-        if labels is None:
-            raise PipelineError(f"model.task.metric: top1 needs labels, model {model.name!r} has none; use agreement")
-        reference, candidate = float((ref_top == labels).mean()), float((cand_top == labels).mean())
-    elif model.task.metric == "agreement":
-        reference, candidate = 1.0, agreement
-    else:
-        raise PipelineError(f"model.task.metric: {model.task.metric!r} is not one of top1, agreement")
-    return {
-        "metric": model.task.metric,
-        "reference": reference,
-        "candidate": candidate,
-        "delta": reference - candidate,
-        "budget": budget,
-        "agreement": agreement,
-        "samples": len(ref),
-    }
 
 
 def main(cfg: DictConfig) -> str:
@@ -105,6 +84,7 @@ def main(cfg: DictConfig) -> str:
             f"{task['metric']} dropped {100 * task['delta']:.2f} pt (budget {100 * task['budget']:.2f} pt, "
             "precision.task_budget)"
         )
+    precision_report = read_json(cfg.paths.precision_report)
     report = {
         "passed": not failures,
         "failures": failures,
@@ -114,6 +94,9 @@ def main(cfg: DictConfig) -> str:
         "outputs": stats,
         "task": task,
     }
+    if "fallback" in precision_report:  # int8: the precision stage's rounds (ONNX Runtime CPU, same eval data)
+        kept = {k: precision_report["fallback"][k] for k in ("enabled", "excluded", "rounds")}
+        report["int8"] = {"encoding": precision_report["encoding"], "fallback": kept}
     write_json(cfg.paths.accuracy, report)
     summary = f"{task['metric']} {task['candidate']:.4f} vs reference {task['reference']:.4f} on {task['samples']}"
     if failures:

@@ -1,7 +1,9 @@
-"""env stage: the machine -> build/env.json (chosen backend, why, and its fingerprint; deterministic bytes).
+"""env stage: the machine -> build/env.json (chosen backend, why, its fingerprint) and build/backend.json.
 
 Runs on every ``dvc repro`` (``always_changed``); stages after it depend on the file's content, so they rerun only
-when the backend, its version or the device really changed. Kept light: no torch import.
+when the backend, its version or the device really changed. backend.json holds only the choice and the int8
+encoding it runs fast: the precision stage depends on it, so a new driver or CPU rebuilds engines but does not
+re-quantize. Both files have deterministic bytes. Kept light: no torch import.
 """
 
 from omegaconf import DictConfig
@@ -21,6 +23,7 @@ def main(cfg: DictConfig) -> str:
         "requested": cfg.backend.name,
     }
     write_text(cfg.paths.env, to_json(env))
+    write_text(cfg.paths.backend_choice, to_json({"backend": backend.name, "int8_encoding": backend.int8_encoding}))
     return f"backend {backend.name} ({reason}) -> {cfg.paths.env}"
 
 

@@ -1,41 +1,92 @@
-"""precision stage: model.sim.onnx -> model.<precision>.onnx, precision.json (what was done to the graph).
+"""precision stage: model.sim.onnx (+ calibration data, backend.json) -> model.<precision>.onnx, precision.json.
 
-fp32 passes the graph through unchanged. Precision is decided here, in the ONNX graph, and the backend's
-builder follows it (TensorRT 11 has no FP16/INT8 builder flags).
+Precision is decided here, in the ONNX graph, and the backend's builder follows it (TensorRT 11 has no FP16/INT8
+builder flags and no calibrators). fp32 passes the graph through; fp16 casts it keeping float32 I/O and fragile
+ops; int8 calibrates once and writes explicit Q/DQ in the encoding the chosen backend runs fast, then, when
+``precision.int8.fallback`` is on and the task budget is missed, keeps the most sensitive nodes in float.
+precision.json holds the calibration table (tensor -> range, scale, zero point) and its provenance.
 """
 
 import shutil
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
-from stages.core.artifacts import atomic_path, sha256, write_json
+from stages.core import calibration, fallback
+from stages.core.artifacts import atomic_path, read_json, sha256, write_json
+from stages.core.data import load_dataset
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import load_onnx, op_counts
+from stages.core.quantize import ENCODINGS, activation_table, quantized_nodes, write_fp16, write_int8
 from stages.core.run import run_stage
 
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "fp16", "int8")
+AUTO = "auto"
+
+
+def encoding_for(requested: str, choice_file: str) -> str:
+    """``precision.int8.encoding``, with ``auto`` resolved to the chosen backend's (from ``paths.backend_choice``)."""
+    if requested == AUTO:
+        requested = read_json(choice_file)["int8_encoding"]
+    if requested not in ENCODINGS:
+        raise PipelineError(f"precision.int8.encoding: {requested!r} is not one of {', '.join([AUTO, *ENCODINGS])}")
+    return requested
+
+
+def int8(cfg: DictConfig, source: Path, out: Path) -> dict[str, Any]:
+    """Calibrate ``source``, encode it as Q/DQ into ``out`` (with the fallback loop); return the report fields."""
+    settings = cfg.precision.int8
+    encoding = encoding_for(settings.encoding, cfg.paths.backend_choice)
+    method = calibration.method_of(settings.calibration)
+    batches, data = calibration.calibration_batches(cfg.model, settings.calibration)
+    ranges = calibration.calibrate(source, batches, settings.calibration)
+    encode = partial(write_int8, source, ranges, method, encoding, settings)
+    evaluate = fallback.Evaluator(cfg, source, load_dataset(cfg.model, "test"))
+    record = fallback.run(out, encode, evaluate, bool(settings.fallback), settings.fallback_search)
+    model = load_onnx(out)
+    return {
+        "encoding": encoding,
+        "quantized_nodes": len(quantized_nodes(model)),
+        "calibration": {
+            "provenance": calibration.provenance(source, data, settings.calibration),
+            "tensors": activation_table(model, ranges),
+        },
+        "fallback": record,
+    }
 
 
 def main(cfg: DictConfig) -> str:
-    """Write ``paths.simplified`` at ``precision.name`` to ``paths.precise``."""
+    """Write ``paths.simplified`` at ``precision.name`` to ``paths.precise`` and describe it in precision.json."""
     name = cfg.precision.name
     if name not in PRECISIONS:
         raise PipelineError(f"precision.name: {name!r} is not one of {', '.join(PRECISIONS)}")
-    load_onnx(cfg.paths.simplified)
+    source = Path(cfg.paths.simplified)
+    load_onnx(source)
+    report: dict[str, Any] = {"precision": name, "source_sha256": sha256(source), "calibration": None}
     with atomic_path(cfg.paths.precise) as tmp:
-        shutil.copyfile(cfg.paths.simplified, tmp)
-    result = load_onnx(cfg.paths.precise)
-    write_json(
-        cfg.paths.precision_report,
-        {
-            "precision": name,
-            "source_sha256": sha256(cfg.paths.simplified),
-            "sha256": sha256(cfg.paths.precise),
-            "ops": op_counts(result),
-            "calibration": None,
-        },
-    )
-    return f"{name}: graph unchanged -> {cfg.paths.precise}"
+        if name == "fp32":
+            shutil.copyfile(source, tmp)
+        elif name == "fp16":
+            report["kept_float32"] = write_fp16(source, list(cfg.precision.fp16.keep_float32), tmp)
+        else:
+            report |= int8(cfg, source, tmp)
+        result = load_onnx(tmp)
+    report |= {"sha256": sha256(cfg.paths.precise), "ops": op_counts(result)}
+    write_json(cfg.paths.precision_report, report)
+    done = {
+        "fp32": "graph unchanged",
+        "fp16": f"float16, float32 I/O, {len(report.get('kept_float32', []))} op types kept in float32",
+    }
+    if name == "int8":
+        rounds = report["fallback"]["rounds"]
+        done["int8"] = (
+            f"{report['encoding']} Q/DQ on {report['quantized_nodes']} nodes, "
+            f"{rounds[-1]['metric']} {rounds[-1]['candidate']:.4f} (reference {rounds[-1]['reference']:.4f})"
+            + (f", {rounds[-1]['excluded']} nodes kept in float" if rounds[-1]["excluded"] else "")
+        )
+    return f"{name}: {done[name]} -> {cfg.paths.precise}"
 
 
 if __name__ == "__main__":

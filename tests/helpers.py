@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from omegaconf import DictConfig, OmegaConf
@@ -39,6 +40,29 @@ def copy_repo(dest: Path) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     return dest
+
+
+def add_fixture_model(root: Path, name: str) -> None:
+    """Make tests/fixtures/<name>.yaml a model option of the repo copy at ``root``; write its weights if it has
+    a weights file of its own (seeded ``build()`` state)."""
+    import torch
+
+    (root / f"conf/model/{name}.yaml").write_text((ROOT / f"tests/fixtures/{name}.yaml").read_text())
+    weights = OmegaConf.load(root / f"conf/model/{name}.yaml").weights
+    if weights.endswith(".pt"):
+        spec = importlib.util.spec_from_file_location(f"fixture_{name}", ROOT / f"tests/fixtures/{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        torch.manual_seed(0)
+        (root / weights).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(module.build().state_dict(), root / weights)
+
+
+def run_stage(module: ModuleType, cfg: DictConfig) -> str:
+    """Call a stage's main() with only the params it declares in dvc.yaml (as `python -m` would)."""
+    from stages.core.run import declared_params, select
+
+    return module.main(select(cfg, declared_params(module.__name__.rsplit(".", 1)[1])))
 
 
 def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

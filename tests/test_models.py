@@ -1,4 +1,4 @@
-"""The two built-in models: accuracy of the committed weights, reproducible training, clear weight errors."""
+"""The built-in models: accuracy of the committed weights, reproducible training, clear weight errors."""
 
 from pathlib import Path
 
@@ -72,7 +72,7 @@ def test_weights_that_do_not_fit_name_the_first_layer():
 
 def test_unknown_recipe_lists_the_models():
     cfg = compose("model.recipe=models/nope.py").model
-    with pytest.raises(PipelineError, match=r"model.recipe: no such file models/nope.py .*digits, textenc"):
+    with pytest.raises(PipelineError, match=r"model.recipe: no such file models/nope.py .*digits, resnet18, textenc"):
         load_model(cfg)
 
 
@@ -91,3 +91,19 @@ def test_feeds_and_batches_cover_the_data():
     big = batch_of(cfg, data, 1000)
     assert big["image"].shape == (1000, 1, 8, 8)
     np.testing.assert_array_equal(big["image"][360], data["image"][0])
+
+
+def test_resnet18_seeded_weights_are_reproducible_and_separate_the_inputs():
+    """The recipe is its own weights: two builds agree exactly, and the logits spread over many classes (a seeded
+    net with default BatchNorm statistics sends every image to one class, which makes agreement meaningless)."""
+    from models import resnet18
+
+    cfg = compose("model=resnet18").model
+    first, second = load_model(cfg), resnet18.build()
+    for key, tensor in first.state_dict().items():
+        torch.testing.assert_close(tensor, second.state_dict()[key], rtol=0, atol=0)
+    test = load_dataset(cfg, "test")
+    assert test["image"].shape == (256, 3, 224, 224) and "labels" not in test
+    with torch.inference_mode():
+        logits = first(torch.from_numpy(test["image"][:64])).numpy()
+    assert logits.shape == (64, 10) and len(set(logits.argmax(1))) >= 5

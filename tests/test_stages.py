@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from stages import benchmark, compare, env, export, precision, report, simplify
 from stages import build as build_module
@@ -17,29 +16,18 @@ from stages.core.artifacts import read_json, sha256
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
 from stages.core.run import declared_params, select
-from tests.helpers import ROOT, compose, copy_repo, python_module, run_if
+from tests.helpers import add_fixture_model, compose, copy_repo, python_module, run_if, run_stage
 
 FAST_BENCH = ("benchmark.duration_s=0.05", "benchmark.warmup_ms=5", "benchmark.min_iterations=4", "benchmark.rounds=2")
-
-
-def run_stage(module, cfg):
-    """Call a stage's main() with only the params it declares in dvc.yaml (as `python -m` would)."""
-    name = module.__name__.rsplit(".", 1)[1]
-    return module.main(select(cfg, declared_params(name)))
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory):
     """A repo copy with the tiny model as conf/model/tiny.yaml, run through export..report once."""
     root = copy_repo(tmp_path_factory.mktemp("tiny"))
-    (root / "conf/model/tiny.yaml").write_text((ROOT / "tests/fixtures/tiny.yaml").read_text())
+    add_fixture_model(root, "tiny")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        (root / "build").mkdir()
-        torch.manual_seed(0)
-        from tests.fixtures.tiny import build as build_tiny
-
-        torch.save(build_tiny().state_dict(), root / "build/tiny.pt")
         cfg = compose("model=tiny", *FAST_BENCH, config_dir=root / "conf")
         for module in (env, export, simplify, precision, build_module, compare, benchmark, report):
             run_stage(module, cfg)
@@ -211,7 +199,7 @@ def test_stage_entry_point_prints_one_line_and_exits_1_on_user_error(repo: Path)
     proc = python_module("stages.precision", repo, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "engineforge precision: error: precision.name: 'fp64' is not one of fp32"
+        "engineforge precision: error: precision.name: 'fp64' is not one of fp32, fp16, int8"
     ]
 
 

@@ -52,6 +52,7 @@ class Backend(Protocol):
     """What a backend provides. Implementations live beside this module and register in ``registry``."""
 
     name: str
+    int8_encoding: str  # the Q/DQ form this backend runs fast: u8s8 or s8s8 (stages/core/quantize.py)
 
     def availability(self) -> Availability:
         """Whether this backend can build and run engines on this machine."""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 
 from stages.backends.base import Availability, cpu_fingerprint, quiet_polygraphy, verified_engine
@@ -19,6 +20,7 @@ NAME = "onnxruntime"
 ENGINE_FILE = "engine.onnx"
 LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
 LEVELS["all"] = "ORT_ENABLE_ALL"
+SMOKE_TOLERANCE = 0.1  # largest relative error (L2) of an optimized engine against its unoptimized graph
 
 
 def _ort() -> Any:
@@ -55,6 +57,33 @@ def resolve_settings(settings: DictConfig) -> dict[str, Any]:
     return {"graph_optimization_level": level, "intra_op_num_threads": threads, "providers": list(settings.providers)}
 
 
+def smoke_feed(onnx: Path, dims: DictConfig, batch: int = 2) -> dict[str, np.ndarray]:
+    """Seeded inputs for ``onnx``: batch ``batch``, other dynamic axes from ``model.dims`` (else 1); floats
+    standard normal, integers 0 or 1 (valid ids and mask values for every model here)."""
+    rng = np.random.default_rng(0)
+    options = session_options(1, "disabled")
+    feed = {}
+    for meta in _ort().InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"]).get_inputs():
+        shape = [d if isinstance(d, int) else (batch if i == 0 else dims.get(d, 1)) for i, d in enumerate(meta.shape)]
+        dtype = np.dtype({"tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(meta.type, np.float32))
+        if dtype.kind == "i":
+            feed[meta.name] = rng.integers(0, 2, size=shape, dtype=dtype)
+        else:
+            feed[meta.name] = rng.standard_normal(shape).astype(np.float32)
+    return feed
+
+
+def relative_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
+    """Largest L2 relative error over the outputs; infinite when an output is not finite."""
+    errors = []
+    for a, b in zip(got, want, strict=True):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if not np.isfinite(a).all():
+            return float("inf")
+        errors.append(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+    return float(max(errors, default=0.0))
+
+
 class SessionFromEngine:
     """A lazy loader in Polygraphy's style: calling it opens an InferenceSession over a built engine with the
     settings its manifest records (OnnxrtRunner invokes it on activation)."""
@@ -71,6 +100,7 @@ class OnnxRuntimeBackend:
     """ONNX Runtime on the execution providers this onnxruntime build has (CPU everywhere)."""
 
     name = NAME
+    int8_encoding = "u8s8"  # MLAS runs uint8 activations x int8 weights fast; symmetric s8s8 ran slower than fp32
 
     def availability(self) -> Availability:
         """ONNX Runtime is available wherever it imports."""
@@ -91,15 +121,40 @@ class OnnxRuntimeBackend:
         }
 
     def build(self, onnx: Path, cfg: DictConfig, out: Path) -> dict[str, Any]:
-        """Optimize ``onnx`` offline at the configured level and save it as ``out/engine.onnx``."""
+        """Optimize ``onnx`` offline into ``out/engine.onnx`` at the configured level, or the next lower one that
+        runs it: each candidate must load and match the unoptimized graph on a smoke input (ONNX Runtime's CPU
+        optimizers have crashed on float16 graphs). A lower level than asked is recorded in the manifest."""
         settings = resolve_settings(cfg.backend.onnxruntime)
-        options = session_options(settings["intra_op_num_threads"], settings["graph_optimization_level"])
-        options.optimized_model_filepath = str(out / ENGINE_FILE)
+        requested = settings["graph_optimization_level"]
+        feed = smoke_feed(onnx, cfg.model.dims)
+        expected = self._run(onnx, settings, "disabled", feed)
+        problems = []
+        for level in list(LEVELS)[::-1][list(LEVELS)[::-1].index(requested) :]:
+            try:
+                options = session_options(settings["intra_op_num_threads"], level)
+                options.optimized_model_filepath = str(out / ENGINE_FILE)
+                _ort().InferenceSession(str(onnx), options, providers=settings["providers"])
+                error = relative_error(self._run(out / ENGINE_FILE, settings, "disabled", feed), expected)
+            except Exception as e:  # onnxruntime raises its own exception types for graphs it cannot optimize
+                problems.append(f"{level}: {str(e).splitlines()[0][:160]}")
+                continue
+            if error <= SMOKE_TOLERANCE:
+                break
+            problems.append(f"{level}: outputs differ from the unoptimized graph (relative error {error:.3g})")
+        else:
+            raise PipelineError(f"onnxruntime cannot build {onnx} at any optimization level ({'; '.join(problems)})")
+        built = {"engine": ENGINE_FILE, "settings": settings | {"graph_optimization_level": level}}
+        if problems:
+            built["optimization_fallback"] = {"requested": requested, "used": level, "why": problems}
+        return built
+
+    @staticmethod
+    def _run(model: Path, settings: dict[str, Any], level: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        options = session_options(settings["intra_op_num_threads"], level)
         try:
-            _ort().InferenceSession(str(onnx), options, providers=settings["providers"])
-        except Exception as e:  # onnxruntime raises its own exception types for unsupported or broken models
-            raise PipelineError(f"onnxruntime cannot build {onnx}: {str(e).splitlines()[0]}") from e
-        return {"engine": ENGINE_FILE, "settings": settings}
+            return _ort().InferenceSession(str(model), options, providers=settings["providers"]).run(None, feed)
+        except Exception as e:  # onnxruntime's own exception types
+            raise PipelineError(f"onnxruntime cannot run {model}: {str(e).splitlines()[0][:200]}") from e
 
     def runner(self, engine: Path, name: str = "engine") -> Any:
         """An OnnxrtRunner over the verified engine in the folder ``engine``."""

@@ -69,11 +69,16 @@ def _import_file(path: Path) -> ModuleType:
 
 
 def load_model(model: DictConfig) -> Any:
-    """Build the recipe's architecture and load ``model.weights`` into it (``weights_only=True``), in eval mode."""
+    """Build the recipe's architecture and load ``model.weights`` into it (``weights_only=True``), in eval mode.
+
+    When ``model.weights`` names the recipe itself, the recipe's ``build()`` sets seeded weights (nothing to load).
+    """
     import torch
 
     net = load_recipe(model).build()
     weights = Path(model.weights)
+    if weights == Path(model.recipe):
+        return net.eval()
     if not weights.is_file():
         raise PipelineError(f"model.weights: no such file {weights}: train it with `python -m models.train`")
     try:
@@ -98,7 +103,10 @@ def load_model(model: DictConfig) -> Any:
 
 def load_dataset(model: DictConfig, split: str) -> dict[str, np.ndarray]:
     """The recipe's ``split`` data, checked against ``model.inputs`` (names, dtypes, static dims, counts)."""
-    data = load_recipe(model).dataset(split, **model.dims)
+    try:
+        data = load_recipe(model).dataset(split, **model.dims)
+    except ValueError as e:  # recipes raise ValueError for a split or size they do not have
+        raise PipelineError(f"model {model.name!r} ({model.recipe}) has no {split!r} data: {e}") from e
     counts = set()
     for spec in input_specs(model):
         if spec.name not in data:

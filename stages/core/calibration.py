@@ -1,0 +1,105 @@
+"""INT8 calibration: samples of the model's calibration split -> the range of every float tensor, with provenance.
+
+One calibration serves every encoding: the ranges are measured once on the float graph (ONNX Runtime's
+calibrators: minmax, entropy, percentile); the Q/DQ encoding a backend wants (stages/core/quantize.py) is derived
+from them. The provenance (model and data hashes, split, samples, seed, method) is stored with the ranges so a
+table can be traced to, and only reused for, the model and data it came from.
+"""
+
+import contextlib
+import hashlib
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from stages.core.artifacts import sha256
+from stages.core.data import feeds, input_specs, load_dataset
+from stages.core.errors import PipelineError
+
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+KEY = "precision.int8.calibration"
+
+
+def method_of(calibration: DictConfig) -> Any:
+    """ONNX Runtime's CalibrationMethod for ``calibration.method``."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    if calibration.method not in METHODS:
+        raise PipelineError(f"{KEY}.method: {calibration.method!r} is not one of {', '.join(METHODS)}")
+    return CalibrationMethod[METHODS[calibration.method]]
+
+
+def calibration_batches(model: DictConfig, calibration: DictConfig) -> tuple[list[dict], dict[str, Any]]:
+    """``calibration.samples`` samples of the split, drawn with ``calibration.seed``, as feed dicts; and their
+    provenance (split, samples, seed and the sha256 of the arrays actually used)."""
+    if calibration.samples < 1 or calibration.batch_size < 1:
+        raise PipelineError(f"{KEY}.samples and .batch_size must be at least 1")
+    data = load_dataset(model, calibration.split)  # checks names, dtypes, shapes and lengths
+    names = [spec.name for spec in input_specs(model)]
+    available = len(data[names[0]])
+    if available < calibration.samples:
+        raise PipelineError(
+            f"{KEY}.samples: {calibration.samples} asked, but the {calibration.split!r} split of model "
+            f"{model.name!r} has {available}"
+        )
+    index = np.sort(np.random.default_rng(calibration.seed).permutation(available)[: calibration.samples])
+    chosen = {name: np.ascontiguousarray(data[name][index]) for name in names}
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(f"{name}:{chosen[name].dtype}:{chosen[name].shape};".encode())
+        digest.update(chosen[name].tobytes())
+    provenance = {
+        "split": calibration.split,
+        "samples": calibration.samples,
+        "seed": calibration.seed,
+        "data_sha256": digest.hexdigest(),
+    }
+    return feeds(model, chosen, calibration.batch_size), provenance
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol over a list of feed dicts."""
+
+    def __init__(self, batches: list[dict]) -> None:
+        self.batches = iter(batches)
+
+    def get_next(self) -> dict | None:
+        return next(self.batches, None)
+
+
+def calibrate(onnx: Path, batches: list[dict], calibration: DictConfig) -> dict[str, tuple[float, float]]:
+    """Run ONNX Runtime's calibrator over ``batches``: tensor name -> (min, max) for every float tensor."""
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    method = method_of(calibration)
+    options = {"percentile": calibration.percentile} if calibration.method == "percentile" else {}
+    with tempfile.TemporaryDirectory(prefix="engineforge-calibrate-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        try:
+            calibrator = create_calibrator(
+                Path(onnx), None, str(Path(tmp) / "augmented.onnx"), method, extra_options=options
+            )
+            calibrator.collect_data(_Reader(batches))
+            ranges = calibrator.compute_data()
+        except Exception as e:  # onnxruntime raises its own types when the model or data do not fit
+            raise PipelineError(f"calibration of {onnx} failed: {str(e).splitlines()[0][:200]}") from e
+    table = {
+        name: tuple(float(np.asarray(v).reshape(-1)[0]) for v in ranges[name].range_value)
+        for name in sorted(ranges.keys())
+    }
+    if not table:
+        raise PipelineError(f"calibration of {onnx} found no float tensor to measure: the model cannot be quantized")
+    return table
+
+
+def provenance(onnx: Path, data: dict[str, Any], calibration: DictConfig) -> dict[str, Any]:
+    """Everything a calibration depends on: the float model, the data actually used and the method."""
+    import onnxruntime
+
+    record = {"model_sha256": sha256(onnx), **data, "method": calibration.method}
+    if calibration.method == "percentile":
+        record["percentile"] = calibration.percentile
+    return record | {"onnxruntime": onnxruntime.__version__}

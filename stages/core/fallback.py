@@ -1,0 +1,87 @@
+"""Accuracy-driven INT8 fallback: keep the most sensitive quantized nodes in float until the task budget holds.
+
+Sensitivity of a node = the normalised squared error of the task output (against the float reference) when that
+node alone is quantized. Rounds move the ``step`` next most sensitive nodes to float and re-encode with the same
+calibration (the ranges are measured on the float graph, so excluding a node does not change them), until the
+task metric is within ``precision.task_budget`` or ``max_nodes`` nodes are excluded (never all of them: a model
+with no quantized node is not int8). Every round is recorded.
+"""
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from stages.core.data import LABELS, feeds
+from stages.core.metrics import task_metric
+from stages.core.onnx_io import load_onnx, ort_outputs
+from stages.core.quantize import check_int8, quantized_nodes
+
+# encode(out, exclude=[...], only=[...]) writes a Q/DQ model to ``out``.
+Encoder = Callable[..., None]
+
+
+class Evaluator:
+    """The task metric of a candidate model on the eval data, against the float reference's outputs."""
+
+    def __init__(self, cfg: DictConfig, reference: Path, data: dict[str, np.ndarray]) -> None:
+        self.model, self.budget = cfg.model, cfg.precision.task_budget
+        self.batches = feeds(cfg.model, data, cfg.precision.int8.fallback_search.batch_size)
+        self.labels = data.get(LABELS)
+        self.reference = ort_outputs(reference, self.batches)[cfg.model.task.output]
+
+    def __call__(self, candidate: Path) -> dict[str, Any]:
+        output = ort_outputs(candidate, self.batches)[self.model.task.output]
+        return task_metric(self.model, self.reference, output, self.labels, self.budget)
+
+    def error(self, candidate: Path, count: int) -> float:
+        """Normalised squared error of the task output over the first ``count`` samples (sensitivity)."""
+        samples, outputs = 0, []
+        for batch in self.batches:
+            if samples >= count:
+                break
+            outputs.append(ort_outputs(candidate, [batch])[self.model.task.output])
+            samples += len(outputs[-1])
+        got = np.concatenate(outputs).astype(np.float64)
+        want = self.reference[: len(got)].astype(np.float64)
+        return float(np.mean((got - want) ** 2) / max(np.mean(want**2), 1e-30))
+
+
+def sensitivities(nodes: list[str], encode: Encoder, evaluate: Evaluator, count: int) -> dict[str, float]:
+    """Node -> error of the task output when only that node is quantized, most sensitive first."""
+    scores = {}
+    with tempfile.TemporaryDirectory(prefix="engineforge-sensitivity-") as tmp:
+        for node in nodes:
+            path = Path(tmp) / "one.onnx"
+            encode(path, only=[node])
+            scores[node] = evaluate.error(path, count)
+    return dict(sorted(scores.items(), key=lambda item: -item[1]))
+
+
+def run(out: Path, encode: Encoder, evaluate: Evaluator, enabled: bool, settings: DictConfig) -> dict[str, Any]:
+    """Encode into ``out`` with nothing excluded; while the budget is missed and ``enabled``, exclude the next
+    ``settings.step`` most sensitive nodes and encode again, up to ``settings.max_nodes``.
+
+    Returns:
+        enabled, rounds (excluded count + task metric of each), the excluded nodes and every node's sensitivity.
+    """
+    encode(out)
+    check_int8(load_onnx(out))
+    rounds = [{"excluded": 0, **evaluate(out)}]
+    record: dict[str, Any] = {"enabled": enabled, "rounds": rounds, "excluded": [], "sensitivity": {}}
+    if rounds[-1]["passed"] or not enabled:
+        return record
+    nodes = quantized_nodes(load_onnx(out))
+    ranking = sensitivities(nodes, encode, evaluate, settings.sensitivity_samples)
+    order, limit = list(ranking), min(settings.max_nodes, len(ranking) - 1)  # one node at least stays int8
+    record["sensitivity"] = {node: round(score, 8) for node, score in ranking.items()}
+    excluded: list[str] = []
+    while not rounds[-1]["passed"] and len(excluded) < limit:
+        excluded = order[: min(len(excluded) + settings.step, limit)]
+        encode(out, exclude=excluded)
+        rounds.append({"excluded": len(excluded), **evaluate(out)})
+    record["excluded"] = excluded
+    return record

@@ -1,0 +1,229 @@
+"""The precision stage on real ONNX files: FP16 types, INT8 Q/DQ structure per encoding, calibration provenance,
+one-line errors, the accuracy gates per precision, and the accuracy-driven fallback on a model made to need it."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from omegaconf import DictConfig, OmegaConf
+from onnx import TensorProto, helper, numpy_helper
+
+from stages import build, compare, env, export, precision, simplify
+from stages.core import calibration
+from stages.core.artifacts import read_json
+from stages.core.errors import PipelineError
+from stages.core.onnx_io import ort_outputs
+from stages.core.quantize import quantized_nodes, write_fp16
+from tests.helpers import add_fixture_model, compose, copy_repo, run_stage
+
+INT8 = ("precision=int8", "precision.int8.calibration.samples=32", "precision.int8.calibration.batch_size=8")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory):
+    """A repo copy with the tiny and outlier models exported and simplified; tests run from inside it."""
+    root = copy_repo(tmp_path_factory.mktemp("precision"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for name in ("tiny", "outlier"):
+            add_fixture_model(root, name)
+            cfg = cfg_for(root, f"model={name}")
+            for module in (env, export, simplify):
+                run_stage(module, cfg)
+        yield root
+
+
+def cfg_for(root: Path, *overrides: str) -> DictConfig:
+    return compose(*overrides, config_dir=root / "conf")
+
+
+def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def test_fp16_casts_weights_and_keeps_float32_io(root):
+    cfg = cfg_for(root, "model=tiny", "precision=fp16")
+    run_stage(precision, cfg)
+    model = onnx.load(cfg.paths.precise)
+    io_types = {v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
+    assert io_types == {TensorProto.FLOAT}
+    weights = [a for a in initializers(model).values() if a.ndim == 2]
+    assert weights and all(a.dtype == np.float16 for a in weights)
+    feed = {"x": np.ones((4, 6), np.float32), "scale": np.ones((4, 1), np.float32)}
+    got, want = ort_outputs(cfg.paths.precise, [feed])["y"], ort_outputs(cfg.paths.simplified, [feed])["y"]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)
+
+
+def test_fp16_keeps_listed_fragile_ops_in_float32(tmp_path):
+    """A real graph MatMul -> Softmax: the MatMul runs in float16, the Softmax reads float32."""
+    weight = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+            helper.make_node("Softmax", ["h"], ["y"], name="sm"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [weight],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "in.onnx")
+    kept = write_fp16(tmp_path / "in.onnx", ["Softmax"], tmp_path / "out.onnx")
+    model = onnx.load(tmp_path / "out.onnx")
+    onnx.checker.check_model(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    assert kept == ["Softmax"] and types[softmax.input[0]] == TensorProto.FLOAT
+    assert initializers(model)["w"].dtype == np.float16
+
+
+def qdq(model: onnx.ModelProto):
+    """(weight DequantizeLinear nodes, activation QuantizeLinear nodes, constants) of a Q/DQ model."""
+    constants = initializers(model)
+    weights = [
+        n
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in constants and constants[n.input[0]].ndim == 2
+    ]
+    activations = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    return weights, activations, constants
+
+
+@pytest.mark.parametrize("encoding", ["u8s8", "s8s8"])
+def test_int8_writes_qdq_with_per_channel_weights_in_the_asked_encoding(root, encoding):
+    cfg = cfg_for(root, "model=tiny", *INT8, f"precision.int8.encoding={encoding}")
+    run_stage(precision, cfg)
+    weights, activations, constants = qdq(onnx.load(cfg.paths.precise))
+    assert len(weights) == 2 and activations  # both Gemms: int8 weights, quantized activations
+    for node in weights:  # per output channel, symmetric: every zero point 0
+        assert constants[node.input[1]].shape == (constants[node.input[0]].shape[0],)
+        assert constants[node.input[0]].dtype == np.int8 and not constants[node.input[2]].any()
+    zero_points = [constants[n.input[2]] for n in activations]
+    assert all(z.shape == () for z in zero_points)  # per-tensor activations
+    if encoding == "s8s8":  # TensorRT's form: signed and symmetric, zero point 0 everywhere
+        assert all(z.dtype == np.int8 and z == 0 for z in zero_points)
+    else:  # ONNX Runtime CPU's form: unsigned activations
+        assert all(z.dtype == np.uint8 for z in zero_points)
+    report = read_json(cfg.paths.precision_report)
+    model = onnx.load(cfg.paths.precise)
+    gemms = {n.name for n in model.graph.node if n.op_type == "Gemm"}
+    assert report["encoding"] == encoding and set(quantized_nodes(model)) >= gemms
+    assert report["quantized_nodes"] == len(quantized_nodes(model))
+    table = report["calibration"]["tensors"]
+    assert table["x"]["min"] < 0 < table["x"]["max"] and table["x"]["scale"] > 0
+
+
+def test_int8_encoding_auto_follows_the_chosen_backend(root):
+    cfg = cfg_for(root, "model=tiny", *INT8)
+    run_stage(precision, cfg)
+    assert read_json(cfg.paths.backend_choice) == {"backend": "onnxruntime", "int8_encoding": "u8s8"}
+    assert read_json(cfg.paths.precision_report)["encoding"] == "u8s8"
+
+
+def test_calibration_provenance_follows_the_data(root):
+    base = cfg_for(root, "model=tiny", *INT8)
+    provenance = {}
+    for label, change in [("a", {}), ("again", {}), ("seed", {"seed": 1}), ("split", {"split": "test"})]:
+        settings = OmegaConf.merge(base.precision.int8.calibration, change)
+        _, data = calibration.calibration_batches(base.model, settings)
+        provenance[label] = data["data_sha256"]
+    assert provenance["a"] == provenance["again"]
+    assert len({provenance["a"], provenance["seed"], provenance["split"]}) == 3
+    run_stage(precision, base)
+    recorded = read_json(base.paths.precision_report)["calibration"]["provenance"]
+    assert recorded["data_sha256"] == provenance["a"] and recorded["samples"] == 32
+    assert recorded["method"] == "minmax" and len(recorded["model_sha256"]) == 64
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ("precision.int8.calibration.samples=41",),
+            r"samples: 41 asked, but the 'train' split of model 'tiny' has 40",
+        ),
+        (("precision.int8.calibration.method=kl",), r"calibration.method: 'kl' is not one of minmax, entropy"),
+        (("precision.int8.encoding=u4",), r"precision.int8.encoding: 'u4' is not one of auto, u8s8, s8s8"),
+        (("precision.int8.calibration.split=valid",), r"model 'tiny' \(tests/fixtures/tiny.py\) has no 'valid' data"),
+        (("precision.int8.op_types=[Conv]",), r"the model has no node int8 can quantize \(op types: .*Gemm"),
+    ],
+)
+def test_int8_user_errors_are_one_line_and_leave_no_model(root, overrides, message):
+    cfg = cfg_for(root, "model=tiny", *INT8, *overrides)
+    Path(cfg.paths.precise).unlink(missing_ok=True)
+    with pytest.raises(PipelineError, match=message) as error:
+        run_stage(precision, cfg)
+    assert "\n" not in str(error.value)
+    assert not Path(cfg.paths.precise).exists()
+    assert not list(Path(cfg.paths.model_dir).glob(".*.tmp"))
+
+
+def test_calibration_data_of_the_wrong_dtype_is_refused(root):
+    cfg = OmegaConf.to_container(cfg_for(root, "model=tiny", *INT8))
+    cfg["model"]["inputs"][0]["dtype"] = "float64"
+    with pytest.raises(PipelineError, match=r"train data array 'x' is float32, model.inputs says float64"):
+        run_stage(precision, OmegaConf.create(cfg))
+
+
+def test_int8_gate_passes_with_int8_tolerances_and_fails_with_fp32_ones(root):
+    cfg = cfg_for(root, "model=tiny", *INT8, "precision.task_budget=0.2")  # 40 random samples, near-ties
+    for module in (precision, build, compare):
+        run_stage(module, cfg)
+    acc = read_json(cfg.paths.accuracy)
+    assert acc["passed"] and acc["precision"] == "int8" and acc["int8"]["encoding"] == "u8s8"
+    assert acc["outputs"]["y"]["max_abs"] > 1e-3  # really quantized
+    strict = cfg_for(
+        root,
+        "model=tiny",
+        *INT8,
+        "precision.tolerance.atol=1e-5",
+        "precision.tolerance.rtol=1e-5",
+        "precision.task_budget=0.2",
+    )
+    with pytest.raises(PipelineError, match=r"accuracy gate failed: output 'y' differs by up to"):
+        run_stage(compare, strict)
+
+
+def test_plain_int8_misses_the_budget_on_the_outlier_model(root):
+    cfg = cfg_for(root, "model=outlier", *INT8)
+    run_stage(precision, cfg)
+    record = read_json(cfg.paths.precision_report)["fallback"]
+    assert record["enabled"] is False and len(record["rounds"]) == 1 and not record["rounds"][0]["passed"]
+    run_stage(build, cfg)
+    with pytest.raises(PipelineError, match=r"accuracy gate failed"):
+        run_stage(compare, cfg)
+    failures = read_json(cfg.paths.accuracy)["failures"]
+    assert any(f.startswith("agreement dropped") and "(budget 1.00 pt" in f for f in failures), failures
+
+
+def test_fallback_keeps_the_sensitive_node_in_float_until_the_budget_holds(root):
+    cfg = cfg_for(root, "model=outlier", *INT8, "precision.int8.fallback=true")
+    run_stage(precision, cfg)
+    report = read_json(cfg.paths.precision_report)
+    record = report["fallback"]
+    rounds = record["rounds"]
+    assert not rounds[0]["passed"] and rounds[-1]["passed"] and len(rounds) >= 2
+    assert [r["excluded"] for r in rounds] == list(range(len(rounds)))  # step 1: one more node per round
+    assert rounds[-1]["agreement"] > rounds[0]["agreement"]
+    model = onnx.load(cfg.paths.precise)
+    first = next(n for n in model.graph.node if "x" in n.input)
+    assert record["excluded"] == [first.name] and first.op_type == "Gemm"  # reads the outlier input, in float
+    assert quantized_nodes(model)  # the rest is still int8
+    assert set(record["sensitivity"]) >= set(record["excluded"])
+    for module in (build, compare):
+        run_stage(module, cfg)
+    acc = read_json(cfg.paths.accuracy)
+    assert acc["passed"] and acc["int8"]["fallback"]["excluded"] == record["excluded"]
+    assert [r["candidate"] for r in acc["int8"]["fallback"]["rounds"]] == [r["candidate"] for r in rounds]
+
+
+def test_fallback_stops_at_its_node_limit(root):
+    cfg = cfg_for(root, "model=outlier", *INT8, "precision.int8.fallback=true", "precision.task_budget=-0.5")
+    run_stage(precision, cfg)
+    record = read_json(cfg.paths.precision_report)["fallback"]
+    nodes = len(record["sensitivity"])
+    limit = min(cfg.precision.int8.fallback_search.max_nodes, nodes - 1)
+    assert len(record["excluded"]) == limit and not record["rounds"][-1]["passed"]
+    assert len(record["rounds"]) == limit + 1
