@@ -154,6 +154,7 @@ def main(cfg: DictConfig) -> str:
             "torch": torch.__version__,
         },
         "runtimes": results,
+        "engine_bytes": (Path(cfg.paths.engine) / manifest["engine"]).stat().st_size,
     }
     write_json(cfg.paths.benchmark, report)
     first = f"bs{bench.batch_sizes[0]}"

@@ -4,7 +4,8 @@ Sensitivity of a node = the normalised squared error of the task output (against
 node alone is quantized. Rounds move the ``step`` next most sensitive nodes to float and re-encode with the same
 calibration (the ranges are measured on the float graph, so excluding a node does not change them), until the
 task metric is within ``precision.task_budget`` or ``max_nodes`` nodes are excluded (never all of them: a model
-with no quantized node is not int8). Every round is recorded.
+with no quantized node is not int8); if the budget never holds, the most accurate round is kept, and compare's
+gate reports the miss. Every round is recorded.
 """
 
 import tempfile
@@ -83,5 +84,10 @@ def run(out: Path, encode: Encoder, evaluate: Evaluator, enabled: bool, settings
         excluded = order[: min(len(excluded) + settings.step, limit)]
         encode(out, exclude=excluded)
         rounds.append({"excluded": len(excluded), **evaluate(out)})
+    if not rounds[-1]["passed"]:  # the budget never held: keep the most accurate round (fewest exclusions on ties)
+        best = max(rounds, key=lambda r: (r["candidate"], -r["excluded"]))
+        if best is not rounds[-1]:
+            excluded = order[: best["excluded"]]
+            encode(out, exclude=excluded)
     record["excluded"] = excluded
     return record

@@ -1,0 +1,1 @@
+"""Commands around the pipeline (not DVC stages): sweep tables."""
