@@ -81,7 +81,8 @@ def markdown(found: list[dict[str, Any]]) -> str:
                         r["precision"],
                         r["backend"],
                         "pass" if r["passed"] else "FAIL",
-                        f"{task['metric']} {100 * task['candidate']:.2f}% ({-100 * task['delta']:+.2f} pt)",
+                        f"{task['metric']} {100 * task['candidate']:.2f}% ({-100 * task['delta']:+.2f} pt, "
+                        f"budget {100 * task['budget']:.1f})",
                         batch[2:],
                         f"{p50:.3f}",
                         f"{run['latency_ms']['p99']:.3f}",
@@ -91,7 +92,7 @@ def markdown(found: list[dict[str, Any]]) -> str:
                         r["name"],
                     ]
                 )
-        header = ["precision", "backend", "gate", "accuracy (vs FP32 ref)", "batch", "p50 ms", "p99 ms"]
+        header = ["precision", "backend", "gate", "accuracy vs FP32 reference", "batch", "p50 ms", "p99 ms"]
         header += ["vs fp32 engine", "vs ORT fp32 (same run)", "engine size", "experiment"]
         lines += [f"## {model}", "", table(header, body), ""]
     return "\n".join(lines)
@@ -107,12 +108,15 @@ def plot(found: list[dict[str, Any]], path: Path) -> None:
     models = sorted({r["model"] for r in found})
     fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.6), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
-        for r in (r for r in found if r["model"] == model):
+        mine = [r for r in found if r["model"] == model]
+        for i, r in enumerate(mine):
             batch = max(r["runtimes"]["engine"], key=lambda b: int(b[2:]))
-            x = r["runtimes"]["engine"][batch]["latency_ms"]["p50"]
-            ax.scatter(x, 100 * r["task"]["candidate"], s=40)
-            ax.annotate(f"{r['precision']} ({batch})", (x, 100 * r["task"]["candidate"]), fontsize=8)
-        ax.set(title=model, xlabel="p50 latency (ms), largest batch", ylabel=f"{found[0]['task']['metric']} (%)")
+            point = (r["runtimes"]["engine"][batch]["latency_ms"]["p50"], 100 * r["task"]["candidate"])
+            ax.scatter(*point, s=40)
+            label = f"{r['precision']} ({batch})"
+            ax.annotate(label, point, xytext=(5, 5 - 12 * i), textcoords="offset points", fontsize=8)
+        ax.margins(0.25)
+        ax.set(title=model, xlabel="p50 latency (ms), largest batch", ylabel=f"{mine[0]['task']['metric']} (%)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -73,11 +73,14 @@ def runtimes(cfg: DictConfig, threads: int) -> dict[str, Callable[[ExitStack, di
     def ort_fp32(stack: ExitStack, feed: dict) -> Callable[[], object]:
         return onnxruntime.timed_call(stack.enter_context(default_session_runner(cfg.paths.onnx, ORT_FP32)), feed)
 
+    nets: list[Any] = []  # the eager model, loaded once for every batch size
+
     def eager(stack: ExitStack, feed: dict) -> Callable[[], object]:
         import torch
 
         torch.set_num_threads(threads)
-        net, tensors = load_model(cfg.model), [torch.from_numpy(a) for a in feed.values()]
+        nets[:] = nets or [load_model(cfg.model)]
+        net, tensors = nets[0], [torch.from_numpy(a) for a in feed.values()]
         stack.enter_context(torch.inference_mode())
         return lambda: net(*tensors)
 

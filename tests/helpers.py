@@ -11,18 +11,14 @@ from types import ModuleType
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from stages.core.run import compose as run_compose
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def compose(*overrides: str, config_dir: Path = ROOT / "conf") -> DictConfig:
     """Compose conf/ with Hydra overrides and resolve it, exactly as `dvc exp run -S ...` writes params.yaml."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(str(config_dir), version_base=None):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    OmegaConf.resolve(cfg)
-    return cfg
+    return run_compose(*overrides, config_dir=config_dir)
 
 
 def copy_repo(dest: Path) -> Path:

@@ -57,6 +57,17 @@ def load_params(stage: str, params_file: str = PARAMS_FILE, dvc_file: str = DVC_
     return select(OmegaConf.load(params_file), declared_params(stage, dvc_file))
 
 
+def compose(*overrides: str, config_dir: str | os.PathLike[str] = "conf") -> DictConfig:
+    """Compose ``config_dir`` with Hydra overrides and resolve it, as `dvc exp run -S ...` writes params.yaml."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(Path(config_dir).resolve()), version_base=None):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
 def quiet_libraries() -> None:
     """Keep library chatter (exporter progress, deprecation notes) out of the stage's one-line log.
 
