@@ -51,6 +51,15 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict) -> str:
             for n, s in acc["outputs"].items()
         ],
     )
+    if "int8" in acc:  # the precision stage's Q/DQ encoding and fallback rounds, as compare recorded them
+        fallback = acc["int8"]["fallback"]
+        rounds = " → ".join(f"{100 * r['candidate']:.2f}%" for r in fallback["rounds"])
+        kept = ", ".join(f"`{n}`" for n in fallback["excluded"]) or "none"
+        state = "on" if fallback["enabled"] else "off (precision.int8.fallback)"
+        gate += (
+            f"\n\nINT8: {acc['int8']['encoding']} Q/DQ; fallback {state}; {task['metric']} by round: {rounds}; "
+            f"nodes kept in float: {kept}."
+        )
     ups = speedups(bench)
     rows = []
     for name, runs in bench["runtimes"].items():

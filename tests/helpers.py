@@ -14,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from stages.core.run import compose as run_compose
 
 ROOT = Path(__file__).resolve().parents[1]
+# Benchmark overrides for tests that need the stage's outputs, not its numbers.
+FAST_BENCH = ("benchmark.duration_s=0.05", "benchmark.warmup_ms=5", "benchmark.min_iterations=4", "benchmark.rounds=2")
 
 
 def compose(*overrides: str, config_dir: Path = ROOT / "conf") -> DictConfig:

@@ -89,6 +89,12 @@ def test_digits_int8_then_fp32_reruns_only_what_precision_reaches(dvc_repo: Path
     assert "export" not in ran_stages(back.stdout) and "simplify" not in ran_stages(back.stdout)
     assert "precision" in ran_stages(back.stdout)
 
+    # int8 again, same model and data: the calibrated model comes back from DVC's run-cache, not a new calibration
+    again = run(["dvc", "exp", "run", "-S", "precision=int8", *QUICK], dvc_repo)
+    assert "Stage 'precision' is cached - skipping run" in again.stdout, again.stdout
+    assert "engineforge precision" not in again.stdout
+    assert json.loads((dvc_repo / "build/digits/precision.json").read_text()) == record
+
 
 def test_digits_fp16_end_to_end(dvc_repo: Path):
     run(["dvc", "exp", "run", "-S", "precision=fp16", *QUICK], dvc_repo)

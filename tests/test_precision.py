@@ -9,13 +9,14 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 from onnx import TensorProto, helper, numpy_helper
 
-from stages import build, compare, env, export, precision, simplify
+from stages import benchmark, build, compare, env, export, precision, simplify
+from stages import report as report_stage
 from stages.core import calibration
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
 from stages.core.quantize import quantized_nodes, write_fp16
-from tests.helpers import add_fixture_model, compose, copy_repo, run_stage
+from tests.helpers import FAST_BENCH, add_fixture_model, compose, copy_repo, run_stage
 
 INT8 = ("precision=int8", "precision.int8.calibration.samples=32", "precision.int8.calibration.batch_size=8")
 
@@ -217,6 +218,12 @@ def test_fallback_keeps_the_sensitive_node_in_float_until_the_budget_holds(root)
     acc = read_json(cfg.paths.accuracy)
     assert acc["passed"] and acc["int8"]["fallback"]["excluded"] == record["excluded"]
     assert [r["candidate"] for r in acc["int8"]["fallback"]["rounds"]] == [r["candidate"] for r in rounds]
+    quick = cfg_for(root, "model=outlier", *INT8, "precision.int8.fallback=true", *FAST_BENCH)
+    for module in (benchmark, report_stage):
+        run_stage(module, quick)
+    page = Path(cfg.paths.summary).read_text()
+    assert f"INT8: u8s8 Q/DQ; fallback on; agreement by round: {100 * rounds[0]['candidate']:.2f}%" in page
+    assert f"nodes kept in float: `{first.name}`" in page
 
 
 def test_fallback_stops_at_its_node_limit(root):
@@ -228,3 +235,18 @@ def test_fallback_stops_at_its_node_limit(root):
     assert not record["rounds"][-1]["passed"] and len(record["rounds"]) == limit + 1
     best = max(record["rounds"], key=lambda r: (r["candidate"], -r["excluded"]))
     assert len(record["excluded"]) == best["excluded"]  # the most accurate round's model is the one written
+
+
+def test_engine_build_tries_each_lower_optimization_level_and_says_why(root, monkeypatch):
+    """No float16 graph here crashes ONNX Runtime 1.31, so make every level fail the smoke check: the build walks
+    all -> extended -> basic -> disabled on the real runtime and reports each reason in one line."""
+    from stages.backends import onnxruntime as ort_backend
+
+    cfg = cfg_for(root, "model=tiny", "precision=fp16")
+    run_stage(precision, cfg)
+    monkeypatch.setattr(ort_backend, "SMOKE_TOLERANCE", -1.0)
+    with pytest.raises(PipelineError, match=r"cannot build .* at any optimization level") as error:
+        run_stage(build, cfg)
+    for level in ("all", "extended", "basic", "disabled"):
+        assert f"{level}: outputs differ from the unoptimized graph" in str(error.value)
+    assert "\n" not in str(error.value)

@@ -16,9 +16,7 @@ from stages.core.artifacts import read_json, sha256
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
 from stages.core.run import declared_params, select
-from tests.helpers import add_fixture_model, compose, copy_repo, python_module, run_if, run_stage
-
-FAST_BENCH = ("benchmark.duration_s=0.05", "benchmark.warmup_ms=5", "benchmark.min_iterations=4", "benchmark.rounds=2")
+from tests.helpers import FAST_BENCH, add_fixture_model, compose, copy_repo, python_module, run_if, run_stage
 
 
 @pytest.fixture(scope="module")
