@@ -17,8 +17,10 @@ from stages.core.onnx_io import load_onnx
 from stages.core.run import run_stage
 
 
-def build_engine(backend: Backend, onnx: Path, cfg: DictConfig, fingerprint: dict[str, Any], out: Path) -> dict:
-    """Build ``onnx`` with ``backend`` into the folder ``out`` (atomically) beside its manifest; return the manifest."""
+def build_engine(backend: Backend, onnx: Path, cfg: DictConfig, env: dict[str, Any], out: Path) -> dict:
+    """Build ``onnx`` with ``backend`` into the folder ``out`` (atomically) beside its manifest; return the manifest.
+
+    ``env`` is env.json's content: its fingerprint and deployment-target label go into the manifest."""
     load_onnx(onnx)
     with atomic_path(out, directory=True) as tmp:
         built = backend.build(onnx, cfg, tmp)
@@ -26,7 +28,8 @@ def build_engine(backend: Backend, onnx: Path, cfg: DictConfig, fingerprint: dic
             "backend": backend.name,
             "engine": built["engine"],
             "engine_sha256": sha256(tmp / built["engine"]),
-            "fingerprint": fingerprint,
+            "fingerprint": env["fingerprint"],
+            "target": env.get("target"),
             "model": cfg.model.name,
             "onnx": {"path": str(onnx), "sha256": sha256(onnx)},
             "precision": cfg.precision.name,
@@ -44,7 +47,7 @@ def main(cfg: DictConfig) -> str:
     diff = first_difference(env["fingerprint"], backend.fingerprint())
     if diff:
         raise PipelineError(f"{cfg.paths.env} is stale ({diff[0]} changed): run `dvc repro`, which reruns env")
-    manifest = build_engine(backend, Path(cfg.paths.precise), cfg, env["fingerprint"], Path(cfg.paths.engine))
+    manifest = build_engine(backend, Path(cfg.paths.precise), cfg, env, Path(cfg.paths.engine))
     size = (Path(cfg.paths.engine) / manifest["engine"]).stat().st_size
     return f"{backend.name} {cfg.precision.name} engine ({size / 1024:.0f} KiB) -> {cfg.paths.engine}/"
 

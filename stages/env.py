@@ -10,17 +10,22 @@ from omegaconf import DictConfig
 
 from stages.backends import registry
 from stages.core.artifacts import to_json, write_text
+from stages.core.errors import PipelineError
 from stages.core.run import run_stage
 
 
 def main(cfg: DictConfig) -> str:
-    """Resolve ``backend.name`` and write the fingerprint of the chosen backend to ``paths.env``."""
+    """Resolve ``backend.name`` and write the fingerprint of the chosen backend (plus ``target``, the optional
+    deployment-target label) to ``paths.env``."""
     backend, reason = registry.resolve(cfg.backend.name)
+    if cfg.target is not None and (not isinstance(cfg.target, str) or not cfg.target.strip()):
+        raise PipelineError(f"target: {cfg.target!r} is not a label; use a non-empty string (e.g. target=edge-a)")
     env = {
         "backend": backend.name,
         "fingerprint": backend.fingerprint(),
         "reason": reason,
         "requested": cfg.backend.name,
+        "target": cfg.target,
     }
     write_text(cfg.paths.env, to_json(env))
     write_text(cfg.paths.backend_choice, to_json({"backend": backend.name, "int8_encoding": backend.int8_encoding}))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import copy_repo
+from tests.helpers import copy_repo, run
 
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -36,4 +36,15 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the project in a temporary folder, as the working directory."""
     copy_repo(tmp_path)
     monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def dvc_repo(tmp_path: Path) -> Path:
+    """A fresh git repo holding the project (no DVC cache, no build/, no dvc.lock)."""
+    copy_repo(tmp_path)
+    (tmp_path / "dvc.lock").unlink(missing_ok=True)
+    run(["git", "init", "-q"], tmp_path)
+    run(["git", "add", "-A"], tmp_path)
+    run(["git", "commit", "-qm", "copy"], tmp_path)
     return tmp_path

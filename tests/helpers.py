@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from stages.core.run import compose as run_compose
 
 ROOT = Path(__file__).resolve().parents[1]
+# `dvc exp run` overrides that keep an end-to-end run's benchmark short.
+QUICK = ["-S", "benchmark.duration_s=0.3", "-S", "benchmark.warmup_ms=20", "-S", "benchmark.rounds=1"]
 # Benchmark overrides for tests that need the stage's outputs, not its numbers.
 FAST_BENCH = ("benchmark.duration_s=0.05", "benchmark.warmup_ms=5", "benchmark.min_iterations=4", "benchmark.rounds=2")
 
@@ -61,6 +64,11 @@ def run_stage(module: ModuleType, cfg: DictConfig) -> str:
     from stages.core.run import declared_params, select
 
     return module.main(select(cfg, declared_params(module.__name__.rsplit(".", 1)[1])))
+
+
+def ran_stages(output: str) -> list[str]:
+    """The stages DVC ran (not skipped, not restored), from its own output."""
+    return re.findall(r"Running stage '(\w+)'", output)
 
 
 def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

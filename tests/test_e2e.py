@@ -9,25 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import copy_repo, run
+from tests.helpers import QUICK, ran_stages, run
 
 pytestmark = pytest.mark.slow
-QUICK = ["-S", "benchmark.duration_s=0.3", "-S", "benchmark.warmup_ms=20", "-S", "benchmark.rounds=1"]
-
-
-@pytest.fixture
-def dvc_repo(tmp_path: Path) -> Path:
-    """A fresh git repo holding the project (no DVC cache, no build/)."""
-    copy_repo(tmp_path)
-    (tmp_path / "dvc.lock").unlink(missing_ok=True)
-    run(["git", "init", "-q"], tmp_path)
-    run(["git", "add", "-A"], tmp_path)
-    run(["git", "commit", "-qm", "copy"], tmp_path)
-    return tmp_path
-
-
-def ran_stages(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
 
 
 def test_digits_end_to_end_then_a_second_repro_runs_only_env(dvc_repo: Path):

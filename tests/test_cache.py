@@ -1,0 +1,45 @@
+"""The engine cache on real `dvc exp run`s in a temporary repo, read from DVC's own output and dvc.lock:
+restore instead of rebuild, rerun only what a change reaches, never restore timings."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import QUICK, ran_stages, run
+
+pytestmark = pytest.mark.slow
+RESTORED = "Stage '{}' is cached - skipping run, checking out outputs"
+
+
+def exp_run(repo: Path, *overrides: str) -> str:
+    args = [a for o in overrides for a in ("-S", o)]
+    return run(["dvc", "exp", "run", *args, *QUICK], repo).stdout
+
+
+def lock_outs(repo: Path, stage: str) -> dict[str, str]:
+    entry = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]
+    return {out["path"]: out["md5"] for out in entry.get("outs", [])}
+
+
+def test_switching_back_restores_and_each_change_reruns_only_what_it_reaches(dvc_repo: Path):
+    exp_run(dvc_repo)
+    fp32_engine = lock_outs(dvc_repo, "build")
+    exp_run(dvc_repo, "precision=int8")
+
+    back = exp_run(dvc_repo, "precision=fp32")  # fp32 -> int8 -> fp32: the fp32 engine comes back, unbuilt
+    assert RESTORED.format("build") in back and RESTORED.format("precision") in back
+    assert not re.search(r"^engineforge (precision|build):", back, re.MULTILINE)
+    assert lock_outs(dvc_repo, "build") == fp32_engine
+    assert "benchmark" in ran_stages(back) and RESTORED.format("benchmark") not in back  # timings never restore
+
+    bench = exp_run(dvc_repo, "benchmark.min_iterations=11")  # a benchmark setting: benchmark and report only
+    assert ran_stages(bench) == ["env", "benchmark", "report"], bench
+
+    target = exp_run(dvc_repo, "target=edge-a")  # the fingerprint: the engine and everything after it
+    assert ran_stages(target) == ["env", "build", "compare", "benchmark", "report"], target
+    env = json.loads((dvc_repo / "build/env.json").read_text())
+    manifest = json.loads((dvc_repo / "build/digits/engine/manifest.json").read_text())
+    assert env["target"] == manifest["target"] == "edge-a"
