@@ -3,12 +3,14 @@ restore instead of rebuild, rerun only what a change reaches, never restore timi
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
-from tests.helpers import QUICK, ran_stages, run
+from tests.helpers import QUICK, compose, ran_stages, run
 
 pytestmark = pytest.mark.slow
 RESTORED = "Stage '{}' is cached - skipping run, checking out outputs"
@@ -43,3 +45,24 @@ def test_switching_back_restores_and_each_change_reruns_only_what_it_reaches(dvc
     env = json.loads((dvc_repo / "build/env.json").read_text())
     manifest = json.loads((dvc_repo / "build/digits/engine/manifest.json").read_text())
     assert env["target"] == manifest["target"] == "edge-a"
+
+
+def test_why_tells_skip_restore_run_and_pending_before_dvc_repro(dvc_repo: Path):
+    exp_run(dvc_repo, "precision=int8")
+    exp_run(dvc_repo)
+    quick = QUICK[1::2]  # the -S values
+    cfg = compose(
+        "precision=int8", "target=edge-b", "benchmark.min_iterations=12", *quick, config_dir=dvc_repo / "conf"
+    )
+    OmegaConf.save(cfg, dvc_repo / "params.yaml")  # what `dvc exp run -S ...` would compose
+    lines = run([sys.executable, "-m", "engineforge.why"], dvc_repo).stdout.splitlines()
+    verdicts = {line.split()[0]: line.split(maxsplit=2)[1:] for line in lines}
+    assert verdicts["env"] == ["run", "always runs; build/env.json will change: target: None -> 'edge-b'"]
+    assert verdicts["export"][0] == verdicts["simplify"][0] == "skip"
+    assert verdicts["precision"][0] == "restore" and "precision.name: 'fp32' -> 'int8'" in verdicts["precision"][1]
+    assert verdicts["build"][0] == "pending" and "after env, precision" in verdicts["build"][1]
+    assert "benchmark.min_iterations: 10 -> 12" in verdicts["benchmark"][1]
+    assert "never restored (persist)" in verdicts["benchmark"][1]
+
+    repro = run(["dvc", "repro"], dvc_repo).stdout  # and dvc does what why said
+    assert RESTORED.format("precision") in repro and "export" not in ran_stages(repro)

@@ -3,7 +3,7 @@
 import os
 import platform
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -98,15 +98,18 @@ def cpu_fingerprint() -> dict[str, Any]:
     }
 
 
-def first_difference(built: Any, current: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
-    """The first (dotted key, built value, current value) where two fingerprints differ, else None."""
+def differences(built: Any, current: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """Every (dotted key, built value, current value) where two nested dicts differ, in sorted key order."""
     if isinstance(built, dict) and isinstance(current, dict):
         for key in sorted(set(built) | set(current)):
-            found = first_difference(built.get(key), current.get(key), f"{prefix}{key}.")
-            if found:
-                return found
-        return None
-    return None if built == current else (prefix.rstrip("."), built, current)
+            yield from differences(built.get(key), current.get(key), f"{prefix}{key}.")
+    elif built != current:
+        yield prefix.rstrip("."), built, current
+
+
+def first_difference(built: Any, current: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """The first (dotted key, built value, current value) where two fingerprints differ, else None."""
+    return next(differences(built, current, prefix), None)
 
 
 def verified_engine(engine_dir: Path, fingerprint: dict[str, Any]) -> tuple[dict[str, Any], Path]:

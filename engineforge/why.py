@@ -1,0 +1,139 @@
+"""Why: what the next `dvc repro` will do to each stage — skip, restore from the run-cache, or run — and why.
+
+Not a DVC stage: a command (run it after editing params.yaml, or after pulling, before `dvc repro`)::
+
+    python -m engineforge.why
+
+Built on DVC's own view, not a second hashing scheme: `dvc status` (through DVC's API) says which dependencies and
+params changed; dvc.lock and params.yaml give each changed param's old and new value; DVC's run-cache says whether
+a changed stage's new inputs were built before. The env stage always runs, so the machine's fingerprint is
+computed now and compared with build/env.json: a field that differs (old -> new) reaches every stage after it.
+A stage after one that will run is "pending": it runs, or is restored if the inputs it then has were built before;
+that is only known once the stage before it has produced them.
+"""
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+
+from stages.backends import registry
+from stages.backends.base import differences, first_difference
+from stages.core.artifacts import read_json
+from stages.core.errors import PipelineError
+
+PARAMS, LOCK, DVC = "params.yaml", "dvc.lock", "dvc.yaml"
+
+
+def param_changes(stage: str, keys: dict[str, Any], lock: dict[str, Any], params: Any, most: int = 3) -> list[str]:
+    """'key: old -> new' for the changed params of ``stage`` (leaves of a changed group; ``most`` per key)."""
+    recorded = lock.get("stages", {}).get(stage, {}).get("params", {}).get(PARAMS, {})
+    lines = []
+    for key in keys:
+        new = OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(params, key)}))["v"]
+        found = [f"{k}: {old!r} -> {now!r}" for k, old, now in differences(recorded.get(key), new, f"{key}.")]
+        more = [f"and {len(found) - most} more under {key}"] if len(found) > most else []
+        lines += found[:most] + more if found else [f"{key}: changed"]
+    return lines
+
+
+def env_changes(cfg: Any) -> dict[str, str]:
+    """Output path of the env stage -> how it will differ from the file on disk on this machine now."""
+    backend, _ = registry.resolve(cfg.backend.name)
+    now = {
+        cfg.paths.env: {"backend": backend.name, "fingerprint": backend.fingerprint(), "target": cfg.get("target")},
+        cfg.paths.backend_choice: {"backend": backend.name, "int8_encoding": backend.int8_encoding},
+    }
+    changes = {}
+    for path, content in now.items():
+        try:
+            before = read_json(path)
+        except PipelineError:
+            changes[path] = "does not exist yet"
+            continue
+        diff = first_difference({k: before.get(k) for k in content}, content)
+        if diff:
+            changes[path] = f"{diff[0]}: {diff[1]!r} -> {diff[2]!r}"
+    return changes
+
+
+def restorable(repo: Any, name: str) -> bool:
+    """Whether DVC's run-cache holds an entry for ``name`` with its current inputs (nothing is checked out)."""
+    from dvc.stage.cache import RunCacheNotFoundError
+
+    stage = repo.stage.collect(name)[0]
+    try:
+        stage.save_deps()
+        repo.stage_cache.restore(stage, dry=True)
+    except (RunCacheNotFoundError, FileNotFoundError):
+        return False
+    return True
+
+
+def explain() -> list[tuple[str, str, str]]:
+    """(stage, verdict, reason) for every stage of dvc.yaml, in pipeline order."""
+    from dvc.repo import Repo
+
+    logging.getLogger("dvc").setLevel(logging.ERROR)  # a dry restore logs "Stage ... is cached"
+    stages = yaml.safe_load(Path(DVC).read_text(encoding="utf-8"))["stages"]
+    params = OmegaConf.load(PARAMS)
+    lock = yaml.safe_load(Path(LOCK).read_text(encoding="utf-8")) if Path(LOCK).is_file() else {}
+    repo = Repo(".")
+    status = repo.status()
+    produced: dict[str, str] = {}  # output path -> the stage that will (re)produce it
+    rows = []
+    for name, spec in stages.items():
+        reasons, upstream = [], set()
+        for change in status.get(name, []):
+            if isinstance(change, dict):
+                for path, what in change.get("changed deps", {}).items():
+                    keys = what if isinstance(what, dict) else {}
+                    reasons += param_changes(name, keys, lock, params) if path == PARAMS else [f"{path} {what}"]
+                reasons += [f"output {p} {w}" for p, w in change.get("changed outs", {}).items()]
+                reasons += ["its command changed"] if change.get("changed command") else []
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in spec.get("outs", []) + spec.get("metrics", [])]
+        outs = [OmegaConf.select(params, o[2:-1]) if o.startswith("${") else o for o in outs]
+        for dep in spec.get("deps", []):
+            path = OmegaConf.select(params, dep[2:-1]) if dep.startswith("${") else dep
+            if path in produced:
+                upstream.add(produced[path])
+        persist = any(isinstance(o, dict) and next(iter(o.values())).get("persist") for o in spec.get("outs", []))
+        if spec.get("always_changed"):  # the env stage: its output is computed here and now
+            changes = env_changes(params)
+            verdict = "run"
+            reasons = [f"always runs; {p} will change: {c}" for p, c in changes.items()] or ["always runs; same output"]
+            produced.update(dict.fromkeys(changes, name))
+        elif upstream or reasons:
+            if upstream:
+                verdict = "pending"
+                reasons.append(f"after {', '.join(sorted(upstream))}")
+            else:
+                verdict = "run" if persist or not restorable(repo, name) else "restore"
+                reasons.append("built before: the run-cache has these inputs" if verdict == "restore" else "")
+            reasons.append("never restored (persist)" if persist else "")
+            produced.update(dict.fromkeys(outs, name))
+        else:
+            verdict = "skip"
+            reasons.append("nothing it depends on changed")
+        rows.append((name, verdict, "; ".join(r for r in reasons if r)))
+    return rows
+
+
+def main() -> int:
+    """Print one line per stage."""
+    try:
+        rows = explain()
+    except PipelineError as e:
+        print(f"engineforge why: error: {e}", file=sys.stderr)
+        return 1
+    width = max(len(name) for name, _, _ in rows)
+    for name, verdict, reason in rows:
+        print(f"{name:<{width}}  {verdict:<7}  {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
