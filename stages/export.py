@@ -6,6 +6,7 @@ samples in ONNX Runtime at a batch size other than the traced one, which also pr
 
 import contextlib
 import io
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -15,6 +16,8 @@ from stages.core.data import feeds, input_specs, load_dataset, load_model, outpu
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs
 from stages.core.run import quiet_libraries, run_stage
+
+STACK_TRACE = "pkg.torch.onnx.stack_trace"  # per-node metadata the dynamo exporter writes
 
 
 def torch_outputs(net: object, batches: list[dict[str, np.ndarray]], names: list[str]) -> dict[str, np.ndarray]:
@@ -29,8 +32,18 @@ def torch_outputs(net: object, batches: list[dict[str, np.ndarray]], names: list
     return {name: np.concatenate([r[i].numpy() for r in runs]) for i, name in enumerate(names)}
 
 
+def strip_stack_traces(model: Any) -> None:
+    """Drop the exporter's per-node ``pkg.torch.onnx.stack_trace`` metadata in place: it holds absolute paths of
+    the Python installation and the recipe, so the same export from another clone or venv would differ in bytes."""
+    for node in [*model.graph.node, *(n for f in model.functions for n in f.node)]:
+        kept = [p for p in node.metadata_props if p.key != STACK_TRACE]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+
+
 def main(cfg: DictConfig) -> str:
     """Export ``cfg.model`` to ``paths.onnx`` and record the check in ``paths.export_report``."""
+    import onnx
     import torch
 
     quiet_libraries()
@@ -63,6 +76,8 @@ def main(cfg: DictConfig) -> str:
             detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise PipelineError(f"torch.onnx.export failed for model {model.name!r}: {detail}") from e
         onnx_model = load_onnx(tmp)
+        strip_stack_traces(onnx_model)
+        onnx.save(onnx_model, str(tmp))
         check_feeds = feeds(model, data, export.example_batch + 1, limit=export.check.samples)
         check = compare_outputs(
             torch_outputs(net, check_feeds, output_names),

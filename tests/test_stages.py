@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,14 @@ def test_measure_honours_duration_and_minimum_iterations():
     assert len(run["latency_ms"]) == 25
     run = benchmark.measure(lambda: None, warmup_s=0.01, duration_s=0.05, min_iterations=1)
     assert run["wall_s"] >= 0.05 and len(run["latency_ms"]) > 1
+
+
+def test_export_holds_no_install_paths(tiny):
+    """The exporter's per-node stack traces name the venv and the recipe by absolute path; the stage drops them,
+    so the same export from another clone or venv has the same bytes (engineforge.reproduce checks it in CI)."""
+    root, cfg = tiny
+    model = onnx.load(root / cfg.paths.onnx)
+    keys = {p.key for n in model.graph.node for p in n.metadata_props}
+    assert "pkg.torch.onnx.stack_trace" not in keys and "namespace" in keys  # other metadata stays
+    text = (root / cfg.paths.onnx).read_bytes().decode("latin-1")
+    assert str(root) not in text and sys.prefix not in text
