@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from stages.backends import registry
+from stages import env
 from stages.backends.base import differences, first_difference
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
@@ -42,19 +42,13 @@ def param_changes(stage: str, keys: dict[str, Any], lock: dict[str, Any], params
 
 def env_changes(cfg: Any) -> dict[str, str]:
     """Output path of the env stage -> how it will differ from the file on disk on this machine now."""
-    backend, _ = registry.resolve(cfg.backend.name)
-    now = {
-        cfg.paths.env: {"backend": backend.name, "fingerprint": backend.fingerprint(), "target": cfg.get("target")},
-        cfg.paths.backend_choice: {"backend": backend.name, "int8_encoding": backend.int8_encoding},
-    }
     changes = {}
-    for path, content in now.items():
+    for path, content in env.records(cfg)[0].items():
         try:
-            before = read_json(path)
+            diff = first_difference(read_json(path), content)
         except PipelineError:
             changes[path] = "does not exist yet"
             continue
-        diff = first_difference({k: before.get(k) for k in content}, content)
         if diff:
             changes[path] = f"{diff[0]}: {diff[1]!r} -> {diff[2]!r}"
     return changes

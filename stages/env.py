@@ -14,9 +14,9 @@ from stages.core.errors import PipelineError
 from stages.core.run import run_stage
 
 
-def main(cfg: DictConfig) -> str:
-    """Resolve ``backend.name`` and write the fingerprint of the chosen backend (plus ``target``, the optional
-    deployment-target label) to ``paths.env``."""
+def records(cfg: DictConfig) -> tuple[dict[str, dict], str]:
+    """Path -> content of each file the env stage writes (``paths.env``, ``paths.backend_choice``), and the line
+    saying which backend was chosen; shared with ``engineforge.why``, which predicts the stage's output."""
     backend, reason = registry.resolve(cfg.backend.name)
     if cfg.target is not None and (not isinstance(cfg.target, str) or not cfg.target.strip()):
         raise PipelineError(f"target: {cfg.target!r} is not a label; use a non-empty string (e.g. target=edge-a)")
@@ -27,9 +27,17 @@ def main(cfg: DictConfig) -> str:
         "requested": cfg.backend.name,
         "target": cfg.target,
     }
-    write_text(cfg.paths.env, to_json(env))
-    write_text(cfg.paths.backend_choice, to_json({"backend": backend.name, "int8_encoding": backend.int8_encoding}))
-    return f"backend {backend.name} ({reason}) -> {cfg.paths.env}"
+    choice = {"backend": backend.name, "int8_encoding": backend.int8_encoding}
+    return {cfg.paths.env: env, cfg.paths.backend_choice: choice}, f"backend {backend.name} ({reason})"
+
+
+def main(cfg: DictConfig) -> str:
+    """Resolve ``backend.name``; write the chosen backend's fingerprint (plus ``target``, the optional
+    deployment-target label) to ``paths.env`` and the choice alone to ``paths.backend_choice``."""
+    files, chosen = records(cfg)
+    for path, content in files.items():
+        write_text(path, to_json(content))
+    return f"{chosen} -> {cfg.paths.env}"
 
 
 if __name__ == "__main__":

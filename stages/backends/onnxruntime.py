@@ -57,13 +57,12 @@ def resolve_settings(settings: DictConfig) -> dict[str, Any]:
     return {"graph_optimization_level": level, "intra_op_num_threads": threads, "providers": list(settings.providers)}
 
 
-def smoke_feed(onnx: Path, dims: DictConfig, batch: int = 2) -> dict[str, np.ndarray]:
-    """Seeded inputs for ``onnx``: batch ``batch``, other dynamic axes from ``model.dims`` (else 1); floats
-    standard normal, integers 0 or 1 (valid ids and mask values for every model here)."""
+def smoke_feed(session: Any, dims: DictConfig, batch: int = 2) -> dict[str, np.ndarray]:
+    """Seeded inputs for ``session``'s model: batch ``batch``, other dynamic axes from ``model.dims`` (else 1);
+    floats standard normal, integers 0 or 1 (valid ids and mask values for every model here)."""
     rng = np.random.default_rng(0)
-    options = session_options(1, "disabled")
     feed = {}
-    for meta in _ort().InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"]).get_inputs():
+    for meta in session.get_inputs():
         shape = [d if isinstance(d, int) else (batch if i == 0 else dims.get(d, 1)) for i, d in enumerate(meta.shape)]
         dtype = np.dtype({"tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(meta.type, np.float32))
         if dtype.kind == "i":
@@ -126,15 +125,18 @@ class OnnxRuntimeBackend:
         optimizers have crashed on float16 graphs). A lower level than asked is recorded in the manifest."""
         settings = resolve_settings(cfg.backend.onnxruntime)
         requested = settings["graph_optimization_level"]
-        feed = smoke_feed(onnx, cfg.model.dims)
-        expected = self._run(onnx, settings, "disabled", feed)
+        reference = self._session(onnx, settings, "disabled")
+        feed = smoke_feed(reference, cfg.model.dims)
+        expected = reference.run(None, feed)
         problems = []
-        for level in list(LEVELS)[::-1][list(LEVELS)[::-1].index(requested) :]:
+        downward = list(LEVELS)[::-1]  # all, extended, basic, disabled
+        for level in downward[downward.index(requested) :]:
             try:
                 options = session_options(settings["intra_op_num_threads"], level)
                 options.optimized_model_filepath = str(out / ENGINE_FILE)
                 _ort().InferenceSession(str(onnx), options, providers=settings["providers"])
-                error = relative_error(self._run(out / ENGINE_FILE, settings, "disabled", feed), expected)
+                got = self._session(out / ENGINE_FILE, settings, "disabled").run(None, feed)
+                error = relative_error(got, expected)
             except Exception as e:  # onnxruntime raises its own exception types for graphs it cannot optimize
                 problems.append(f"{level}: {str(e).splitlines()[0][:160]}")
                 continue
@@ -149,12 +151,12 @@ class OnnxRuntimeBackend:
         return built
 
     @staticmethod
-    def _run(model: Path, settings: dict[str, Any], level: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _session(model: Path, settings: dict[str, Any], level: str) -> Any:
         options = session_options(settings["intra_op_num_threads"], level)
         try:
-            return _ort().InferenceSession(str(model), options, providers=settings["providers"]).run(None, feed)
+            return _ort().InferenceSession(str(model), options, providers=settings["providers"])
         except Exception as e:  # onnxruntime's own exception types
-            raise PipelineError(f"onnxruntime cannot run {model}: {str(e).splitlines()[0][:200]}") from e
+            raise PipelineError(f"onnxruntime cannot load {model}: {str(e).splitlines()[0][:200]}") from e
 
     def runner(self, engine: Path, name: str = "engine") -> Any:
         """An OnnxrtRunner over the verified engine in the folder ``engine``."""
