@@ -95,7 +95,7 @@ def main(cfg: DictConfig) -> str:
         "task": task,
     }
     if "fallback" in precision_report:  # int8: the precision stage's rounds (ONNX Runtime CPU, same eval data)
-        kept = {k: precision_report["fallback"][k] for k in ("enabled", "excluded", "rounds")}
+        kept = {k: precision_report["fallback"][k] for k in ("enabled", "excluded", "kept", "rounds")}
         report["int8"] = {"encoding": precision_report["encoding"], "fallback": kept}
     write_json(cfg.paths.accuracy, report)
     summary = f"{task['metric']} {task['candidate']:.4f} vs reference {task['reference']:.4f} on {task['samples']}"

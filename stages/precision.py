@@ -80,11 +80,11 @@ def main(cfg: DictConfig) -> str:
         "fp16": f"float16, float32 I/O, {len(report.get('kept_float32', []))} op types kept in float32",
     }
     if name == "int8":
-        rounds = report["fallback"]["rounds"]
+        kept = report["fallback"]["rounds"][report["fallback"]["kept"]]
         done["int8"] = (
             f"{report['encoding']} Q/DQ on {report['quantized_nodes']} nodes, "
-            f"{rounds[-1]['metric']} {rounds[-1]['candidate']:.4f} (reference {rounds[-1]['reference']:.4f})"
-            + (f", {rounds[-1]['excluded']} nodes kept in float" if rounds[-1]["excluded"] else "")
+            f"{kept['metric']} {kept['candidate']:.4f} (reference {kept['reference']:.4f})"
+            + (f", {kept['excluded']} nodes kept in float" if kept["excluded"] else "")
         )
     return f"{name}: {done[name]} -> {cfg.paths.precise}"
 

@@ -234,7 +234,9 @@ def test_fallback_stops_at_its_node_limit(root):
     limit = min(cfg.precision.int8.fallback_search.max_nodes, nodes - 1)
     assert not record["rounds"][-1]["passed"] and len(record["rounds"]) == limit + 1
     best = max(record["rounds"], key=lambda r: (r["candidate"], -r["excluded"]))
-    assert len(record["excluded"]) == best["excluded"]  # the most accurate round's model is the one written
+    assert record["rounds"][record["kept"]] == best  # the most accurate round's model is the one written
+    assert len(record["excluded"]) == best["excluded"]
+    assert len(quantized_nodes(onnx.load(cfg.paths.precise))) == len(record["sensitivity"]) - best["excluded"]
 
 
 def test_engine_build_tries_each_lower_optimization_level_and_says_why(root, monkeypatch):

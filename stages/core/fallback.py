@@ -63,12 +63,13 @@ def run(out: Path, encode: Encoder, evaluate: Evaluator, enabled: bool, settings
     ``settings.step`` most sensitive nodes and encode again, up to ``settings.max_nodes``.
 
     Returns:
-        enabled, rounds (excluded count + task metric of each), the excluded nodes and every node's sensitivity.
+        enabled, rounds (excluded count + task metric of each), kept (the index of the round written to ``out``),
+        the excluded nodes and every node's sensitivity.
     """
     encode(out)
     check_int8(load_onnx(out))
     rounds = [{"excluded": 0, **evaluate(out)}]
-    record: dict[str, Any] = {"enabled": enabled, "rounds": rounds, "excluded": [], "sensitivity": {}}
+    record: dict[str, Any] = {"enabled": enabled, "rounds": rounds, "excluded": [], "kept": 0, "sensitivity": {}}
     if rounds[-1]["passed"] or not enabled:
         return record
     nodes = quantized_nodes(load_onnx(out))
@@ -80,10 +81,11 @@ def run(out: Path, encode: Encoder, evaluate: Evaluator, enabled: bool, settings
         excluded = order[: min(len(excluded) + settings.step, limit)]
         encode(out, exclude=excluded)
         rounds.append({"excluded": len(excluded), **evaluate(out)})
+    kept = len(rounds) - 1
     if not rounds[-1]["passed"]:  # the budget never held: keep the most accurate round (fewest exclusions on ties)
-        best = max(rounds, key=lambda r: (r["candidate"], -r["excluded"]))
-        if best is not rounds[-1]:
-            excluded = order[: best["excluded"]]
+        kept = max(range(len(rounds)), key=lambda i: (rounds[i]["candidate"], -rounds[i]["excluded"]))
+        if kept != len(rounds) - 1:
+            excluded = order[: rounds[kept]["excluded"]]
             encode(out, exclude=excluded)
-    record["excluded"] = excluded
+    record["excluded"], record["kept"] = excluded, kept
     return record
