@@ -3,10 +3,12 @@
 Runs on every ``dvc repro`` (``always_changed``); stages after it depend on the file's content, so they rerun only
 when the backend, its version or the device really changed. backend.json holds only the choice and the int8
 encoding it runs fast: the precision stage depends on it, so a new driver or CPU rebuilds engines but does not
-re-quantize. Both files have deterministic bytes. Kept light: no torch import.
+re-quantize. Both files have deterministic bytes. Kept light, since every `dvc repro` runs it: no torch, and its
+parameters come as a plain dict (no OmegaConf).
 """
 
-from omegaconf import DictConfig
+from collections.abc import Mapping
+from typing import Any
 
 from stages.backends import registry
 from stages.core.artifacts import to_json, write_text
@@ -14,31 +16,32 @@ from stages.core.errors import PipelineError
 from stages.core.run import run_stage
 
 
-def records(cfg: DictConfig) -> tuple[dict[str, dict], str]:
+def records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
     """Path -> content of each file the env stage writes (``paths.env``, ``paths.backend_choice``), and the line
     saying which backend was chosen; shared with ``engineforge.why``, which predicts the stage's output."""
-    backend, reason = registry.resolve(cfg.backend.name)
-    if cfg.target is not None and (not isinstance(cfg.target, str) or not cfg.target.strip()):
-        raise PipelineError(f"target: {cfg.target!r} is not a label; use a non-empty string (e.g. target=edge-a)")
+    requested, target, paths = cfg["backend"]["name"], cfg["target"], cfg["paths"]
+    backend, reason = registry.resolve(requested)
+    if target is not None and (not isinstance(target, str) or not target.strip()):
+        raise PipelineError(f"target: {target!r} is not a label; use a non-empty string (e.g. target=edge-a)")
     env = {
         "backend": backend.name,
         "fingerprint": backend.fingerprint(),
         "reason": reason,
-        "requested": cfg.backend.name,
-        "target": cfg.target,
+        "requested": requested,
+        "target": target,
     }
     choice = {"backend": backend.name, "int8_encoding": backend.int8_encoding}
-    return {cfg.paths.env: env, cfg.paths.backend_choice: choice}, f"backend {backend.name} ({reason})"
+    return {paths["env"]: env, paths["backend_choice"]: choice}, f"backend {backend.name} ({reason})"
 
 
-def main(cfg: DictConfig) -> str:
+def main(cfg: Mapping[str, Any]) -> str:
     """Resolve ``backend.name``; write the chosen backend's fingerprint (plus ``target``, the optional
     deployment-target label) to ``paths.env`` and the choice alone to ``paths.backend_choice``."""
     files, chosen = records(cfg)
     for path, content in files.items():
         write_text(path, to_json(content))
-    return f"{chosen} -> {cfg.paths.env}"
+    return f"{chosen} -> {cfg['paths']['env']}"
 
 
 if __name__ == "__main__":
-    run_stage("env", main)
+    run_stage("env", main, plain=True)

@@ -61,9 +61,9 @@ def add_fixture_model(root: Path, name: str) -> None:
 
 def run_stage(module: ModuleType, cfg: DictConfig) -> str:
     """Call a stage's main() with only the params it declares in dvc.yaml (as `python -m` would)."""
-    from stages.core.run import declared_params, select
+    from stages.core.run import declared_params, frozen, select
 
-    return module.main(select(cfg, declared_params(module.__name__.rsplit(".", 1)[1])))
+    return module.main(frozen(select(OmegaConf.to_container(cfg), declared_params(module.__name__.rsplit(".", 1)[1]))))
 
 
 def ran_stages(output: str) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from omegaconf import OmegaConf
 
 from stages import benchmark, compare, env, export, precision, report, simplify
 from stages import build as build_module
@@ -16,8 +17,8 @@ from stages.backends.base import MANIFEST
 from stages.core.artifacts import read_json, sha256
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
-from stages.core.run import declared_params, select
-from tests.helpers import FAST_BENCH, add_fixture_model, compose, copy_repo, python_module, run_if, run_stage
+from stages.core.run import load_params
+from tests.helpers import FAST_BENCH, ROOT, add_fixture_model, compose, copy_repo, python_module, run_if, run_stage
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +117,25 @@ def test_report_summarizes_accuracy_latency_and_versions(tiny):
     assert (root / cfg.paths.latency_plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_stage_cannot_read_undeclared_params(tiny):
+def test_stage_cannot_read_undeclared_params(tiny, tmp_path):
     _, cfg = tiny
-    restricted = select(cfg, declared_params("precision"))
+    params = tmp_path / "params.yaml"
+    params.write_text(OmegaConf.to_yaml(cfg))
+    restricted = load_params("precision", params, ROOT / "dvc.yaml")
+    assert restricted.precision.name == cfg.precision.name
     with pytest.raises(Exception, match="benchmark"):
         _ = restricted.benchmark
+    with pytest.raises(Exception, match="read-only"):
+        restricted.precision.name = "int8"
+    plain = load_params("env", params, ROOT / "dvc.yaml", plain=True)  # the env stage's light path
+    assert plain == {
+        "backend": OmegaConf.to_container(cfg.backend),
+        "target": None,
+        "paths": {"backend_choice": cfg.paths.backend_choice, "env": cfg.paths.env},
+    }
+    params.write_text(OmegaConf.to_yaml(cfg).replace("target: null", ""))
+    with pytest.raises(PipelineError, match="has no key 'target'"):
+        load_params("env", params, ROOT / "dvc.yaml", plain=True)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=run_if(backend=n)) for n in registry.BACKENDS])

@@ -6,12 +6,13 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stages.core.artifacts import read_json, sha256
 from stages.core.errors import PipelineError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 MANIFEST = "manifest.json"
 # Instruction-set flags that change which kernels a CPU runtime picks (and so what an optimized model holds).
@@ -60,7 +61,7 @@ class Backend(Protocol):
     def fingerprint(self) -> dict[str, Any]:
         """Everything an engine depends on besides its inputs: versions, providers, device."""
 
-    def build(self, onnx: Path, cfg: DictConfig, out: Path) -> dict[str, Any]:
+    def build(self, onnx: Path, cfg: "DictConfig", out: Path) -> dict[str, Any]:
         """Build an engine from ``onnx`` into the empty folder ``out``; return the backend's manifest fields
         (at least ``engine``: the engine file's name inside ``out``, and ``settings``)."""
 
@@ -81,11 +82,11 @@ def quiet_polygraphy() -> None:
 
 def cpu_fingerprint() -> dict[str, Any]:
     """The CPU as a runtime sees it: architecture, model name, relevant ISA flags, usable cores."""
-    model, flags = platform.processor() or "unknown", set()
+    model, flags = None, set()
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
         names = re.findall(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-        model = names[0].strip() if names else model
+        model = names[0].strip() if names else None
         for line in re.findall(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.MULTILINE)[:1]:
             flags = set(line.split())
     except OSError:
@@ -94,7 +95,7 @@ def cpu_fingerprint() -> dict[str, Any]:
         "arch": platform.machine(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "isa": sorted(flags & set(ISA_FLAGS)),
-        "model": model,
+        "model": model or platform.processor() or "unknown",  # processor() runs `uname -p`: only when needed
     }
 
 

@@ -8,13 +8,15 @@ for this CPU's instruction set, so the manifest's fingerprint includes the CPU.
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from omegaconf import DictConfig
 
 from stages.backends.base import Availability, cpu_fingerprint, quiet_polygraphy, verified_engine
 from stages.core.errors import PipelineError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 NAME = "onnxruntime"
 ENGINE_FILE = "engine.onnx"
@@ -39,7 +41,7 @@ def session_options(threads: int, level: str) -> Any:
     return options
 
 
-def resolve_settings(settings: DictConfig) -> dict[str, Any]:
+def resolve_settings(settings: "DictConfig") -> dict[str, Any]:
     """The engine's session settings with defaults made explicit (thread count resolved to a number)."""
     level = settings.graph_optimization_level
     if level not in LEVELS:
@@ -57,7 +59,7 @@ def resolve_settings(settings: DictConfig) -> dict[str, Any]:
     return {"graph_optimization_level": level, "intra_op_num_threads": threads, "providers": list(settings.providers)}
 
 
-def smoke_feed(session: Any, dims: DictConfig, batch: int = 2) -> dict[str, np.ndarray]:
+def smoke_feed(session: Any, dims: "DictConfig", batch: int = 2) -> dict[str, np.ndarray]:
     """Seeded inputs for ``session``'s model: batch ``batch``, other dynamic axes from ``model.dims`` (else 1);
     floats standard normal, integers 0 or 1 (valid ids and mask values for every model here)."""
     rng = np.random.default_rng(0)
@@ -119,7 +121,7 @@ class OnnxRuntimeBackend:
             "version": ort.__version__,
         }
 
-    def build(self, onnx: Path, cfg: DictConfig, out: Path) -> dict[str, Any]:
+    def build(self, onnx: Path, cfg: "DictConfig", out: Path) -> dict[str, Any]:
         """Optimize ``onnx`` offline into ``out/engine.onnx`` at the configured level, or the next lower one that
         runs it: each candidate must load and match the unoptimized graph on a smoke input (ONNX Runtime's CPU
         optimizers have crashed on float16 graphs). A lower level than asked is recorded in the manifest."""

@@ -4,21 +4,26 @@ A stage sees only the keys it lists under ``params:`` in dvc.yaml (read-only, st
 what a stage depends on and what the code actually reads cannot drift apart.
 """
 
+import copy
 import logging
 import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
 
 from stages.core.errors import PipelineError
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
 PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
+MISSING = "???"  # OmegaConf's mandatory-value marker
 
 
 def declared_params(stage: str, dvc_file: str | os.PathLike[str] = DVC_FILE) -> list[str]:
@@ -37,30 +42,55 @@ def declared_params(stage: str, dvc_file: str | os.PathLike[str] = DVC_FILE) -> 
     return keys
 
 
-def select(cfg: DictConfig, keys: list[str]) -> DictConfig:
-    """A read-only config holding only ``keys`` (dotted paths) of ``cfg``."""
-    out = OmegaConf.create({})
+def select(tree: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
+    """A nested dict holding only ``keys`` (dotted paths) of ``tree``."""
+    out: dict[str, Any] = {}
     for key in keys:
-        value = OmegaConf.select(cfg, key, throw_on_missing=True)
-        if value is None and OmegaConf.select(cfg, key, default=KeyError) is KeyError:
-            raise PipelineError(f"{PARAMS_FILE} has no key {key!r}: recompose it with `dvc exp run`")
-        OmegaConf.update(out, key, value, force_add=True)
-    OmegaConf.set_struct(out, True)
-    OmegaConf.set_readonly(out, True)
+        node: Any = tree
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise PipelineError(f"{PARAMS_FILE} has no key {key!r}: recompose it with `dvc exp run`")
+            node = node[part]
+        if node == MISSING:
+            raise PipelineError(
+                f"{PARAMS_FILE}: {key} has no value ({MISSING}); set it with `dvc exp run -S {key}=...`"
+            )
+        *parents, leaf = key.split(".")
+        target = out
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = copy.deepcopy(node)
     return out
 
 
-def load_params(stage: str, params_file: str = PARAMS_FILE, dvc_file: str = DVC_FILE) -> DictConfig:
-    """Load ``params_file`` restricted to what ``stage`` declares in ``dvc_file``."""
-    if not Path(params_file).is_file():
-        raise PipelineError(f"missing {params_file}: run from the repository root (or `dvc exp run` to compose it)")
-    return select(OmegaConf.load(params_file), declared_params(stage, dvc_file))
+def load_params(stage: str, params_file: str = PARAMS_FILE, dvc_file: str = DVC_FILE, plain: bool = False) -> Any:
+    """Load ``params_file`` restricted to what ``stage`` declares in ``dvc_file``: a read-only, struct-mode
+    DictConfig, or with ``plain`` a dict (no OmegaConf import: the env stage runs on every `dvc repro`)."""
+    try:
+        tree = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise PipelineError(
+            f"missing {params_file}: run from the repository root (or `dvc exp run` to compose it)"
+        ) from e
+    chosen = select(tree or {}, declared_params(stage, dvc_file))
+    return chosen if plain else frozen(chosen)
 
 
-def compose(*overrides: str, config_dir: str | os.PathLike[str] = "conf") -> DictConfig:
+def frozen(tree: Mapping[str, Any]) -> "DictConfig":
+    """``tree`` as a read-only, struct-mode DictConfig: a stage reading an undeclared key fails loudly."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(dict(tree))
+    OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def compose(*overrides: str, config_dir: str | os.PathLike[str] = "conf") -> "DictConfig":
     """Compose ``config_dir`` with Hydra overrides and resolve it, as `dvc exp run -S ...` writes params.yaml."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
 
     with initialize_config_dir(str(Path(config_dir).resolve()), version_base=None):
         cfg = hydra_compose(config_name="config", overrides=list(overrides))
@@ -79,13 +109,16 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def run_stage(name: str, main: Callable[[DictConfig], str]) -> None:
-    """Entry point of ``python -m stages.<name>``: one line on success, one line and exit 1 on a user error."""
+def run_stage(name: str, main: Callable[[Any], str], plain: bool = False) -> None:
+    """Entry point of ``python -m stages.<name>``: one line on success, one line and exit 1 on a user error.
+
+    ``main`` gets the stage's parameters from ``load_params`` (a dict with ``plain``, else a DictConfig).
+    """
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     quiet_libraries()
     start = time.perf_counter()
     try:
-        message = main(load_params(name))
+        message = main(load_params(name, plain=plain))
     except PipelineError as e:
         print(f"engineforge {name}: error: {e}", file=sys.stderr)
         sys.exit(1)
