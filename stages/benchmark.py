@@ -36,6 +36,9 @@ def measure(call: Callable[[], object], warmup_s: float, duration_s: float, min_
     call()
     while time.perf_counter() < end:
         call()
+    take = getattr(call, "take", None)  # GPU backends: device times per phase (H2D, compute, D2H)
+    if take:
+        take()  # drop the warm-up's
     samples = []
     start = time.perf_counter_ns()
     deadline = start + int(duration_s * 1e9)
@@ -45,21 +48,31 @@ def measure(call: Callable[[], object], warmup_s: float, duration_s: float, min_
         call()
         now = time.perf_counter_ns()
         samples.append(now - before)
-    return {"latency_ms": np.asarray(samples, dtype=np.float64) / 1e6, "wall_s": (now - start) / 1e9}
+    run = {"latency_ms": np.asarray(samples, dtype=np.float64) / 1e6, "wall_s": (now - start) / 1e9}
+    return run | ({"device_ms": take()} if take else {})
+
+
+def distribution(values: np.ndarray) -> dict[str, float]:
+    """min, mean, p50/p90/p95/p99 and max, rounded to 10 ns."""
+    stats = {"min": values.min(), "mean": values.mean(), "max": values.max()}
+    stats |= {f"p{p}": float(np.percentile(values, p)) for p in (50, 90, 95, 99)}
+    return {k: round(float(v), 5) for k, v in stats.items()}
 
 
 def summarize(run: dict[str, Any], batch: int) -> dict[str, Any]:
-    """min/mean/percentiles/max latency, inferences/s and samples/s of one measured run."""
+    """Host latency statistics (for a GPU engine also the GPU time of each phase, as trtexec reports them),
+    inferences/s and samples/s of one measured run."""
     lat = run["latency_ms"]
-    stats = {"min": lat.min(), "mean": lat.mean(), "max": lat.max()}
-    stats |= {f"p{p}": float(np.percentile(lat, p)) for p in (50, 90, 95, 99)}
     qps = len(lat) / run["wall_s"]
-    return {
-        "latency_ms": {k: round(float(v), 5) for k, v in stats.items()},
+    summary = {
+        "latency_ms": distribution(lat),
         "qps": round(qps, 2),
         "samples_per_s": round(qps * batch, 2),
         "iterations": len(lat),
     }
+    if "device_ms" in run:  # trtexec: H2D latency, GPU compute time, D2H latency
+        summary["gpu_ms"] = {phase: distribution(v) for phase, v in run["device_ms"].items() if len(v)}
+    return summary
 
 
 def runtimes(cfg: DictConfig, threads: int) -> dict[str, Callable[[ExitStack, dict], Callable[[], object]]]:
@@ -68,7 +81,10 @@ def runtimes(cfg: DictConfig, threads: int) -> dict[str, Callable[[ExitStack, di
     backend, onnxruntime = registry.get(env["backend"]), registry.get("onnxruntime")
 
     def engine(stack: ExitStack, feed: dict) -> Callable[[], object]:
-        return backend.timed_call(stack.enter_context(backend.runner(Path(cfg.paths.engine))), feed)
+        call = backend.timed_call(stack.enter_context(backend.runner(Path(cfg.paths.engine))), feed, cfg.benchmark)
+        if hasattr(call, "close"):
+            stack.callback(call.close)
+        return call
 
     def ort_fp32(stack: ExitStack, feed: dict) -> Callable[[], object]:
         return onnxruntime.timed_call(stack.enter_context(default_session_runner(cfg.paths.onnx, ORT_FP32)), feed)
@@ -80,8 +96,11 @@ def runtimes(cfg: DictConfig, threads: int) -> dict[str, Callable[[ExitStack, di
 
         torch.set_num_threads(threads)
         nets[:] = nets or [load_model(cfg.model)]
-        net, tensors = nets[0], [torch.from_numpy(a) for a in feed.values()]
+        device = "cuda" if backend.name != "onnxruntime" and torch.cuda.is_available() else "cpu"  # engine's device
+        net, tensors = nets[0].to(device), [torch.from_numpy(a).to(device) for a in feed.values()]
         stack.enter_context(torch.inference_mode())
+        if device == "cuda":  # the same GPU as the engine; wait for it, as the engine's timed call does
+            return lambda: (net(*tensors), torch.cuda.synchronize())
         return lambda: net(*tensors)
 
     known = {EAGER: eager, ORT_FP32: ort_fp32}
@@ -142,6 +161,10 @@ def main(cfg: DictConfig) -> str:
                     "latency_ms": np.concatenate([p["latency_ms"] for p in parts]),
                     "wall_s": sum(p["wall_s"] for p in parts),
                 }
+                if "device_ms" in parts[0]:
+                    pooled["device_ms"] = {
+                        k: np.concatenate([p["device_ms"][k] for p in parts]) for k in parts[0]["device_ms"]
+                    }
                 results[name][f"bs{batch}"] = summarize(pooled, batch)
                 curves.setdefault(batch, {})[name] = pooled["latency_ms"]
     write_curves(cfg.paths.latency, curves)

@@ -2,7 +2,8 @@
 
 Polygraphy's Comparator runs the reference (ONNX Runtime FP32 on model.sim.onnx) and the engine's runner on real
 eval samples; SimpleCompareFunc checks each output against ``precision.tolerance``; the task metric (top-1, or
-argmax agreement for unlabelled data) must not drop by more than ``precision.task_budget``. For int8 the report
+argmax agreement for unlabelled data) must not drop by more than ``precision.task_budget``. The engine is also
+run at the min and max shapes of every profile its manifest records. For int8 the report
 also carries the precision stage's fallback rounds (nodes kept in float and the accuracy of each round).
 """
 
@@ -15,9 +16,10 @@ from omegaconf import DictConfig
 from stages.backends import registry
 from stages.backends.onnxruntime import default_session_runner
 from stages.core.artifacts import read_json, write_json
-from stages.core.data import LABELS, feeds, load_dataset
+from stages.core.data import LABELS, batch_of, feeds, input_specs, load_dataset
 from stages.core.errors import PipelineError
 from stages.core.metrics import task_metric
+from stages.core.profiles import random_feed
 from stages.core.run import run_stage
 
 REFERENCE, CANDIDATE = "reference", "engine"
@@ -47,6 +49,41 @@ def output_stats(per_iteration: list[dict[str, Any]], atol: dict, rtol: dict) ->
             "passed": all(bool(r) for r in results),
         }
     return stats
+
+
+def edge_checks(cfg: DictConfig, runners: list, data: dict[str, np.ndarray], atol: dict, rtol: dict) -> dict:
+    """Run reference and engine at the min and max shapes of every profile in the engine's manifest.
+
+    Shapes the eval data has (other than batch) use real samples, tiled to the batch, and the usual tolerances;
+    other shapes (e.g. sequence length 1) use seeded inputs and must give finite outputs of the right batch.
+    """
+    from polygraphy.comparator import IterationResult, SimpleCompareFunc
+
+    manifest = read_json(Path(cfg.paths.engine) / "manifest.json")
+    dtypes = {spec.name: spec.dtype for spec in input_specs(cfg.model)}
+    compare_func = SimpleCompareFunc(atol=atol, rtol=rtol, check_error_stat="elemwise")
+    checked, failures = [], []
+    for index, profile in enumerate(manifest.get("profiles", [])):
+        for edge in ("min", "max"):
+            shapes = {name: edges[edge] for name, edges in profile.items()}
+            real = all(list(data[n].shape[1:]) == s[1:] for n, s in shapes.items())
+            batch = next(iter(shapes.values()))[0]
+            feed = batch_of(cfg.model, data, batch) if real else random_feed(shapes, dtypes)
+            outputs = {}
+            for runner in runners:
+                with runner:
+                    if len(manifest["profiles"]) > 1 and hasattr(runner, "set_profile"):
+                        runner.set_profile(index)
+                    outputs[runner.name] = IterationResult(runner.infer(feed), runner_name=runner.name)
+            where = f"profile {index} {edge} shapes {shapes}"
+            for name, value in outputs[CANDIDATE].items():
+                if not np.isfinite(value).all() or value.shape[0] != batch:
+                    failures.append(f"{where}: output {name!r} is not finite or not of batch {batch}")
+            if real:
+                result = compare_func(outputs[REFERENCE], outputs[CANDIDATE])
+                failures += [f"{where}: output {n!r} exceeds tolerance" for n, r in result.items() if not bool(r)]
+            checked.append({"profile": index, "edge": edge, "shapes": shapes, "data": "eval" if real else "seeded"})
+    return {"checked": checked, "failures": failures}
 
 
 def main(cfg: DictConfig) -> str:
@@ -79,6 +116,8 @@ def main(cfg: DictConfig) -> str:
         for n, s in stats.items()
         if not s["passed"]
     ]
+    edges = edge_checks(cfg, runners, data, atol, rtol)
+    failures += edges["failures"]
     if task["delta"] > task["budget"]:
         failures.append(
             f"{task['metric']} dropped {100 * task['delta']:.2f} pt (budget {100 * task['budget']:.2f} pt, "
@@ -93,6 +132,7 @@ def main(cfg: DictConfig) -> str:
         "backend": backend.name,
         "outputs": stats,
         "task": task,
+        "profile_edges": edges["checked"],
     }
     if "fallback" in precision_report:  # int8: the precision stage's rounds (ONNX Runtime CPU, same eval data)
         kept = {k: precision_report["fallback"][k] for k in ("enabled", "excluded", "kept", "rounds")}

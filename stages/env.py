@@ -8,6 +8,7 @@ parameters come as a plain dict (no OmegaConf).
 """
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from stages.backends import registry
@@ -36,10 +37,12 @@ def records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
 
 def main(cfg: Mapping[str, Any]) -> str:
     """Resolve ``backend.name``; write the chosen backend's fingerprint (plus ``target``, the optional
-    deployment-target label) to ``paths.env`` and the choice alone to ``paths.backend_choice``."""
+    deployment-target label) to ``paths.env`` and the choice alone to ``paths.backend_choice``; make sure the
+    shared TensorRT timing-cache folder ``paths.timing_cache`` exists."""
     files, chosen = records(cfg)
     for path, content in files.items():
         write_text(path, to_json(content))
+    Path(cfg["paths"]["timing_cache"]).mkdir(parents=True, exist_ok=True)  # persist: builds add to it
     return f"{chosen} -> {cfg['paths']['env']}"
 
 

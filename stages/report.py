@@ -79,6 +79,13 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict) -> str:
     latency = table(
         ["runtime", "batch", "p50 ms", "p99 ms", "mean ms", "samples/s", *(f"engine vs {b}" for b in ups)], rows
     )
+    gpu = [  # GPU engines: trtexec's split of the host latency, from CUDA events
+        f"bs{b[2:]}: " + ", ".join(f"{phase} p50 {v['p50']:.3f} ms" for phase, v in r["gpu_ms"].items())
+        for b, r in bench["runtimes"][ENGINE].items()
+        if "gpu_ms" in r
+    ]
+    if gpu:
+        latency += "\n\nGPU time of the engine (CUDA events): " + "; ".join(gpu) + "."
     cpu = fp["device"].get("cpu", {})
     versions = ", ".join(f"{k} {v}" for k, v in sorted(bench["versions"].items()))
     settings = ", ".join(f"{k}={v}" for k, v in sorted(manifest["settings"].items()))

@@ -128,17 +128,19 @@ def test_stage_cannot_read_undeclared_params(tiny, tmp_path):
     with pytest.raises(Exception, match="read-only"):
         restricted.precision.name = "int8"
     plain = load_params("env", params, ROOT / "dvc.yaml", plain=True)  # the env stage's light path
-    assert plain == {
-        "backend": OmegaConf.to_container(cfg.backend),
-        "target": None,
-        "paths": {"backend_choice": cfg.paths.backend_choice, "env": cfg.paths.env},
-    }
+    paths = {k: cfg.paths[k] for k in ("backend_choice", "env", "timing_cache")}
+    assert plain == {"backend": OmegaConf.to_container(cfg.backend), "target": None, "paths": paths}
     params.write_text(OmegaConf.to_yaml(cfg).replace("target: null", ""))
     with pytest.raises(PipelineError, match="has no key 'target'"):
         load_params("env", params, ROOT / "dvc.yaml", plain=True)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=run_if(backend=n)) for n in registry.BACKENDS])
+GPU_MARKS = {"tensorrt": [pytest.mark.tensorrt, pytest.mark.gpu]}  # backends that need the library and a GPU
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[run_if(backend=n), *GPU_MARKS.get(n, [])]) for n in registry.BACKENDS]
+)
 def test_every_backend_builds_runs_and_times_the_same_model(tiny, tmp_path, name):
     """The same assertions for every registered backend this machine can run."""
     root, cfg = tiny
@@ -151,7 +153,7 @@ def test_every_backend_builds_runs_and_times_the_same_model(tiny, tmp_path, name
     expected = ort_outputs(root / cfg.paths.simplified, [feed])["y"]
     with backend.runner(engine) as runner:
         np.testing.assert_allclose(runner.infer(feed)["y"], expected, rtol=1e-4, atol=1e-5)
-        call = backend.timed_call(runner, feed)
+        call = backend.timed_call(runner, feed, cfg.benchmark)
         for _ in range(3):
             call()
 
@@ -235,3 +237,29 @@ def test_export_holds_no_install_paths(tiny):
     assert "pkg.torch.onnx.stack_trace" not in keys and "namespace" in keys  # other metadata stays
     text = (root / cfg.paths.onnx).read_bytes().decode("latin-1")
     assert str(root) not in text and sys.prefix not in text
+
+
+def test_a_session_that_fell_back_from_the_asked_provider_is_refused(tiny):
+    from stages.backends.onnxruntime import check_provider, open_session, session_options
+
+    root, cfg = tiny
+    session = open_session(root / cfg.paths.simplified, session_options(1, "all"), ["CPUExecutionProvider"])
+    check_provider(session, "CPUExecutionProvider")
+    with pytest.raises(PipelineError) as e:
+        check_provider(session, "CUDAExecutionProvider")
+    assert str(e.value) == (
+        "backend.onnxruntime.providers: asked for CUDAExecutionProvider but ONNX Runtime runs on CPUExecutionProvider "
+        "(it falls back silently when a provider's libraries do not load)"
+    )
+
+
+def test_manifest_records_the_profile_and_compare_runs_its_edges(tiny):
+    root, cfg = tiny
+    manifest = read_json(root / cfg.paths.engine / MANIFEST)
+    (profile,) = manifest["profiles"]
+    assert profile["x"] == {"min": [1, 6], "opt": [32, 6], "max": [cfg.model.max_batch, 6]}
+    edges = read_json(root / cfg.paths.accuracy)["profile_edges"]
+    assert [(e["edge"], e["shapes"]["x"][0], e["data"]) for e in edges] == [
+        ("min", 1, "eval"),
+        ("max", cfg.model.max_batch, "eval"),
+    ]

@@ -3,7 +3,7 @@
 import os
 import platform
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -68,9 +68,13 @@ class Backend(Protocol):
     def runner(self, engine: Path, name: str = "engine") -> Any:
         """A Polygraphy runner for the engine folder ``engine`` (verified against its manifest first)."""
 
-    def timed_call(self, runner: Any, feed: dict[str, Any]) -> Callable[[], object]:
+    def timed_call(self, runner: Any, feed: dict[str, Any], settings: Mapping[str, Any]) -> Callable[[], object]:
         """A zero-argument call running one inference of the activated ``runner`` on ``feed``, with inputs and
-        outputs bound beforehand, so a benchmark times the runtime's own inference call and nothing else."""
+        outputs bound beforehand, so a benchmark times the runtime's own inference call and nothing else.
+
+        ``settings`` is ``cfg.benchmark`` (GPU backends read ``cuda_graph`` and ``no_data_transfers``). A call
+        may also have ``take()``, returning device times per phase since the last take, and ``close()``.
+        """
 
 
 def quiet_polygraphy() -> None:

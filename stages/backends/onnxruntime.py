@@ -6,7 +6,7 @@ for this CPU's instruction set, so the manifest's fingerprint includes the CPU.
 """
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from stages.backends.base import Availability, cpu_fingerprint, quiet_polygraphy, verified_engine
 from stages.core.errors import PipelineError
+from stages.core.profiles import random_feed, resolve_profiles
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -23,6 +24,48 @@ ENGINE_FILE = "engine.onnx"
 LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
 LEVELS["all"] = "ORT_ENABLE_ALL"
 SMOKE_TOLERANCE = 0.1  # largest relative error (L2) of an optimized engine against its unoptimized graph
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+TRT_EP_CACHE = "trt_ep_cache"  # inside the engine folder: the TensorRT provider's engines and timing cache
+
+
+def provider_options(providers: list[str], engine_dir: Path | None) -> list[dict[str, str]]:
+    """Options per provider: the TensorRT provider caches its engines and timing cache inside the engine folder,
+    so DVC owns them with the engine (never a side directory)."""
+    options = []
+    for name in providers:
+        if name == "TensorrtExecutionProvider" and engine_dir is not None:
+            cache = str(engine_dir / TRT_EP_CACHE)
+            options.append(
+                {
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": cache,
+                    "trt_timing_cache_enable": "True",
+                    "trt_timing_cache_path": cache,
+                }
+            )
+        else:
+            options.append({})
+    return options
+
+
+def open_session(model: Path, options: Any, providers: list[str], engine_dir: Path | None = None) -> Any:
+    """An InferenceSession on ``providers``; refused in one line when ONNX Runtime silently fell back from the
+    first provider asked for (it does when, e.g., the CUDA or TensorRT libraries do not load)."""
+    session = _ort().InferenceSession(
+        str(model), options, providers=providers, provider_options=provider_options(providers, engine_dir)
+    )
+    check_provider(session, providers[0])
+    return session
+
+
+def check_provider(session: Any, wanted: str) -> None:
+    """Fail unless ``wanted`` is the provider the session actually runs on first."""
+    running = session.get_providers()
+    if not running or running[0] != wanted:
+        raise PipelineError(
+            f"backend.onnxruntime.providers: asked for {wanted} but ONNX Runtime runs on "
+            f"{', '.join(running) or 'nothing'} (it falls back silently when a provider's libraries do not load)"
+        )
 
 
 def _ort() -> Any:
@@ -60,18 +103,14 @@ def resolve_settings(settings: "DictConfig") -> dict[str, Any]:
 
 
 def smoke_feed(session: Any, dims: "DictConfig", batch: int = 2) -> dict[str, np.ndarray]:
-    """Seeded inputs for ``session``'s model: batch ``batch``, other dynamic axes from ``model.dims`` (else 1);
-    floats standard normal, integers 0 or 1 (valid ids and mask values for every model here)."""
-    rng = np.random.default_rng(0)
-    feed = {}
-    for meta in session.get_inputs():
-        shape = [d if isinstance(d, int) else (batch if i == 0 else dims.get(d, 1)) for i, d in enumerate(meta.shape)]
-        dtype = np.dtype({"tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(meta.type, np.float32))
-        if dtype.kind == "i":
-            feed[meta.name] = rng.integers(0, 2, size=shape, dtype=dtype)
-        else:
-            feed[meta.name] = rng.standard_normal(shape).astype(np.float32)
-    return feed
+    """Seeded inputs for ``session``'s model: batch ``batch``, other dynamic axes from ``model.dims`` (else 1)."""
+    metas = session.get_inputs()
+    shapes = {
+        m.name: [d if isinstance(d, int) else (batch if i == 0 else dims.get(d, 1)) for i, d in enumerate(m.shape)]
+        for m in metas
+    }
+    dtypes = {m.name: {"tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(m.type, np.float32) for m in metas}
+    return random_feed(shapes, dtypes)
 
 
 def relative_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
@@ -94,7 +133,7 @@ class SessionFromEngine:
 
     def __call__(self) -> Any:
         options = session_options(self.settings["intra_op_num_threads"], "disabled")
-        return _ort().InferenceSession(str(self.engine), options, providers=self.settings["providers"])
+        return open_session(self.engine, options, self.settings["providers"], self.engine.parent)
 
 
 class OnnxRuntimeBackend:
@@ -127,6 +166,8 @@ class OnnxRuntimeBackend:
         optimizers have crashed on float16 graphs). A lower level than asked is recorded in the manifest."""
         settings = resolve_settings(cfg.backend.onnxruntime)
         requested = settings["graph_optimization_level"]
+        if set(settings["providers"]) & set(GPU_PROVIDERS) and requested in ("extended", "all"):
+            requested = "basic"  # higher levels bake in CPU-only layouts; ONNX Runtime advises basic for other EPs
         reference = self._session(onnx, settings, "disabled")
         feed = smoke_feed(reference, cfg.model.dims)
         expected = reference.run(None, feed)
@@ -136,9 +177,11 @@ class OnnxRuntimeBackend:
             try:
                 options = session_options(settings["intra_op_num_threads"], level)
                 options.optimized_model_filepath = str(out / ENGINE_FILE)
-                _ort().InferenceSession(str(onnx), options, providers=settings["providers"])
-                got = self._session(out / ENGINE_FILE, settings, "disabled").run(None, feed)
+                open_session(onnx, options, settings["providers"])
+                got = self._session(out / ENGINE_FILE, settings, "disabled", out).run(None, feed)
                 error = relative_error(got, expected)
+            except PipelineError:
+                raise
             except Exception as e:  # onnxruntime raises its own exception types for graphs it cannot optimize
                 problems.append(f"{level}: {str(e).splitlines()[0][:160]}")
                 continue
@@ -147,16 +190,22 @@ class OnnxRuntimeBackend:
             problems.append(f"{level}: outputs differ from the unoptimized graph (relative error {error:.3g})")
         else:
             raise PipelineError(f"onnxruntime cannot build {onnx} at any optimization level ({'; '.join(problems)})")
-        built = {"engine": ENGINE_FILE, "settings": settings | {"graph_optimization_level": level}}
+        built = {
+            "engine": ENGINE_FILE,
+            "profiles": resolve_profiles(None, cfg.model, cfg.benchmark.batch_sizes, "profiles"),
+            "settings": settings | {"graph_optimization_level": level},
+        }
         if problems:
             built["optimization_fallback"] = {"requested": requested, "used": level, "why": problems}
         return built
 
     @staticmethod
-    def _session(model: Path, settings: dict[str, Any], level: str) -> Any:
+    def _session(model: Path, settings: dict[str, Any], level: str, engine_dir: Path | None = None) -> Any:
         options = session_options(settings["intra_op_num_threads"], level)
         try:
-            return _ort().InferenceSession(str(model), options, providers=settings["providers"])
+            return open_session(model, options, settings["providers"], engine_dir)
+        except PipelineError:
+            raise
         except Exception as e:  # onnxruntime's own exception types
             raise PipelineError(f"onnxruntime cannot load {model}: {str(e).splitlines()[0][:200]}") from e
 
@@ -168,7 +217,9 @@ class OnnxRuntimeBackend:
         manifest, path = verified_engine(engine, self.fingerprint())
         return OnnxrtRunner(SessionFromEngine(path, manifest["settings"]), name=name)
 
-    def timed_call(self, runner: Any, feed: dict[str, Any]) -> Callable[[], object]:
+    def timed_call(
+        self, runner: Any, feed: dict[str, Any], settings: Mapping[str, Any] | None = None
+    ) -> Callable[[], object]:
         """IO-bound ``run_with_iobinding``: inputs and preallocated outputs are bound once, outside the timing."""
         ort, sess = _ort(), runner.sess
         outputs = sess.run(None, feed)  # learn the output shapes once

@@ -6,7 +6,10 @@ from stages.backends.base import Backend
 from stages.core.errors import PipelineError
 
 # name -> "module:Class"; auto tries them in this order (the fastest backend a machine can run first).
-BACKENDS = {"onnxruntime": "stages.backends.onnxruntime:OnnxRuntimeBackend"}
+BACKENDS = {
+    "tensorrt": "stages.backends.tensorrt:TensorRTBackend",
+    "onnxruntime": "stages.backends.onnxruntime:OnnxRuntimeBackend",
+}
 AUTO = "auto"
 
 

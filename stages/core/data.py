@@ -6,12 +6,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from omegaconf import DictConfig
 
 from stages.core.errors import PipelineError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 LABELS = "labels"
 
@@ -30,7 +32,7 @@ class InputSpec:
         return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
 
 
-def input_specs(model: DictConfig) -> list[InputSpec]:
+def input_specs(model: "DictConfig") -> list[InputSpec]:
     """The inputs declared in ``model.inputs``."""
     specs = []
     for i, item in enumerate(model.inputs):
@@ -42,12 +44,12 @@ def input_specs(model: DictConfig) -> list[InputSpec]:
     return specs
 
 
-def output_dynamic_axes(model: DictConfig) -> dict[str, dict[int, str]]:
+def output_dynamic_axes(model: "DictConfig") -> dict[str, dict[int, str]]:
     """Output name -> dynamic axes, from ``model.outputs``."""
     return {o.name: {i: d for i, d in enumerate(o.shape) if isinstance(d, str)} for o in model.outputs}
 
 
-def load_recipe(model: DictConfig) -> ModuleType:
+def load_recipe(model: "DictConfig") -> ModuleType:
     """Import the recipe module named by ``model.recipe`` (a file path, so recipes may live anywhere)."""
     path = Path(model.recipe)
     if not path.is_file():
@@ -68,7 +70,7 @@ def _import_file(path: Path) -> ModuleType:
     return module
 
 
-def load_model(model: DictConfig) -> Any:
+def load_model(model: "DictConfig") -> Any:
     """Build the recipe's architecture and load ``model.weights`` into it (``weights_only=True``), in eval mode.
 
     When ``model.weights`` names the recipe itself, the recipe's ``build()`` sets seeded weights (nothing to load).
@@ -101,7 +103,7 @@ def load_model(model: DictConfig) -> Any:
     return net.eval()
 
 
-def load_dataset(model: DictConfig, split: str) -> dict[str, np.ndarray]:
+def load_dataset(model: "DictConfig", split: str) -> dict[str, np.ndarray]:
     """The recipe's ``split`` data, checked against ``model.inputs`` (names, dtypes, static dims, counts)."""
     try:
         data = load_recipe(model).dataset(split, **model.dims)
@@ -128,14 +130,14 @@ def load_dataset(model: DictConfig, split: str) -> dict[str, np.ndarray]:
     return data
 
 
-def feeds(model: DictConfig, data: dict[str, np.ndarray], batch_size: int, limit: int = 0) -> list[dict]:
+def feeds(model: "DictConfig", data: dict[str, np.ndarray], batch_size: int, limit: int = 0) -> list[dict]:
     """Split ``data`` into input feed dicts of ``batch_size`` samples (the last may be smaller)."""
     names = [s.name for s in input_specs(model)]
     total = len(data[names[0]]) if limit <= 0 else min(limit, len(data[names[0]]))
     return [{n: np.ascontiguousarray(data[n][i : i + batch_size]) for n in names} for i in range(0, total, batch_size)]
 
 
-def batch_of(model: DictConfig, data: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+def batch_of(model: "DictConfig", data: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
     """One feed dict of exactly ``batch_size`` samples, repeating the data if it is shorter."""
     check_batch(model, batch_size)
     names = [s.name for s in input_specs(model)]
@@ -143,7 +145,7 @@ def batch_of(model: DictConfig, data: dict[str, np.ndarray], batch_size: int) ->
     return {n: np.ascontiguousarray(data[n][index]) for n in names}
 
 
-def check_batch(model: DictConfig, batch_size: int, key: str = "benchmark.batch_sizes") -> None:
+def check_batch(model: "DictConfig", batch_size: int, key: str = "benchmark.batch_sizes") -> None:
     """A batch size must be positive and within ``model.max_batch``."""
     if not 1 <= batch_size <= model.max_batch:
         raise PipelineError(

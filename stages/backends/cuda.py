@@ -1,0 +1,173 @@
+"""CUDA through cuda-python (installed with the ``tensorrt`` extra): the GPU facts in a TensorRT fingerprint, and
+trtexec's timing of one inference — CUDA events around the H2D copies, the enqueue and the D2H copies on a stream.
+
+Nothing here runs on a machine without an NVIDIA GPU; imports are lazy so the CPU pipeline never needs cuda-python.
+"""
+
+import ctypes
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.core.errors import PipelineError
+
+PHASES = ("h2d", "compute", "d2h")  # timed on the GPU between consecutive events
+
+
+def cudart() -> Any:
+    """cuda-python's runtime module (``cuda.bindings.runtime`` since 12.6, ``cuda.cudart`` before)."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        from cuda import cudart as runtime
+    return runtime
+
+
+def check(result: tuple) -> Any:
+    """Unwrap cuda-python's ``(error, *values)``; a CUDA error becomes one line naming it."""
+    err, *values = result
+    if int(err) != 0:
+        name = cudart().cudaGetErrorName(err)[1]
+        raise PipelineError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}")
+    return values[0] if len(values) == 1 else tuple(values) or None
+
+
+def _version(number: int) -> str:
+    return f"{number // 1000}.{number % 1000 // 10}"  # 12040 -> 12.4
+
+
+def driver_version() -> str:
+    """The NVIDIA kernel driver's version (e.g. 550.54.15): NVML when nvidia-ml-py is installed, else /proc."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # no NVML: read the kernel module's banner
+        text = Path("/proc/driver/nvidia/version").read_text() if Path("/proc/driver/nvidia/version").exists() else ""
+        found = re.search(r"Kernel Module\s+(?:for \S+\s+)?([\d.]+)", text)
+        return found.group(1) if found else "unknown"
+
+
+def device_count() -> int:
+    """How many CUDA devices this process sees (0 when cuda-python or the driver is missing)."""
+    try:
+        return int(check(cudart().cudaGetDeviceCount()))
+    except (ImportError, PipelineError, OSError, RuntimeError):
+        return 0
+
+
+def device_facts(index: int = 0) -> dict[str, str]:
+    """GPU name and compute capability, CUDA runtime and driver-API versions, and the kernel driver version."""
+    rt = cudart()
+    props = check(rt.cudaGetDeviceProperties(index))
+    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+    return {
+        "compute_capability": f"{props.major}.{props.minor}",
+        "cuda_driver_api": _version(check(rt.cudaDriverGetVersion())),
+        "cuda_runtime": _version(check(rt.cudaRuntimeGetVersion())),
+        "driver": driver_version(),
+        "gpu": name.rstrip("\0").strip(),
+    }
+
+
+class TimedInference:
+    """One inference of a TensorRT engine per call, timed the way trtexec does: events around the H2D copies (from
+    pinned memory), the enqueue (or a captured CUDA graph) and the D2H copies, then the host waits for the stream,
+    so the caller's clock is the host latency and ``take()`` returns the GPU times of each phase in ms.
+
+    ``no_data_transfers`` copies the inputs once and never the outputs (trtexec --noDataTransfers).
+    """
+
+    def __init__(
+        self, engine: Any, feed: dict[str, np.ndarray], profile: int, cuda_graph: bool, no_data_transfers: bool
+    ):
+        import tensorrt as trt
+
+        rt = cudart()
+        self.rt, self.no_data_transfers, self.graph = rt, no_data_transfers, None
+        self.stream = check(rt.cudaStreamCreate())
+        self.events = [check(rt.cudaEventCreate()) for _ in range(4)]
+        self.context = engine.create_execution_context()
+        self.context.set_optimization_profile_async(profile, int(self.stream))
+        self.device, self.pinned, self.copies_in, self.copies_out = [], [], [], []
+        for name, array in feed.items():
+            self.context.set_input_shape(name, array.shape)
+            host = self._buffer(name, array.shape, array.dtype)
+            host[...] = array
+            self.copies_in.append((self.device[-1], host))
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
+                dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+                host = self._buffer(name, tuple(self.context.get_tensor_shape(name)), dtype)
+                self.copies_out.append((self.device[-1], host))
+        self._copy(self.copies_in, to_device=True)
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise PipelineError("TensorRT could not enqueue the engine (execute_async_v3 returned False)")
+        check(rt.cudaStreamSynchronize(self.stream))
+        if cuda_graph:  # trtexec --useCudaGraph: capture the enqueue once, replay it
+            check(rt.cudaStreamBeginCapture(self.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
+            self.context.execute_async_v3(int(self.stream))
+            graph = check(rt.cudaStreamEndCapture(self.stream))
+            self.graph = check(rt.cudaGraphInstantiate(graph, 0))
+        self.samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
+
+    def _buffer(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        device = check(self.rt.cudaMalloc(max(nbytes, 1)))
+        pinned = check(self.rt.cudaMallocHost(max(nbytes, 1)))
+        self.device.append(device)
+        self.pinned.append(pinned)
+        self.context.set_tensor_address(name, int(device))
+        raw = (ctypes.c_byte * max(nbytes, 1)).from_address(int(pinned))
+        return np.frombuffer(raw, dtype=dtype, count=nbytes // dtype.itemsize).reshape(shape)
+
+    def _copy(self, pairs: list, to_device: bool) -> None:
+        kinds = self.rt.cudaMemcpyKind
+        kind = kinds.cudaMemcpyHostToDevice if to_device else kinds.cudaMemcpyDeviceToHost
+        for device, host in pairs:
+            dst, src = (device, host.ctypes.data) if to_device else (host.ctypes.data, device)
+            check(self.rt.cudaMemcpyAsync(dst, src, host.nbytes, kind, self.stream))
+
+    def __call__(self) -> None:
+        rt, stream, events = self.rt, self.stream, self.events
+        check(rt.cudaEventRecord(events[0], stream))
+        if not self.no_data_transfers:
+            self._copy(self.copies_in, to_device=True)
+        check(rt.cudaEventRecord(events[1], stream))
+        if self.graph is not None:
+            check(rt.cudaGraphLaunch(self.graph, stream))
+        else:
+            self.context.execute_async_v3(int(stream))
+        check(rt.cudaEventRecord(events[2], stream))
+        if not self.no_data_transfers:
+            self._copy(self.copies_out, to_device=False)
+        check(rt.cudaEventRecord(events[3], stream))
+        check(rt.cudaStreamSynchronize(stream))
+        for phase, start, end in zip(PHASES, events, events[1:], strict=True):
+            self.samples[phase].append(float(check(rt.cudaEventElapsedTime(start, end))))
+
+    def take(self) -> dict[str, np.ndarray]:
+        """The GPU times (ms) per phase since the last ``take()``, and start afresh."""
+        taken = {phase: np.asarray(values, dtype=np.float64) for phase, values in self.samples.items()}
+        self.samples = {phase: [] for phase in PHASES}
+        return taken
+
+    def close(self) -> None:
+        """Free the buffers, events, graph and stream."""
+        for ptr in self.device:
+            check(self.rt.cudaFree(ptr))
+        for ptr in self.pinned:
+            check(self.rt.cudaFreeHost(ptr))
+        for event in self.events:
+            check(self.rt.cudaEventDestroy(event))
+        if self.graph is not None:
+            check(self.rt.cudaGraphExecDestroy(self.graph))
+        check(self.rt.cudaStreamDestroy(self.stream))

@@ -1,0 +1,102 @@
+"""TensorRT backend (10 and 11): the precision stage's ONNX as a strongly typed network, built per the plan in
+``trt_plan`` with Polygraphy's loaders into a plain serialized engine (``engine.plan``, which trtexec and C++
+loaders open) beside its manifest; run by Polygraphy's TrtRunner; timed trtexec-style (``cuda.TimedInference``).
+
+TensorRT is imported only inside methods: every other module, and the CPU test suite, works without it.
+"""
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stages.backends.base import Availability, quiet_polygraphy, verified_engine
+from stages.backends.cuda import device_count, device_facts
+from stages.backends.trt_plan import build_plan, loaders
+from stages.core.artifacts import atomic_path, sha256
+from stages.core.errors import PipelineError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+NAME = "tensorrt"
+ENGINE_FILE = "engine.plan"
+INSTALL = "pip install -e '.[tensorrt]' (the tensorrt and cuda-python packages)"
+
+
+def profile_index(profiles: list[dict], feed: Mapping[str, Any]) -> int:
+    """The first profile whose min..max range holds every input shape of ``feed``."""
+    for index, shapes in enumerate(profiles):
+        if all(
+            all(lo <= d <= hi for lo, d, hi in zip(shapes[n]["min"], feed[n].shape, shapes[n]["max"], strict=True))
+            for n in feed
+        ):
+            return index
+    given = {n: list(a.shape) for n, a in feed.items()}
+    raise PipelineError(f"no optimization profile holds the shapes {given}: add one to backend.tensorrt.profiles")
+
+
+class TensorRTBackend:
+    """TensorRT on the first visible CUDA device."""
+
+    name = NAME
+    int8_encoding = "s8s8"  # TensorRT's explicit quantization: symmetric int8 Q/DQ, zero points 0
+
+    def availability(self) -> Availability:
+        """TensorRT 10 or newer imports, and a CUDA device is visible."""
+        try:
+            import tensorrt as trt
+        except ImportError as e:
+            return Availability(False, f"tensorrt does not import ({e}): {INSTALL}")
+        if int(trt.__version__.split(".")[0]) < 10:
+            return Availability(False, f"TensorRT {trt.__version__} is too old: strongly typed builds need 10 or 11")
+        if device_count() == 0:
+            return Availability(False, "no CUDA device visible (needs an NVIDIA GPU, its driver and cuda-python)")
+        facts = device_facts()
+        return Availability(True, f"TensorRT {trt.__version__} on {facts['gpu']} (sm {facts['compute_capability']})")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """TensorRT's version, the CUDA runtime and driver versions, the GPU and its compute capability."""
+        import tensorrt as trt
+
+        facts = device_facts()
+        cuda = {k: facts.pop(k) for k in ("cuda_runtime", "cuda_driver_api")}
+        return {"backend": NAME, "cuda": cuda, "device": facts, "version": trt.__version__}
+
+    def build(self, onnx: Path, cfg: "DictConfig", out: Path) -> dict[str, Any]:
+        """Build ``onnx`` per the plan into ``out/engine.plan``; record the plan and the timing cache used."""
+        quiet_polygraphy()
+        plan = build_plan(cfg, self.fingerprint(), cfg.paths.timing_cache)
+        cache = Path(plan["timing_cache"]) if plan["timing_cache"] else None
+        before = sha256(cache) if cache and cache.is_file() else None
+        try:
+            engine = loaders(plan, onnx)()
+        except Exception as e:  # Polygraphy raises PolygraphyException after logging TensorRT's own errors
+            raise PipelineError(f"TensorRT cannot build {onnx}: {str(e).splitlines()[0][:200]}") from e
+        with atomic_path(out / ENGINE_FILE) as tmp:
+            tmp.write_bytes(bytes(engine))
+        used = None if cache is None else {"path": str(cache), "sha256_before": before, "reused": before is not None}
+        return {
+            "engine": ENGINE_FILE,
+            "profiles": plan["profiles"],
+            "settings": plan["settings"],
+            "strongly_typed": True,
+            "timing_cache": used,
+        }
+
+    def runner(self, engine: Path, name: str = "engine") -> Any:
+        """Polygraphy's TrtRunner over the verified engine in the folder ``engine``."""
+        from polygraphy.backend.common import BytesFromPath
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+        quiet_polygraphy()
+        manifest, path = verified_engine(engine, self.fingerprint())
+        runner = TrtRunner(EngineFromBytes(BytesFromPath(str(path))), name=name)
+        runner.profiles = manifest["profiles"]
+        return runner
+
+    def timed_call(self, runner: Any, feed: dict[str, Any], settings: Mapping[str, Any]) -> Callable[[], object]:
+        """trtexec-style timing (``stages.backends.cuda.TimedInference``) in a context of its own."""
+        from stages.backends.cuda import TimedInference
+
+        index = profile_index(runner.profiles, feed)
+        return TimedInference(runner.engine, feed, index, settings["cuda_graph"], settings["no_data_transfers"])

@@ -1,0 +1,83 @@
+"""Shape profiles: the min/opt/max shape of every input an engine is built for, and seeded inputs at any shape.
+
+A profile is ``{input name: {"min": shape, "opt": shape, "max": shape}}``. TensorRT builds one optimization
+profile per entry; every backend's manifest records the list, and compare runs the engine at each profile's edges.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from stages.core.data import input_specs
+from stages.core.errors import PipelineError
+
+EDGES = ("min", "opt", "max")
+Profile = dict[str, dict[str, list[int]]]
+
+
+def default_profile(model: Any, batch_sizes: Sequence[int]) -> Profile:
+    """One profile from the model's dynamic axes: batch 1 .. ``model.max_batch``, tuned (opt) for the largest
+    benchmark batch size; every other dynamic axis 1 .. its ``model.dims`` size, tuned for that size."""
+    profile: Profile = {}
+    opt_batch = min(max(batch_sizes, default=1), model.max_batch)
+    for spec in input_specs(model):
+        edges: dict[str, list[int]] = {edge: [] for edge in EDGES}
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, int):
+                low = opt = high = dim
+            elif axis == 0:
+                low, opt, high = 1, opt_batch, model.max_batch
+            elif dim in model.dims:
+                low, opt, high = 1, model.dims[dim], model.dims[dim]
+            else:
+                raise PipelineError(f"model.dims: no size for the dynamic axis {dim!r} of input {spec.name!r}")
+            for edge, size in zip(EDGES, (low, opt, high), strict=True):
+                edges[edge].append(int(size))
+        profile[spec.name] = edges
+    return profile
+
+
+def resolve_profiles(configured: Sequence[Mapping] | None, model: Any, batch_sizes: Sequence[int], key: str) -> list:
+    """The profiles to build: ``configured`` (checked against the model's inputs) or the default one.
+
+    ``key`` names the config entry in errors, e.g. ``backend.tensorrt.profiles``.
+    """
+    if not configured:
+        return [default_profile(model, batch_sizes)]
+    specs = {s.name: s for s in input_specs(model)}
+    profiles = []
+    for i, entry in enumerate(configured):
+        if set(entry) != set(specs):
+            raise PipelineError(f"{key}[{i}]: needs exactly the inputs {', '.join(specs)}, got {', '.join(entry)}")
+        profile: Profile = {}
+        for name, spec in specs.items():
+            where = f"{key}[{i}].{name}"
+            edges = {edge: [int(d) for d in entry[name].get(edge, [])] for edge in EDGES}
+            for edge, shape in edges.items():
+                if len(shape) != len(spec.shape):
+                    raise PipelineError(f"{where}.{edge}: {shape} has rank {len(shape)}, the input has {spec.shape}")
+                for axis, dim in enumerate(spec.shape):
+                    if isinstance(dim, int) and shape[axis] != dim:
+                        raise PipelineError(
+                            f"{where}.{edge}: axis {axis} is fixed at {dim} in the model, not {shape[axis]}"
+                        )
+            if not all(1 <= a <= b <= c for a, b, c in zip(*edges.values(), strict=True)):
+                raise PipelineError(f"{where}: needs 1 <= min <= opt <= max on every axis, got {edges}")
+            profile[name] = edges
+        profiles.append(profile)
+    return profiles
+
+
+def random_feed(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, Any], seed: int = 0) -> dict:
+    """Seeded inputs of the given shapes: floats standard normal, integers 0 or 1 (valid ids and mask values
+    for every model here)."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for name, shape in shapes.items():
+        dtype = np.dtype(dtypes[name])
+        if dtype.kind in "iub":
+            feed[name] = rng.integers(0, 2, size=tuple(shape)).astype(dtype)
+        else:
+            feed[name] = rng.standard_normal(tuple(shape)).astype(dtype)
+    return feed

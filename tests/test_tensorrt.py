@@ -1,0 +1,181 @@
+"""TensorRT backend. On any machine: the build plan, Polygraphy's loader chain built from it, the timing-cache key,
+the version checks, the auto choice and the error line. Where TensorRT and a GPU exist: real builds end to end.
+
+No test imports tensorrt at module level; the GPU tests skip with the reason the machine lacks.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stages import env
+from stages.backends import registry
+from stages.backends.tensorrt import ENGINE_FILE, profile_index
+from stages.backends.trt_plan import build_plan, loaders, timing_cache_key, version_problem
+from stages.core.errors import PipelineError
+from tests.helpers import QUICK, compose, python_module, run, run_if
+
+# What a GPU machine's env.json holds (the shape TensorRTBackend.fingerprint() returns): the plan's input.
+H100 = {
+    "backend": "tensorrt",
+    "cuda": {"cuda_driver_api": "12.8", "cuda_runtime": "12.8"},
+    "device": {"compute_capability": "9.0", "driver": "570.86.15", "gpu": "NVIDIA H100 80GB HBM3"},
+    "version": "10.9.0.34",
+}
+
+
+def on_gpu(test):
+    """Marks ``tensorrt`` and ``gpu``; skipped, with the reason, unless TensorRT imports and a GPU is visible."""
+    for mark in (pytest.mark.tensorrt, pytest.mark.gpu, run_if(tensorrt=True, gpu=True, backend="tensorrt")):
+        test = mark(test)
+    return test
+
+
+def plan_for(*overrides: str, fingerprint: dict = H100, cache_dir: str = "build/timing_cache") -> dict:
+    return build_plan(compose("backend=tensorrt", *overrides), fingerprint, cache_dir)
+
+
+def test_default_profile_comes_from_dynamic_axes_and_benchmark_batches():
+    plan = plan_for("model=textenc", "benchmark.batch_sizes=[1,8]")
+    assert plan["strongly_typed"] is True
+    assert plan["profiles"] == [
+        {name: {"min": [1, 1], "opt": [8, 32], "max": [256, 32]} for name in ("input_ids", "attention_mask")}
+    ]
+    digits = plan_for()["profiles"][0]["image"]
+    assert digits == {"min": [1, 1, 8, 8], "opt": [32, 1, 8, 8], "max": [1024, 1, 8, 8]}
+
+
+def test_configured_profiles_are_checked_against_the_model():
+    two = "backend.tensorrt.profiles=[{image:{min:[1,1,8,8],opt:[1,1,8,8],max:[4,1,8,8]}},{image:{min:[8,1,8,8],opt:[64,1,8,8],max:[64,1,8,8]}}]"
+    assert [p["image"]["max"][0] for p in plan_for(two)["profiles"]] == [4, 64]
+    with pytest.raises(PipelineError, match=r"backend.tensorrt.profiles\[0\].image: needs 1 <= min <= opt <= max"):
+        plan_for("backend.tensorrt.profiles=[{image:{min:[8,1,8,8],opt:[1,1,8,8],max:[8,1,8,8]}}]")
+    with pytest.raises(PipelineError, match=r"profiles\[0\].image.min: axis 2 is fixed at 8 in the model, not 9"):
+        plan_for("backend.tensorrt.profiles=[{image:{min:[1,1,9,8],opt:[1,1,8,8],max:[8,1,8,8]}}]")
+    with pytest.raises(PipelineError, match=r"needs exactly the inputs input_ids, attention_mask"):
+        plan_for("model=textenc", "backend.tensorrt.profiles=[{input_ids:{min:[1,1],opt:[1,1],max:[1,1]}}]")
+
+
+def test_loader_chain_is_polygraphys_strongly_typed_build(tmp_path):
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, PostprocessConfig
+
+    plan = plan_for(
+        "model=textenc",
+        "backend.tensorrt.workspace_mib=2048",
+        "backend.tensorrt.tf32=true",
+        "backend.tensorrt.builder_optimization_level=5",
+        "backend.tensorrt.hardware_compatibility_level=ampere_plus",
+        "backend.tensorrt.version_compatible=true",
+        cache_dir=str(tmp_path),
+    )
+    chain = loaders(plan, "model.int8.onnx")
+    assert isinstance(chain, EngineBytesFromNetwork)
+    assert chain.timing_cache_path == plan["timing_cache"] and plan["timing_cache"].startswith(str(tmp_path))
+    network = chain._network
+    assert isinstance(network, NetworkFromOnnxPath) and network.strongly_typed and network.path == "model.int8.onnx"
+    post = chain._config
+    assert isinstance(post, PostprocessConfig)
+    assert post._func.settings["workspace_mib"] == 2048
+    assert post._func.settings["hardware_compatibility_level"] == "ampere_plus"
+    config = post._config
+    assert isinstance(config, CreateConfig)
+    assert config.tf32 and not config.fp16 and not config.int8  # precision comes from the ONNX, never from flags
+    assert config.builder_optimization_level == 5 and config.version_compatible
+    assert config.timing_cache_path == plan["timing_cache"]
+    (profile,) = config.profiles
+    assert tuple(profile["input_ids"].max) == (256, 32) and tuple(profile["attention_mask"].opt) == (32, 32)
+
+
+def test_timing_cache_is_shared_by_models_and_keyed_by_tensorrt_and_gpu():
+    digits, textenc = plan_for()["timing_cache"], plan_for("model=textenc")["timing_cache"]
+    assert digits == textenc and Path(digits).name.startswith("trt10.9.0.34-sm90-")
+    other_gpu = json.loads(json.dumps(H100))
+    other_gpu["device"] |= {"gpu": "NVIDIA L4", "compute_capability": "8.9"}
+    other_version = H100 | {"version": "11.1.0"}
+    keys = {timing_cache_key(f) for f in (H100, other_gpu, other_version)}
+    assert len(keys) == 3
+    assert plan_for("backend.tensorrt.timing_cache=false")["timing_cache"] is None
+
+
+def test_settings_of_one_tensorrt_version_fail_in_one_line_on_the_other():
+    assert version_problem({"hardware_compatibility_level": "same_compute_capability"}, "10.9.0") is None
+    assert version_problem({"hardware_compatibility_level": "same_compute_capability"}, "10.4.0") == (
+        "backend.tensorrt.hardware_compatibility_level=same_compute_capability needs TensorRT >= 10.9; "
+        "this is TensorRT 10.4.0"
+    )
+    assert version_problem({"tiling_optimization_level": "none"}, "10.0.1") is None
+    assert "tiling_optimization_level=fast needs TensorRT >= 10.8" in version_problem(
+        {"tiling_optimization_level": "fast"}, "10.7.0"
+    )
+    assert version_problem({"tactic_sources": ["cudnn", "jit_convolutions"]}, "10.16.1") is None
+    with pytest.raises(
+        PipelineError, match=r"tactic_sources=cudnn exists only in TensorRT 10.x; this is TensorRT 11.1"
+    ):
+        plan_for("backend.tensorrt.tactic_sources=[cudnn]", fingerprint=H100 | {"version": "11.1.0"})
+    with pytest.raises(PipelineError, match=r"builder_optimization_level: 7 is not 0\.\.5"):
+        plan_for("backend.tensorrt.builder_optimization_level=7")
+    with pytest.raises(PipelineError, match="hardware_compatibility_level: 'turing' is not one of none, ampere_plus"):
+        plan_for("backend.tensorrt.hardware_compatibility_level=turing")
+
+
+def test_profile_index_picks_the_profile_holding_the_shapes():
+    import numpy as np
+
+    profiles = [
+        {"x": {"min": [1, 4], "opt": [2, 4], "max": [4, 4]}},
+        {"x": {"min": [5, 4], "opt": [8, 4], "max": [64, 4]}},
+    ]
+    assert profile_index(profiles, {"x": np.zeros((3, 4))}) == 0
+    assert profile_index(profiles, {"x": np.zeros((32, 4))}) == 1
+    with pytest.raises(PipelineError, match=r"no optimization profile holds the shapes \{'x': \[65, 4\]\}"):
+        profile_index(profiles, {"x": np.zeros((65, 4))})
+
+
+@pytest.mark.skipif(registry.get("tensorrt").availability().ok, reason="this machine can run TensorRT")
+def test_auto_says_why_tensorrt_was_not_chosen():
+    files, chosen = env.records(compose())
+    record = files["build/env.json"]
+    assert record["backend"] == "onnxruntime" and record["requested"] == "auto"
+    assert record["reason"].startswith("tensorrt unavailable: tensorrt does not import")
+    assert "auto chose onnxruntime" in record["reason"] and chosen.startswith("backend onnxruntime")
+
+
+@pytest.mark.skipif(registry.get("tensorrt").availability().ok, reason="this machine can run TensorRT")
+def test_backend_tensorrt_without_tensorrt_is_one_line_and_exit_1(repo: Path):
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("name: auto", "name: tensorrt"))
+    proc = python_module("stages.env", repo, check=False)
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("engineforge env: error: backend.name=tensorrt: tensorrt does not import (")
+    assert line.endswith("pip install -e '.[tensorrt]' (the tensorrt and cuda-python packages)")
+
+
+@on_gpu
+@pytest.mark.parametrize("model", ["digits", "textenc"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_real_tensorrt_build_compare_and_benchmark(dvc_repo, model, precision):
+    run(
+        ["dvc", "exp", "run", "-S", "backend=tensorrt", "-S", f"model={model}", "-S", f"precision={precision}", *QUICK],
+        dvc_repo,
+    )
+    manifest = json.loads((dvc_repo / f"build/{model}/engine/manifest.json").read_text())
+    assert manifest["engine"] == ENGINE_FILE and manifest["strongly_typed"] is True
+    assert json.loads((dvc_repo / "reports/accuracy.json").read_text())["passed"]
+    bench = json.loads((dvc_repo / "reports/benchmark.json").read_text())
+    assert set(bench["runtimes"]["engine"]["bs1"]["gpu_ms"]) == {"h2d", "compute", "d2h"}
+
+
+@on_gpu
+def test_engine_for_another_gpu_is_refused_and_timing_cache_is_reused(dvc_repo):
+    run(["dvc", "exp", "run", "-S", "backend=tensorrt", *QUICK], dvc_repo)
+    run(["dvc", "exp", "run", "-S", "backend=tensorrt", "-S", "model=textenc", *QUICK], dvc_repo)
+    second = json.loads((dvc_repo / "build/textenc/engine/manifest.json").read_text())
+    assert second["timing_cache"]["reused"] is True
+    manifest_path = dvc_repo / "build/textenc/engine/manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["fingerprint"]["device"]["gpu"] = "NVIDIA A100-SXM4-80GB"
+    manifest_path.write_text(json.dumps(manifest))
+    proc = python_module("stages.compare", dvc_repo, check=False)
+    assert proc.returncode == 1 and "was built for device.gpu=NVIDIA A100-SXM4-80GB" in proc.stderr
