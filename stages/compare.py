@@ -7,6 +7,7 @@ run at the min and max shapes of every profile its manifest records. For int8 th
 also carries the precision stage's fallback rounds (nodes kept in float and the accuracy of each round).
 """
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -51,38 +52,39 @@ def output_stats(per_iteration: list[dict[str, Any]], atol: dict, rtol: dict) ->
     return stats
 
 
-def edge_checks(cfg: DictConfig, runners: list, data: dict[str, np.ndarray], atol: dict, rtol: dict) -> dict:
+def edge_checks(cfg: DictConfig, runners: list, data: dict[str, np.ndarray], compare_func: Any) -> dict:
     """Run reference and engine at the min and max shapes of every profile in the engine's manifest.
 
     Shapes the eval data has (other than batch) use real samples, tiled to the batch, and the usual tolerances;
     other shapes (e.g. sequence length 1) use seeded inputs and must give finite outputs of the right batch.
     """
-    from polygraphy.comparator import IterationResult, SimpleCompareFunc
+    from polygraphy.comparator import IterationResult
 
-    manifest = read_json(Path(cfg.paths.engine) / "manifest.json")
+    profiles = read_json(Path(cfg.paths.engine) / "manifest.json").get("profiles", [])
     dtypes = {spec.name: spec.dtype for spec in input_specs(cfg.model)}
-    compare_func = SimpleCompareFunc(atol=atol, rtol=rtol, check_error_stat="elemwise")
     checked, failures = [], []
-    for index, profile in enumerate(manifest.get("profiles", [])):
-        for edge in ("min", "max"):
-            shapes = {name: edges[edge] for name, edges in profile.items()}
-            real = all(list(data[n].shape[1:]) == s[1:] for n, s in shapes.items())
-            batch = next(iter(shapes.values()))[0]
-            feed = batch_of(cfg.model, data, batch) if real else random_feed(shapes, dtypes)
-            outputs = {}
-            for runner in runners:
-                with runner:
-                    if len(manifest["profiles"]) > 1 and hasattr(runner, "set_profile"):
+    with ExitStack() as active:  # each runner (an engine load for TensorRT) is activated once for every edge
+        for runner in runners:
+            active.enter_context(runner)
+        for index, profile in enumerate(profiles):
+            for edge in ("min", "max"):
+                shapes = {name: edges[edge] for name, edges in profile.items()}
+                real = all(list(data[n].shape[1:]) == s[1:] for n, s in shapes.items())
+                batch = next(iter(shapes.values()))[0]
+                feed = batch_of(cfg.model, data, batch) if real else random_feed(shapes, dtypes)
+                outputs = {}
+                for runner in runners:
+                    if len(profiles) > 1 and hasattr(runner, "set_profile"):
                         runner.set_profile(index)
                     outputs[runner.name] = IterationResult(runner.infer(feed), runner_name=runner.name)
-            where = f"profile {index} {edge} shapes {shapes}"
-            for name, value in outputs[CANDIDATE].items():
-                if not np.isfinite(value).all() or value.shape[0] != batch:
-                    failures.append(f"{where}: output {name!r} is not finite or not of batch {batch}")
-            if real:
-                result = compare_func(outputs[REFERENCE], outputs[CANDIDATE])
-                failures += [f"{where}: output {n!r} exceeds tolerance" for n, r in result.items() if not bool(r)]
-            checked.append({"profile": index, "edge": edge, "shapes": shapes, "data": "eval" if real else "seeded"})
+                where = f"profile {index} {edge} shapes {shapes}"
+                for name, value in outputs[CANDIDATE].items():
+                    if not np.isfinite(value).all() or value.shape[0] != batch:
+                        failures.append(f"{where}: output {name!r} is not finite or not of batch {batch}")
+                if real:
+                    result = compare_func(outputs[REFERENCE], outputs[CANDIDATE])
+                    failures += [f"{where}: output {n!r} exceeds tolerance" for n, r in result.items() if not bool(r)]
+                checked.append({"profile": index, "edge": edge, "shapes": shapes, "data": "eval" if real else "seeded"})
     return {"checked": checked, "failures": failures}
 
 
@@ -116,7 +118,7 @@ def main(cfg: DictConfig) -> str:
         for n, s in stats.items()
         if not s["passed"]
     ]
-    edges = edge_checks(cfg, runners, data, atol, rtol)
+    edges = edge_checks(cfg, runners, data, compare_func)
     failures += edges["failures"]
     if task["delta"] > task["budget"]:
         failures.append(
