@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from stages.backends import registry
 from stages.backends.onnxruntime import default_session_runner
 from stages.core.artifacts import atomic_path, read_json, write_json
-from stages.core.data import batch_of, check_batch, load_dataset, load_model
+from stages.core.data import batch_of, check_batch, load_dataset
 from stages.core.errors import PipelineError
+from stages.core.model import load_model
 from stages.core.run import run_stage
 
 ENGINE, EAGER, ORT_FP32 = "engine", "pytorch_eager", "onnxruntime_fp32"
@@ -107,7 +108,8 @@ def runtimes(cfg: DictConfig, threads: int) -> dict[str, Callable[[ExitStack, di
     unknown = [b for b in cfg.benchmark.baselines if b not in known]
     if unknown:
         raise PipelineError(f"benchmark.baselines: unknown {unknown[0]!r}; choose from {', '.join(known)}")
-    return {ENGINE: engine} | {b: known[b] for b in cfg.benchmark.baselines}
+    chosen = [b for b in cfg.benchmark.baselines if not (b == EAGER and cfg.model.source == "onnx")]  # no PyTorch
+    return {ENGINE: engine} | {b: known[b] for b in chosen}
 
 
 def write_curves(folder: str, curves: dict[int, dict[str, np.ndarray]]) -> None:

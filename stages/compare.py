@@ -17,11 +17,12 @@ from omegaconf import DictConfig
 from stages.backends import registry
 from stages.backends.onnxruntime import default_session_runner
 from stages.core.artifacts import read_json, write_json
-from stages.core.data import LABELS, batch_of, feeds, input_specs, load_dataset
+from stages.core.data import LABELS, batch_of, data_source, feeds, is_synthetic, load_dataset
 from stages.core.errors import PipelineError
 from stages.core.metrics import task_metric
 from stages.core.profiles import random_feed
 from stages.core.run import run_stage
+from stages.core.specs import input_specs, output_names, task_output
 
 REFERENCE, CANDIDATE = "reference", "engine"
 
@@ -99,7 +100,7 @@ def main(cfg: DictConfig) -> str:
     batches = feeds(model, data, cfg.compare.batch_size, limit=cfg.compare.max_samples)
     runners = [default_session_runner(cfg.paths.simplified, REFERENCE), backend.runner(Path(cfg.paths.engine))]
     results = Comparator.run(runners, data_loader=batches)
-    outputs = [o.name for o in model.outputs]
+    outputs = output_names(model)
     atol, rtol = tolerances(precision, outputs)
     compare_func = SimpleCompareFunc(atol=atol, rtol=rtol, check_error_stat="elemwise")
     accuracy = Comparator.compare_accuracy(results, compare_func=compare_func)[0]
@@ -109,7 +110,7 @@ def main(cfg: DictConfig) -> str:
         for name in outputs:
             if not all(np.isfinite(it[name]).all() for it in iterations):
                 failures.append(f"output {name!r} of {runner_name} has NaN or Inf")
-    joined = {r: np.concatenate([it[model.task.output] for it in its]) for r, its in results}
+    joined = {r: np.concatenate([it[task_output(model)] for it in its]) for r, its in results}
     labels = data.get(LABELS)
     labels = None if labels is None else labels[: len(joined[REFERENCE])]
     task = task_metric(model, joined[REFERENCE], joined[CANDIDATE], labels, precision.task_budget)
@@ -135,6 +136,7 @@ def main(cfg: DictConfig) -> str:
         "outputs": stats,
         "task": task,
         "profile_edges": edges["checked"],
+        "data": {"eval": data_source(model, "test"), "synthetic": is_synthetic(model, "test")},
     }
     if "fallback" in precision_report:  # int8: the precision stage's rounds (ONNX Runtime CPU, same eval data)
         kept = {k: precision_report["fallback"][k] for k in ("enabled", "excluded", "kept", "rounds")}

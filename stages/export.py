@@ -1,7 +1,10 @@
-"""export stage: model recipe + weights -> model.onnx (torch.onnx.export, one self-contained file), export.json.
+"""export stage: the model (recipe or ``model.factory`` + weights, or an ONNX file) -> model.onnx, export.json.
 
-Dynamic axes come from ``model.inputs``/``model.outputs``; the export is checked against PyTorch on real eval
-samples in ONNX Runtime at a batch size other than the traced one, which also proves the batch axis is dynamic.
+PyTorch models go through torch.onnx.export (one self-contained file, dynamic axes from ``model.inputs``/
+``model.outputs``) and are checked against PyTorch on eval samples in ONNX Runtime at a batch size other than the
+traced one, which also proves the batch axis is dynamic. ``model.source=onnx`` skips the export: the file at
+``model.path`` is validated (external data must stay in its folder), checked against ``model.inputs`` when those
+are given (else its own inputs and dynamic axes are used), run once in ONNX Runtime, and saved self-contained.
 """
 
 import contextlib
@@ -12,10 +15,12 @@ import numpy as np
 from omegaconf import DictConfig
 
 from stages.core.artifacts import atomic_path, write_json
-from stages.core.data import feeds, input_specs, load_dataset, load_model, output_dynamic_axes
+from stages.core.data import data_source, feeds, load_dataset
 from stages.core.errors import PipelineError
+from stages.core.model import SOURCES, check_forward, load_model
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs
 from stages.core.run import quiet_libraries, run_stage
+from stages.core.specs import check_against_file, input_specs, output_dynamic_axes, output_names
 
 STACK_TRACE = "pkg.torch.onnx.stack_trace"  # per-node metadata the dynamo exporter writes
 
@@ -41,20 +46,17 @@ def strip_stack_traces(model: Any) -> None:
         node.metadata_props.extend(kept)
 
 
-def main(cfg: DictConfig) -> str:
-    """Export ``cfg.model`` to ``paths.onnx`` and record the check in ``paths.export_report``."""
+def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any]]:
+    """torch.onnx.export of the model into ``paths.onnx``; returns the ONNX model and the PyTorch-vs-ORT check."""
     import onnx
     import torch
 
-    quiet_libraries()
     model, export = cfg.model, cfg.export
-    if export.opset < 18:
-        raise PipelineError(f"export.opset: {export.opset} is below 18, the lowest torch 2.13's exporter writes")
     net = load_model(model)
-    data = load_dataset(model, "test")
+    check_forward(net, model)
+    quiet_libraries()  # importing torch and the user's code resets logging
     example = feeds(model, data, export.example_batch)[0]
-    specs = input_specs(model)
-    output_names = [o.name for o in model.outputs]
+    specs, names = input_specs(model), output_names(model)
     dynamic_axes = {s.name: s.dynamic_axes for s in specs} | output_dynamic_axes(model)
     with atomic_path(cfg.paths.onnx) as tmp:
         log = io.StringIO()
@@ -65,7 +67,7 @@ def main(cfg: DictConfig) -> str:
                     tuple(torch.from_numpy(a) for a in example.values()),
                     str(tmp),
                     input_names=[s.name for s in specs],
-                    output_names=output_names,
+                    output_names=names,
                     dynamic_axes={k: v for k, v in dynamic_axes.items() if v},
                     opset_version=export.opset,
                     dynamo=export.dynamo,
@@ -80,10 +82,7 @@ def main(cfg: DictConfig) -> str:
         onnx.save(onnx_model, str(tmp))
         check_feeds = feeds(model, data, export.example_batch + 1, limit=export.check.samples)
         check = compare_outputs(
-            torch_outputs(net, check_feeds, output_names),
-            ort_outputs(tmp, check_feeds),
-            export.check.atol,
-            export.check.rtol,
+            torch_outputs(net, check_feeds, names), ort_outputs(tmp, check_feeds), export.check.atol, export.check.rtol
         )
         failed = [name for name, c in check.items() if not c["passed"]]
         if failed:
@@ -91,20 +90,60 @@ def main(cfg: DictConfig) -> str:
                 f"export check: ONNX Runtime output {failed[0]!r} differs from PyTorch by up to "
                 f"{check[failed[0]]['max_abs']:.3g} (export.check.atol={export.check.atol}, rtol={export.check.rtol})"
             )
+    samples = sum(len(next(iter(f.values()))) for f in check_feeds)
+    return onnx_model, {"against": "pytorch", "samples": samples, "outputs": check}
+
+
+def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any]]:
+    """Validate ``model.path`` and save it self-contained into ``paths.onnx``; returns it and a run check."""
+    import onnx
+
+    model = cfg.model
+    onnx_model = load_onnx(model.path)
+    if model.inputs is not None:
+        check_against_file(input_specs(model), model.path)
+    batches = feeds(model, data, cfg.export.example_batch + 1, limit=cfg.export.check.samples)
+    outputs = ort_outputs(model.path, batches)
+    bad = [name for name, value in outputs.items() if not np.isfinite(value).all()]
+    if bad:
+        raise PipelineError(f"{model.path}: output {bad[0]!r} has NaN or Inf on {data_source(model, 'test')}")
+    with atomic_path(cfg.paths.onnx) as tmp:
+        onnx.save(onnx_model, str(tmp))  # external data (checked safe) is inlined: one file, as an export writes
+    return onnx_model, {"against": None, "samples": sum(len(next(iter(b.values()))) for b in batches)}
+
+
+def main(cfg: DictConfig) -> str:
+    """Export (or take) ``cfg.model`` as ``paths.onnx`` and record what was done in ``paths.export_report``."""
+    import torch
+
+    model, export = cfg.model, cfg.export
+    if model.source not in SOURCES:
+        raise PipelineError(f"model.source: {model.source!r} is not one of {', '.join(SOURCES)}")
+    if export.opset < 18:
+        raise PipelineError(f"export.opset: {export.opset} is below 18, the lowest torch 2.13's exporter writes")
+    if model.source == "onnx" and not (model.path and str(model.path).endswith(".onnx")):
+        raise PipelineError(f"model.path: {model.path!r} is not an .onnx file; set -S model.path=PATH.onnx")
+    data = load_dataset(model, "test")
+    build = from_onnx if model.source == "onnx" else from_pytorch
+    onnx_model, check = build(cfg, data)
     write_json(
         cfg.paths.export_report,
         {
             "model": model.name,
-            "opset": export.opset,
-            "dynamo": export.dynamo,
-            "torch": torch.__version__,
-            "inputs": {s.name: list(s.shape) for s in specs},
+            "source": model.source,
+            "opset": max((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+            "dynamo": export.dynamo if model.source != "onnx" else None,
+            "torch": torch.__version__ if model.source != "onnx" else None,
+            "inputs": {s.name: list(s.shape) for s in input_specs(model)},
+            "data": data_source(model, "test"),
             "nodes": len(onnx_model.graph.node),
             "ops": op_counts(onnx_model),
-            "check": {"samples": sum(len(next(iter(f.values()))) for f in check_feeds), "outputs": check},
+            "check": check,
         },
     )
-    worst = max(c["max_abs"] for c in check.values())
+    if model.source == "onnx":
+        return f"{model.path} (torch export skipped) -> {cfg.paths.onnx} ({len(onnx_model.graph.node)} nodes)"
+    worst = max(c["max_abs"] for c in check["outputs"].values())
     return f"{model.name} -> {cfg.paths.onnx} ({len(onnx_model.graph.node)} nodes, max |PyTorch-ORT| {worst:.2g})"
 
 

@@ -34,8 +34,15 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict) -> str:
     gate = (
         f"**Accuracy gate {verdict}** — {task['metric']} {task['candidate']:.4f} vs reference "
         f"{task['reference']:.4f} (drop {100 * task['delta']:.2f} pt, budget {100 * task['budget']:.2f} pt), "
-        f"argmax agreement {100 * task['agreement']:.2f}%, {task['samples']} eval samples."
+        f"argmax agreement {100 * task['agreement']:.2f}%, {task['samples']} eval samples"
     )
+    data = acc.get("data", {})
+    gate += f" ({data['eval']})." if data else "."
+    if data.get("synthetic"):
+        gate += (
+            f"\n\n> **Warning: no real data was used.** Eval inputs are {data['eval']}: the gate shows the engine "
+            "agrees with the reference, not that the model is accurate. Set model.data.eval to an .npz of real samples."
+        )
     outputs = table(
         ["output", "max abs", "max rel", "mean abs", "atol", "rtol", "result"],
         [

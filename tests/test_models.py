@@ -9,8 +9,9 @@ from omegaconf import OmegaConf
 
 from models import digits, textenc
 from models.train import train
-from stages.core.data import batch_of, feeds, load_dataset, load_model
+from stages.core.data import batch_of, feeds, load_dataset
 from stages.core.errors import PipelineError
+from stages.core.model import load_model
 from tests.helpers import ROOT, compose
 
 
@@ -71,15 +72,17 @@ def test_weights_that_do_not_fit_name_the_first_layer():
 
 
 def test_unknown_recipe_lists_the_models():
-    cfg = compose("model.recipe=models/nope.py").model
-    with pytest.raises(PipelineError, match=r"model.recipe: no such file models/nope.py .*digits, resnet18, textenc"):
+    cfg = compose("model.code=models/nope.py").model
+    with pytest.raises(
+        PipelineError, match=r"model.code: no such file models/nope.py .*custom, digits, onnx, resnet18, textenc"
+    ):
         load_model(cfg)
 
 
 def test_data_that_does_not_fit_the_inputs_names_the_array():
     cfg = compose().model
     wrong = OmegaConf.merge(cfg, {"inputs": [{"name": "image", "shape": ["batch", 1, 8, 9], "dtype": "float32"}]})
-    with pytest.raises(PipelineError, match=r"test data array 'image' has shape \[360, 1, 8, 8\]"):
+    with pytest.raises(PipelineError, match=r"test data of model 'digits': array 'image' has shape \[360, 1, 8, 8\]"):
         load_dataset(wrong, "test")
 
 

@@ -143,7 +143,7 @@ def test_calibration_provenance_follows_the_data(root):
     [
         (
             ("precision.int8.calibration.samples=41",),
-            r"samples: 41 asked, but the 'train' split of model 'tiny' has 40",
+            r"samples: 41 asked, but the calibration data of model 'tiny' \(tests/fixtures/tiny.py, train split\) has 40",
         ),
         (("precision.int8.calibration.method=kl",), r"calibration.method: 'kl' is not one of minmax, entropy"),
         (("precision.int8.encoding=u4",), r"precision.int8.encoding: 'u4' is not one of auto, u8s8, s8s8"),
@@ -164,7 +164,9 @@ def test_int8_user_errors_are_one_line_and_leave_no_model(root, overrides, messa
 def test_calibration_data_of_the_wrong_dtype_is_refused(root):
     cfg = OmegaConf.to_container(cfg_for(root, "model=tiny", *INT8))
     cfg["model"]["inputs"][0]["dtype"] = "float64"
-    with pytest.raises(PipelineError, match=r"train data array 'x' is float32, model.inputs says float64"):
+    with pytest.raises(
+        PipelineError, match=r"train data of model 'tiny': array 'x' is float32, model.inputs says float64"
+    ):
         run_stage(precision, OmegaConf.create(cfg))
 
 

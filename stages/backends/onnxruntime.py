@@ -14,6 +14,7 @@ import numpy as np
 
 from stages.backends.base import Availability, cpu_fingerprint, quiet_polygraphy, verified_engine
 from stages.core.errors import PipelineError
+from stages.core.onnx_io import load_onnx, unsupported_op
 from stages.core.profiles import random_feed, resolve_profiles
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ class OnnxRuntimeBackend:
         except PipelineError:
             raise
         except Exception as e:  # onnxruntime's own exception types
-            raise PipelineError(f"onnxruntime cannot load {model}: {str(e).splitlines()[0][:200]}") from e
+            raise unsupported_op(e, load_onnx(model, check=False), "onnxruntime", str(model)) from e
 
     def runner(self, engine: Path, name: str = "engine") -> Any:
         """An OnnxrtRunner over the verified engine in the folder ``engine``."""

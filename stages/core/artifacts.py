@@ -1,6 +1,8 @@
 """Artifacts: atomic writes (temporary name, then rename), deterministic JSON, content hashes."""
 
 import contextlib
+import errno
+import glob
 import hashlib
 import json
 import os
@@ -12,16 +14,22 @@ from typing import Any
 
 from stages.core.errors import PipelineError
 
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on failure remove it.
 
-    An interrupted stage therefore never leaves a half-written file (or folder) under the real name.
+    An interrupted stage therefore never leaves a half-written file (or folder) under the real name; what a killed
+    run left under a temporary name is removed by the next write. A full disk or a permission error while writing
+    is a PipelineError naming ``path``.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a run killed mid-write
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
         if directory:
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         else:
@@ -29,15 +37,23 @@ def atomic_path(path: str | os.PathLike[str], directory: bool = False) -> Iterat
             os.close(fd)
             tmp = Path(name)
     except OSError as e:
-        raise PipelineError(f"cannot write {path}: {e.strerror}") from e
+        raise PipelineError(f"cannot write {path}: {e.strerror or e}") from e
     try:
         yield tmp
         if directory and path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in WRITE_ERRORS and _about(e, tmp):
+            raise PipelineError(f"cannot write {path}: {e.strerror or e}") from e
         raise
+
+
+def _about(error: OSError, tmp: Path) -> bool:
+    """Whether ``error`` concerns the temporary output (writes carry no file name, or the temporary one)."""
+    names = [n for n in (error.filename, error.filename2) if n]
+    return not names or any(str(n).startswith(str(tmp)) for n in names)
 
 
 def to_json(data: Any) -> str:

@@ -17,8 +17,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from stages.core.artifacts import sha256
-from stages.core.data import feeds, input_specs, load_dataset
+from stages.core.data import data_source, feeds, load_dataset
 from stages.core.errors import PipelineError
+from stages.core.specs import input_specs
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 KEY = "precision.int8.calibration"
@@ -43,8 +44,8 @@ def calibration_batches(model: DictConfig, calibration: DictConfig) -> tuple[lis
     available = len(data[names[0]])
     if available < calibration.samples:
         raise PipelineError(
-            f"{KEY}.samples: {calibration.samples} asked, but the {calibration.split!r} split of model "
-            f"{model.name!r} has {available}"
+            f"{KEY}.samples: {calibration.samples} asked, but the calibration data of model {model.name!r} "
+            f"({data_source(model, calibration.split)}) has {available}"
         )
     index = np.sort(np.random.default_rng(calibration.seed).permutation(available)[: calibration.samples])
     chosen = {name: np.ascontiguousarray(data[name][index]) for name in names}
@@ -54,6 +55,7 @@ def calibration_batches(model: DictConfig, calibration: DictConfig) -> tuple[lis
         digest.update(chosen[name].tobytes())
     provenance = {
         "split": calibration.split,
+        "data": data_source(model, calibration.split),
         "samples": calibration.samples,
         "seed": calibration.seed,
         "data_sha256": digest.hexdigest(),

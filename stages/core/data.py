@@ -1,132 +1,129 @@
-"""Model recipes, weights and data: everything a stage needs to turn ``cfg.model`` into tensors."""
+"""Eval and calibration data for ``cfg.model``: a recipe's splits, the user's ``.npz`` files, or seeded random
+inputs when a model comes without data; checked against the model's inputs, and cut into feed dicts."""
 
-import functools
-import importlib.util
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stages.core.errors import PipelineError
+from stages.core.model import load_recipe
+from stages.core.specs import axis_sizes, input_specs
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 LABELS = "labels"
+ROLES = {"test": "eval", "train": "calibration"}  # a recipe's split -> the model.data key that replaces it
+SYNTHETIC = {"test": 128, "train": 512}  # samples of seeded random data, per split (512: the calibration default)
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    """One model input: name, shape (strings are dynamic axes) and numpy dtype."""
+def given(model: "DictConfig", role: str) -> str | None:
+    """``model.data.<role>``, or None when it is unset (``???``) or null."""
+    from omegaconf import OmegaConf
 
-    name: str
-    shape: tuple[int | str, ...]
-    dtype: np.dtype
-
-    @property
-    def dynamic_axes(self) -> dict[int, str]:
-        """Axis index -> axis name for every dynamic axis."""
-        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+    data = model.get("data")
+    if data is None or OmegaConf.is_missing(data, role) or data.get(role) is None:
+        return None
+    return str(data[role])
 
 
-def input_specs(model: "DictConfig") -> list[InputSpec]:
-    """The inputs declared in ``model.inputs``."""
-    specs = []
-    for i, item in enumerate(model.inputs):
-        try:
-            dtype = np.dtype(item.dtype)
-        except TypeError as e:
-            raise PipelineError(f"model.inputs[{i}].dtype: unknown dtype {item.dtype!r}") from e
-        specs.append(InputSpec(item.name, tuple(item.shape), dtype))
-    return specs
+def data_file(model: "DictConfig", split: str) -> str | None:
+    """The ``.npz`` file ``split`` comes from, if any: ``model.data.<role>``; calibration falls back to eval."""
+    role = ROLES.get(split, split)
+    return given(model, role) or (given(model, "eval") if role == "calibration" else None)
 
 
-def output_dynamic_axes(model: "DictConfig") -> dict[str, dict[int, str]]:
-    """Output name -> dynamic axes, from ``model.outputs``."""
-    return {o.name: {i: d for i, d in enumerate(o.shape) if isinstance(d, str)} for o in model.outputs}
+def data_source(model: "DictConfig", split: str) -> str:
+    """Where ``split`` data comes from, for reports: a file, a recipe split, or seeded random inputs."""
+    role = ROLES.get(split, split)
+    path = data_file(model, split)
+    if path:
+        return path
+    if model.source == "recipe":
+        return f"{model.code}, {split} split"
+    return f"seeded random inputs (no model.data.{role})"
 
 
-def load_recipe(model: "DictConfig") -> ModuleType:
-    """Import the recipe module named by ``model.recipe`` (a file path, so recipes may live anywhere)."""
-    path = Path(model.recipe)
-    if not path.is_file():
-        options = sorted(p.stem for p in Path("conf/model").glob("*.yaml"))
-        raise PipelineError(
-            f"model.recipe: no such file {path} (model {model.name!r}); models in conf/model/: {', '.join(options)}"
-        )
-    return _import_file(path.resolve())
-
-
-@functools.cache
-def _import_file(path: Path) -> ModuleType:
-    name = f"engineforge_recipe_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_model(model: "DictConfig") -> Any:
-    """Build the recipe's architecture and load ``model.weights`` into it (``weights_only=True``), in eval mode.
-
-    When ``model.weights`` names the recipe itself, the recipe's ``build()`` sets seeded weights (nothing to load).
-    """
-    import torch
-
-    net = load_recipe(model).build()
-    weights = Path(model.weights)
-    if weights == Path(model.recipe):
-        return net.eval()
-    if not weights.is_file():
-        raise PipelineError(f"model.weights: no such file {weights}: train it with `python -m models.train`")
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for a damaged file
-        raise PipelineError(f"model.weights: cannot load {weights} ({type(e).__name__}: {e})") from e
-    expected = net.state_dict()
-    for key, tensor in expected.items():
-        if key not in state:
-            raise PipelineError(f"model.weights: {weights} has no tensor for layer {key!r}")
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise PipelineError(
-                f"model.weights: {weights} does not fit layer {key!r}: "
-                f"shape {tuple(state[key].shape)} in the file, {tuple(tensor.shape)} in the model"
-            )
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise PipelineError(f"model.weights: {weights} has tensor {unexpected[0]!r} that the model does not have")
-    net.load_state_dict(state)
-    return net.eval()
+def is_synthetic(model: "DictConfig", split: str) -> bool:
+    """True when ``split`` data is seeded random, not real samples."""
+    return data_source(model, split).startswith("seeded random")
 
 
 def load_dataset(model: "DictConfig", split: str) -> dict[str, np.ndarray]:
-    """The recipe's ``split`` data, checked against ``model.inputs`` (names, dtypes, static dims, counts)."""
+    """The ``split`` (``test``: eval, ``train``: calibration) data of ``model``, checked against its inputs.
+
+    ``model.data.eval``/``.calibration`` (``.npz``) win; calibration falls back to the eval file; then the recipe's
+    split; a model with neither gets seeded random inputs (``data_source`` says so).
+    """
+    path = data_file(model, split)
+    if path:
+        key = f"model.data.{ROLES[split] if given(model, ROLES.get(split, split)) else 'eval'}"
+        data, where = read_npz(path, key), f"{key} {path}"
+    elif model.source == "recipe":
+        try:
+            data = load_recipe(model).dataset(split, **model.dims)
+        except ValueError as e:  # recipes raise ValueError for a split or size they do not have
+            raise PipelineError(f"model {model.name!r} ({model.code}) has no {split!r} data: {e}") from e
+        where = f"{split} data of model {model.name!r}"
+    elif split in SYNTHETIC:
+        return synthetic(model, split)
+    else:
+        raise PipelineError(f"model {model.name!r} has no {split!r} data: the splits are {', '.join(SYNTHETIC)}")
+    check_data(model, data, where)
+    return data
+
+
+def read_npz(path: str, key: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file; pickled objects are refused (``allow_pickle=False``)."""
+    if not Path(path).is_file():
+        raise PipelineError(f"{key}: no such file {path}")
     try:
-        data = load_recipe(model).dataset(split, **model.dims)
-    except ValueError as e:  # recipes raise ValueError for a split or size they do not have
-        raise PipelineError(f"model {model.name!r} ({model.recipe}) has no {split!r} data: {e}") from e
-    counts = set()
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise PipelineError(f"{key}: {path} holds pickled objects; refused (save plain arrays)") from e
+        raise PipelineError(f"{key}: {path} is not a readable .npz file ({e})") from e
+    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError for a damaged file
+        raise PipelineError(f"{key}: {path} is not a readable .npz file ({type(e).__name__}: {e})") from e
+
+
+def check_data(model: "DictConfig", data: dict[str, np.ndarray], where: str) -> None:
+    """Every input has a non-empty array of its dtype and shape; all arrays (and ``labels``) have one length."""
+    lengths = {}
     for spec in input_specs(model):
         if spec.name not in data:
-            raise PipelineError(f"{split} data of model {model.name!r} has no array {spec.name!r} (model.inputs)")
+            raise PipelineError(f"{where} has no array {spec.name!r} (model.inputs; it has {', '.join(data)})")
         array = data[spec.name]
         if array.dtype != spec.dtype:
-            raise PipelineError(f"{split} data array {spec.name!r} is {array.dtype}, model.inputs says {spec.dtype}")
+            raise PipelineError(f"{where}: array {spec.name!r} is {array.dtype}, model.inputs says {spec.dtype}")
         if array.ndim != len(spec.shape) or any(
             isinstance(d, int) and d != n for d, n in zip(spec.shape, array.shape, strict=False)
         ):
             raise PipelineError(
-                f"{split} data array {spec.name!r} has shape {list(array.shape)}, model.inputs says {list(spec.shape)}"
+                f"{where}: array {spec.name!r} has shape {list(array.shape)}, model.inputs says {list(spec.shape)}"
             )
-        counts.add(len(array))
+        lengths[spec.name] = len(array)
     if LABELS in data:
-        counts.add(len(data[LABELS]))
-    if len(counts) != 1 or 0 in counts:
-        raise PipelineError(f"{split} data of model {model.name!r} is empty or its arrays differ in length")
+        lengths[LABELS] = len(data[LABELS])
+    empty = [name for name, n in lengths.items() if n == 0]
+    if empty:
+        raise PipelineError(f"{where}: array {empty[0]!r} is empty")
+    if len(set(lengths.values())) != 1:
+        raise PipelineError(f"{where}: arrays differ in length ({', '.join(f'{k} {n}' for k, n in lengths.items())})")
+
+
+def synthetic(model: "DictConfig", split: str) -> dict[str, np.ndarray]:
+    """Seeded random inputs for a model without data: floats standard normal, integers 0 or 1; no labels."""
+    rng = np.random.default_rng([7, list(SYNTHETIC).index(split)])
+    data = {}
+    for spec in input_specs(model):
+        shape = axis_sizes(spec, SYNTHETIC[split], model.dims)
+        if spec.dtype.kind in "iub":
+            data[spec.name] = rng.integers(0, 2, size=shape).astype(spec.dtype)
+        else:
+            data[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
     return data
 
 
@@ -146,9 +143,15 @@ def batch_of(model: "DictConfig", data: dict[str, np.ndarray], batch_size: int) 
 
 
 def check_batch(model: "DictConfig", batch_size: int, key: str = "benchmark.batch_sizes") -> None:
-    """A batch size must be positive and within ``model.max_batch``."""
+    """A batch size must be positive, within ``model.max_batch`` and fit a fixed batch axis."""
     if not 1 <= batch_size <= model.max_batch:
         raise PipelineError(
             f"{key}: batch size {batch_size} is outside 1..{model.max_batch}, the limit of model "
             f"{model.name!r} (model.max_batch)"
+        )
+    fixed: Any = next((s for s in input_specs(model) if s.shape and isinstance(s.shape[0], int)), None)
+    if fixed is not None and fixed.shape[0] != batch_size:
+        raise PipelineError(
+            f"{key}: batch size {batch_size}, but input {fixed.name!r} has a fixed batch of {fixed.shape[0]} "
+            f"in the model; use {fixed.shape[0]}"
         )

@@ -20,6 +20,7 @@ from stages.core.data import LABELS, feeds
 from stages.core.metrics import task_metric
 from stages.core.onnx_io import load_onnx, ort_outputs
 from stages.core.quantize import check_int8, quantized_nodes
+from stages.core.specs import task_output
 
 # encode(out, exclude=[...], only=[...]) writes a Q/DQ model to ``out``.
 Encoder = Callable[..., None]
@@ -32,17 +33,18 @@ class Evaluator:
         self.model, self.budget = cfg.model, cfg.precision.task_budget
         self.batches = feeds(cfg.model, data, cfg.precision.int8.fallback_search.batch_size)
         self.labels = data.get(LABELS)
-        self.reference = ort_outputs(reference, self.batches)[cfg.model.task.output]
+        self.output = task_output(cfg.model)
+        self.reference = ort_outputs(reference, self.batches)[self.output]
 
     def __call__(self, candidate: Path) -> dict[str, Any]:
-        output = ort_outputs(candidate, self.batches)[self.model.task.output]
+        output = ort_outputs(candidate, self.batches)[self.output]
         return task_metric(self.model, self.reference, output, self.labels, self.budget)
 
     def error(self, candidate: Path, count: int) -> float:
         """Normalised squared error of the task output over the first ``count`` samples (sensitivity)."""
         sizes = np.cumsum([len(next(iter(b.values()))) for b in self.batches])
         batches = self.batches[: int(np.searchsorted(sizes, count)) + 1]  # the fewest batches holding ``count``
-        got = ort_outputs(candidate, batches)[self.model.task.output].astype(np.float64)
+        got = ort_outputs(candidate, batches)[self.output].astype(np.float64)
         want = self.reference[: len(got)].astype(np.float64)
         return float(np.mean((got - want) ** 2) / max(np.mean(want**2), 1e-30))
 

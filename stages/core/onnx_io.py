@@ -1,7 +1,10 @@
 """ONNX files: loading with one-line errors, op counts, and running a model on ONNX Runtime to check outputs."""
 
 import os
+import re
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -9,18 +12,68 @@ import numpy as np
 from stages.core.errors import PipelineError
 
 
-def load_onnx(path: str | os.PathLike[str]) -> Any:
-    """Load and check an ONNX model; anything wrong with the file is a PipelineError naming it."""
+def load_onnx(path: str | os.PathLike[str], check: bool = True) -> Any:
+    """Load (and with ``check``, validate) an ONNX model; anything wrong with the file is a PipelineError naming it.
+
+    External data is loaded only from files inside the model's folder: a location that leaves it (``../``, an
+    absolute path, a symlink pointing out) is refused as unsafe before any of it is read.
+    """
     import onnx
 
     if not os.path.isfile(path):
         raise PipelineError(f"missing ONNX model {path}: run `dvc repro`")
     try:
-        model = onnx.load(os.fspath(path))
-        onnx.checker.check_model(model)
-    except Exception as e:  # onnx raises DecodeError, ValidationError, ...
-        raise PipelineError(f"not a valid ONNX model: {path} ({str(e).splitlines()[0][:200]})") from e
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise PipelineError(f"not a valid ONNX model: {path} ({_first_line(e)})") from e
+    external = [t for t in all_tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        folder = Path(path).resolve().parent
+        for tensor in external:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            target = (folder / location).resolve()
+            if os.path.isabs(location) or not target.is_relative_to(folder):
+                raise PipelineError(
+                    f"unsafe ONNX external data in {path}: tensor {tensor.name!r} points to {location!r}, outside "
+                    f"the model's folder {folder}; refused (keep the data files beside the model)"
+                )
+            if not target.is_file():
+                raise PipelineError(f"missing ONNX external data for {path}: tensor {tensor.name!r} needs {target}")
+        onnx.load_external_data_for_model(model, str(folder))
+    if check:
+        try:
+            onnx.checker.check_model(model)
+        except Exception as e:  # onnx raises ValidationError and others
+            raise PipelineError(f"not a valid ONNX model: {path} ({_first_line(e)})") from e
     return model
+
+
+def all_tensors(graph: Any) -> Iterator[Any]:
+    """Every tensor stored in ``graph``: initializers and tensor attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                yield from all_tensors(sub)
+
+
+def unsupported_op(error: Exception, model: Any, runtime: str, where: str) -> PipelineError:
+    """A runtime's failure to load ``model`` as one line; when it names an operator of the graph, the line names
+    that operator and its node."""
+    message = _first_line(error)
+    for node in model.graph.node:
+        op = f"{node.domain}:{node.op_type}" if node.domain else node.op_type
+        if (node.name and repr(node.name) in message) or re.search(rf"\b{re.escape(op)}\(", message):
+            return PipelineError(f"{runtime} cannot run operator {op} (node {node.name!r}) of {where}: {message}")
+    return PipelineError(f"{runtime} cannot run {where}: {message}")
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def op_counts(model: Any) -> dict[str, int]:
@@ -30,6 +83,7 @@ def op_counts(model: Any) -> dict[str, int]:
 
 def ort_outputs(model: str | os.PathLike[str] | bytes, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Run ``model`` in a default CPU session over ``feeds``; return each output concatenated over batches."""
+    import onnx
     import onnxruntime as ort
 
     source = model if isinstance(model, bytes) else os.fspath(model)
@@ -37,12 +91,15 @@ def ort_outputs(model: str | os.PathLike[str] | bytes, feeds: list[dict[str, np.
     options.log_severity_level = 3
     try:
         sess = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        names = [o.name for o in sess.get_outputs()]
+    except Exception as e:  # onnxruntime's own exception types
+        proto = onnx.load_from_string(model) if isinstance(model, bytes) else load_onnx(model, check=False)
+        raise unsupported_op(e, proto, "onnxruntime", "the model" if isinstance(model, bytes) else str(model)) from e
+    names = [o.name for o in sess.get_outputs()]
+    try:
         runs = [sess.run(None, feed) for feed in feeds]
     except Exception as e:  # onnxruntime's own exception types
-        raise PipelineError(
-            f"onnxruntime cannot run {model if not isinstance(model, bytes) else 'the model'}: {str(e).splitlines()[0]}"
-        ) from e
+        where = source if isinstance(source, str) else "the model"
+        raise PipelineError(f"onnxruntime cannot run {where}: {_first_line(e)}") from e
     return {name: np.concatenate([run[i] for run in runs]) for i, name in enumerate(names)}
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from stages.core.data import input_specs
 from stages.core.errors import PipelineError
+from stages.core.specs import input_specs
 
 EDGES = ("min", "opt", "max")
 Profile = dict[str, dict[str, list[int]]]

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from stages.core.errors import PipelineError
+from stages.core.schema import MISSING, check_types
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
-MISSING = "???"  # OmegaConf's mandatory-value marker
 
 
 def declared_params(stage: str, dvc_file: str | os.PathLike[str] = DVC_FILE) -> list[str]:
@@ -73,6 +73,7 @@ def load_params(stage: str, params_file: str = PARAMS_FILE, dvc_file: str = DVC_
             f"missing {params_file}: run from the repository root (or `dvc exp run` to compose it)"
         ) from e
     chosen = select(tree or {}, declared_params(stage, dvc_file))
+    check_types(chosen)
     return chosen if plain else frozen(chosen)
 
 

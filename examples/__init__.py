@@ -1,0 +1,1 @@
+"""Worked examples of bringing your own model (README "Bring your own model")."""

@@ -1,0 +1,119 @@
+"""A model's interface: its inputs (names, shapes with dynamic axes, dtypes) and outputs, from ``cfg.model`` or,
+when the config leaves them out (``model=onnx``), from the ONNX file itself."""
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stages.core.errors import PipelineError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: name, shape (strings are dynamic axes) and numpy dtype."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: np.dtype
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        """Axis index -> axis name for every dynamic axis."""
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+    def describe(self) -> str:
+        """``[batch, 3, 224, 224] float32``."""
+        return f"[{', '.join(str(d) for d in self.shape)}] {self.dtype}"
+
+
+def input_specs(model: "DictConfig") -> list[InputSpec]:
+    """The inputs declared in ``model.inputs``, or read from ``model.path`` when that is null."""
+    if model.inputs is None:
+        return list(onnx_interface(model.path)[0])
+    specs = []
+    for i, item in enumerate(model.inputs):
+        try:
+            dtype = np.dtype(item.dtype)
+        except TypeError as e:
+            raise PipelineError(f"model.inputs[{i}].dtype: unknown dtype {item.dtype!r}") from e
+        specs.append(InputSpec(item.name, tuple(item.shape), dtype))
+    return specs
+
+
+def output_names(model: "DictConfig") -> list[str]:
+    """The output names in ``model.outputs``, or read from ``model.path`` when that is null."""
+    if model.outputs is None:
+        return list(onnx_interface(model.path)[1])
+    return [o.name for o in model.outputs]
+
+
+def output_dynamic_axes(model: "DictConfig") -> dict[str, dict[int, str]]:
+    """Output name -> dynamic axes, from ``model.outputs``."""
+    return {o.name: {i: d for i, d in enumerate(o.shape) if isinstance(d, str)} for o in model.outputs}
+
+
+def task_output(model: "DictConfig") -> str:
+    """The output the task metric reads: ``model.task.output``, or the first output when that is null."""
+    return model.task.output or output_names(model)[0]
+
+
+@functools.cache
+def onnx_interface(path: str) -> tuple[tuple[InputSpec, ...], tuple[str, ...]]:
+    """The graph inputs (without initializers) and output names of the ONNX file at ``path``.
+
+    An axis with a symbolic name (``dim_param``) keeps it; an axis with neither a name nor a size is named
+    ``<input>_<axis>``; sizes are ints.
+    """
+    from onnx import helper
+
+    from stages.core.onnx_io import load_onnx
+
+    graph = load_onnx(path, check=False).graph
+    weights = {t.name for t in graph.initializer}
+    specs = []
+    for value in graph.input:
+        if value.name in weights:
+            continue
+        tensor = value.type.tensor_type
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{value.name}_{axis}")
+            for axis, d in enumerate(tensor.shape.dim)
+        )
+        specs.append(InputSpec(value.name, shape, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))))
+    return tuple(specs), tuple(o.name for o in graph.output)
+
+
+def check_against_file(given: list[InputSpec], path: str) -> None:
+    """Every input in ``given`` (the config) must fit the ONNX file: names, dtypes, ranks and fixed sizes."""
+    actual = {s.name: s for s in onnx_interface(path)[0]}
+    if [s.name for s in given] != list(actual):
+        raise PipelineError(f"model.inputs: names {[s.name for s in given]} given, {path} has {list(actual)}")
+    for i, spec in enumerate(given):
+        want = actual[spec.name]
+        fits = spec.dtype == want.dtype and len(spec.shape) == len(want.shape)
+        fits = fits and all(not isinstance(w, int) or g == w for g, w in zip(spec.shape, want.shape, strict=True))
+        if not fits:
+            raise PipelineError(
+                f"model.inputs[{i}] {spec.name!r}: {spec.describe()} given, the model expects {want.describe()} "
+                f"({path})"
+            )
+
+
+def axis_sizes(spec: InputSpec, batch: int, dims: Any) -> tuple[int, ...]:
+    """A concrete shape of ``spec``: the first dynamic axis is the batch, others take ``model.dims``."""
+    shape = []
+    for axis, dim in enumerate(spec.shape):
+        if isinstance(dim, int):
+            shape.append(dim)
+        elif axis == 0:
+            shape.append(batch)
+        elif dim in dims:
+            shape.append(int(dims[dim]))
+        else:
+            raise PipelineError(f"model.dims: no size for the dynamic axis {dim!r} of input {spec.name!r}")
+    return tuple(shape)
