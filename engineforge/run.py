@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from stages.core.errors import PipelineError
 from stages.core.run import compose
-from stages.core.schema import check_types
+from stages.core.schema import check_types, expected
 
 SET = ("-S", "--set-param")
 NEEDS = {"factory": ("code", "factory", "weights"), "onnx": ("path",)}  # model.source -> model keys it needs
@@ -51,6 +51,11 @@ def explain(overrides: list[str], conf_dir: Path) -> PipelineError:
         if parent is not None and OmegaConf.is_dict(parent) and leaf not in parent:
             return PipelineError(
                 f"{key}: no such key; keys of {parent_key}: {', '.join(parent)} (a new key needs +{key}=...)"
+            )
+        owner = expected(str(conf_dir.resolve())).get(key)
+        if owner is not None:
+            return PipelineError(
+                f"{key}: not a key of the chosen options; {owner[1]} has it (choose that option first)"
             )
         return PipelineError(f"{override}: {detail}")
     return PipelineError(f"{' '.join(overrides)}: the overrides do not compose")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.backends import registry
-from stages.core.artifacts import to_json, write_text
+from stages.core.artifacts import sweep_temporaries, to_json, write_text
 from stages.core.errors import PipelineError
 from stages.core.run import run_stage
 
@@ -38,8 +38,10 @@ def records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
 def main(cfg: Mapping[str, Any]) -> str:
     """Resolve ``backend.name``; write the chosen backend's fingerprint (plus ``target``, the optional
     deployment-target label) to ``paths.env`` and the choice alone to ``paths.backend_choice``; make sure the
-    shared TensorRT timing-cache folder ``paths.timing_cache`` exists."""
+    shared TensorRT timing-cache folder ``paths.timing_cache`` exists; sweep temporaries killed runs left in
+    ``paths.build``."""
     files, chosen = records(cfg)
+    sweep_temporaries(cfg["paths"]["build"])  # half-written files of runs killed mid-write: never loaded, now gone
     for path, content in files.items():
         write_text(path, to_json(content))
     Path(cfg["paths"]["timing_cache"]).mkdir(parents=True, exist_ok=True)  # persist: builds add to it

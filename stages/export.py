@@ -74,6 +74,8 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
                     optimize=export.optimize,
                     external_data=False,
                 )
+        except OSError:
+            raise  # a full disk or permission error on the output: atomic_path names the path
         except Exception as e:  # the exporter raises many types; its log says why
             detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise PipelineError(f"torch.onnx.export failed for model {model.name!r}: {detail}") from e

@@ -31,6 +31,16 @@ def isolated_dvc(tmp_path_factory: pytest.TempPathFactory) -> None:
     (base / "home").mkdir()
 
 
+@pytest.fixture(scope="session")
+def mlp_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `python -m examples.mlp` writes: weights, eval and calibration .npz, and an ONNX copy."""
+    from examples import mlp
+
+    out = tmp_path_factory.mktemp("mlp")
+    mlp.main(out)
+    return out
+
+
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the project in a temporary folder, as the working directory."""

@@ -98,3 +98,20 @@ def run_if(*, tensorrt: bool = False, gpu: bool = False, backend: str | None = N
         if not available.ok:
             reasons.append(f"backend {backend} unavailable: {available.reason}")
     return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons) or "runs here")
+
+
+def write_params(root: Path, *overrides: str) -> DictConfig:
+    """Compose ``root``/conf with ``overrides`` into ``root``/params.yaml, as `dvc exp run -S` does; return it."""
+    import yaml
+
+    cfg = compose(*overrides, config_dir=root / "conf")
+    (root / "params.yaml").write_text(yaml.safe_dump(OmegaConf.to_container(cfg), sort_keys=False))
+    return cfg
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The single error line of a command that failed as a user error should: exit 1, no traceback."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]

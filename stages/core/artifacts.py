@@ -50,6 +50,15 @@ def atomic_path(path: str | os.PathLike[str], directory: bool = False) -> Iterat
         raise
 
 
+def sweep_temporaries(folder: str | os.PathLike[str]) -> None:
+    """Remove what killed runs left under temporary names (``.<name>.*.tmp``) anywhere below ``folder``.
+
+    Only safe while no stage is writing: the env stage calls it, first in every `dvc repro`, under DVC's repo lock.
+    """
+    for stale in sorted(Path(folder).rglob(".*.tmp"), reverse=True):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
 def _about(error: OSError, tmp: Path) -> bool:
     """Whether ``error`` concerns the temporary output (writes carry no file name, or the temporary one)."""
     names = [n for n in (error.filename, error.filename2) if n]

@@ -63,7 +63,10 @@ def all_tensors(graph: Any) -> Iterator[Any]:
 def unsupported_op(error: Exception, model: Any, runtime: str, where: str) -> PipelineError:
     """A runtime's failure to load ``model`` as one line; when it names an operator of the graph, the line names
     that operator and its node."""
-    message = _first_line(error)
+    message = " ".join(str(error).split())
+    if "onnxruntime_src" in message:  # drop the C++ source location and signature ONNX Runtime puts first
+        message = message.split("failed:", 1)[0] + "failed: " + message.rsplit(") ", 1)[-1]
+    message = message[:400]
     for node in model.graph.node:
         op = f"{node.domain}:{node.op_type}" if node.domain else node.op_type
         if (node.name and repr(node.name) in message) or re.search(rf"\b{re.escape(op)}\(", message):

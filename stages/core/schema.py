@@ -49,7 +49,7 @@ def expected(conf_dir: str = "conf") -> dict[str, tuple[frozenset[str], str]]:
         package = "" if len(rel.parts) == 1 else (rel.stem if rel.parts[0] == "shared" else rel.parts[0]) + "."
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         for key, value in leaves(tree, package):
-            table.setdefault(key, (set(), str(path)))[0].add(kind(value))
+            table.setdefault(key, (set(), str(Path(root.name) / rel)))[0].add(kind(value))
     return {k: (frozenset(v), f) for k, (v, f) in table.items()}
 
 
