@@ -128,7 +128,7 @@ def test_stage_cannot_read_undeclared_params(tiny, tmp_path):
     with pytest.raises(Exception, match="read-only"):
         restricted.precision.name = "int8"
     plain = load_params("env", params, ROOT / "dvc.yaml", plain=True)  # the env stage's light path
-    paths = {k: cfg.paths[k] for k in ("backend_choice", "env", "timing_cache")}
+    paths = {k: cfg.paths[k] for k in ("backend_choice", "build", "env", "timing_cache")}
     assert plain == {"backend": OmegaConf.to_container(cfg.backend), "target": None, "paths": paths}
     params.write_text(OmegaConf.to_yaml(cfg).replace("target: null", ""))
     with pytest.raises(PipelineError, match="has no key 'target'"):
