@@ -9,6 +9,8 @@ are given (else its own inputs and dynamic axes are used), run once in ONNX Runt
 
 import contextlib
 import io
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,8 +118,6 @@ def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[s
 
 def main(cfg: DictConfig) -> str:
     """Export (or take) ``cfg.model`` as ``paths.onnx`` and record what was done in ``paths.export_report``."""
-    import torch
-
     model, export = cfg.model, cfg.export
     if model.source not in SOURCES:
         raise PipelineError(f"model.source: {model.source!r} is not one of {', '.join(SOURCES)}")
@@ -125,6 +125,8 @@ def main(cfg: DictConfig) -> str:
         raise PipelineError(f"export.opset: {export.opset} is below 18, the lowest torch 2.13's exporter writes")
     if model.source == "onnx" and not (model.path and str(model.path).endswith(".onnx")):
         raise PipelineError(f"model.path: {model.path!r} is not an .onnx file; set -S model.path=PATH.onnx")
+    if model.source == "onnx" and not Path(model.path).is_file():
+        raise PipelineError(f"model.path: no such file {model.path}")
     data = load_dataset(model, "test")
     build = from_onnx if model.source == "onnx" else from_pytorch
     onnx_model, check = build(cfg, data)
@@ -135,7 +137,7 @@ def main(cfg: DictConfig) -> str:
             "source": model.source,
             "opset": max((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), default=None),
             "dynamo": export.dynamo if model.source != "onnx" else None,
-            "torch": torch.__version__ if model.source != "onnx" else None,
+            "torch": sys.modules["torch"].__version__ if model.source != "onnx" else None,  # imported by the export
             "inputs": {s.name: list(s.shape) for s in input_specs(model)},
             "data": data_source(model, "test"),
             "nodes": len(onnx_model.graph.node),

@@ -2,7 +2,6 @@
 
 import contextlib
 import errno
-import glob
 import hashlib
 import json
 import os
@@ -22,14 +21,12 @@ def atomic_path(path: str | os.PathLike[str], directory: bool = False) -> Iterat
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on failure remove it.
 
     An interrupted stage therefore never leaves a half-written file (or folder) under the real name; what a killed
-    run left under a temporary name is removed by the next write. A full disk or a permission error while writing
+    run left under a temporary name is removed by ``sweep_temporaries`` (the env stage). A full disk or a permission error while writing
     is a PipelineError naming ``path``.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a run killed mid-write
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
         if directory:
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         else:
@@ -44,7 +41,7 @@ def atomic_path(path: str | os.PathLike[str], directory: bool = False) -> Iterat
             shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        _remove(tmp)
         if isinstance(e, OSError) and e.errno in WRITE_ERRORS and _about(e, tmp):
             raise PipelineError(f"cannot write {path}: {e.strerror or e}") from e
         raise
@@ -56,7 +53,11 @@ def sweep_temporaries(folder: str | os.PathLike[str]) -> None:
     Only safe while no stage is writing: the env stage calls it, first in every `dvc repro`, under DVC's repo lock.
     """
     for stale in sorted(Path(folder).rglob(".*.tmp"), reverse=True):
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        _remove(stale)
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _about(error: OSError, tmp: Path) -> bool:

@@ -28,21 +28,24 @@ def given(model: "DictConfig", role: str) -> str | None:
     return str(data[role])
 
 
-def data_file(model: "DictConfig", split: str) -> str | None:
-    """The ``.npz`` file ``split`` comes from, if any: ``model.data.<role>``; calibration falls back to eval."""
+def data_file(model: "DictConfig", split: str) -> tuple[str, str] | None:
+    """(config key, ``.npz`` path) that ``split`` comes from, if any; calibration falls back to the eval file."""
     role = ROLES.get(split, split)
-    return given(model, role) or (given(model, "eval") if role == "calibration" else None)
+    for key in (role, "eval") if role == "calibration" else (role,):
+        path = given(model, key)
+        if path:
+            return f"model.data.{key}", path
+    return None
 
 
 def data_source(model: "DictConfig", split: str) -> str:
     """Where ``split`` data comes from, for reports: a file, a recipe split, or seeded random inputs."""
-    role = ROLES.get(split, split)
-    path = data_file(model, split)
-    if path:
-        return path
+    found = data_file(model, split)
+    if found:
+        return found[1]
     if model.source == "recipe":
         return f"{model.code}, {split} split"
-    return f"seeded random inputs (no model.data.{role})"
+    return f"seeded random inputs (no model.data.{ROLES.get(split, split)})"
 
 
 def is_synthetic(model: "DictConfig", split: str) -> bool:
@@ -56,9 +59,9 @@ def load_dataset(model: "DictConfig", split: str) -> dict[str, np.ndarray]:
     ``model.data.eval``/``.calibration`` (``.npz``) win; calibration falls back to the eval file; then the recipe's
     split; a model with neither gets seeded random inputs (``data_source`` says so).
     """
-    path = data_file(model, split)
-    if path:
-        key = f"model.data.{ROLES[split] if given(model, ROLES.get(split, split)) else 'eval'}"
+    found = data_file(model, split)
+    if found:
+        key, path = found
         data, where = read_npz(path, key), f"{key} {path}"
     elif model.source == "recipe":
         try:
@@ -115,16 +118,13 @@ def check_data(model: "DictConfig", data: dict[str, np.ndarray], where: str) -> 
 
 
 def synthetic(model: "DictConfig", split: str) -> dict[str, np.ndarray]:
-    """Seeded random inputs for a model without data: floats standard normal, integers 0 or 1; no labels."""
-    rng = np.random.default_rng([7, list(SYNTHETIC).index(split)])
-    data = {}
-    for spec in input_specs(model):
-        shape = axis_sizes(spec, SYNTHETIC[split], model.dims)
-        if spec.dtype.kind in "iub":
-            data[spec.name] = rng.integers(0, 2, size=shape).astype(spec.dtype)
-        else:
-            data[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-    return data
+    """Seeded random inputs for a model without data (``random_feed``: floats standard normal, integers 0 or 1)
+    of ``SYNTHETIC[split]`` samples; no labels."""
+    from stages.core.profiles import random_feed
+
+    specs = input_specs(model)
+    shapes = {s.name: axis_sizes(s, SYNTHETIC[split], model.dims) for s in specs}
+    return random_feed(shapes, {s.name: s.dtype for s in specs}, seed=list(SYNTHETIC).index(split))
 
 
 def feeds(model: "DictConfig", data: dict[str, np.ndarray], batch_size: int, limit: int = 0) -> list[dict]:

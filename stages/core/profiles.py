@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from stages.core.errors import PipelineError
-from stages.core.specs import input_specs
+from stages.core.specs import axis_sizes, input_specs
 
 EDGES = ("min", "opt", "max")
 Profile = dict[str, dict[str, list[int]]]
@@ -22,19 +22,11 @@ def default_profile(model: Any, batch_sizes: Sequence[int]) -> Profile:
     profile: Profile = {}
     opt_batch = min(max(batch_sizes, default=1), model.max_batch)
     for spec in input_specs(model):
-        edges: dict[str, list[int]] = {edge: [] for edge in EDGES}
-        for axis, dim in enumerate(spec.shape):
-            if isinstance(dim, int):
-                low = opt = high = dim
-            elif axis == 0:
-                low, opt, high = 1, opt_batch, model.max_batch
-            elif dim in model.dims:
-                low, opt, high = 1, model.dims[dim], model.dims[dim]
-            else:
-                raise PipelineError(f"model.dims: no size for the dynamic axis {dim!r} of input {spec.name!r}")
-            for edge, size in zip(EDGES, (low, opt, high), strict=True):
-                edges[edge].append(int(size))
-        profile[spec.name] = edges
+        profile[spec.name] = {
+            "min": [d if isinstance(d, int) else 1 for d in spec.shape],
+            "opt": list(axis_sizes(spec, opt_batch, model.dims)),
+            "max": list(axis_sizes(spec, model.max_batch, model.dims)),
+        }
     return profile
 
 

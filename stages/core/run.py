@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from stages.core.errors import PipelineError
-from stages.core.schema import MISSING, check_types
+from stages.core.schema import check_types
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -51,10 +51,6 @@ def select(tree: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
             if not isinstance(node, Mapping) or part not in node:
                 raise PipelineError(f"{PARAMS_FILE} has no key {key!r}: recompose it with `dvc exp run`")
             node = node[part]
-        if node == MISSING:
-            raise PipelineError(
-                f"{PARAMS_FILE}: {key} has no value ({MISSING}); set it with `dvc exp run -S {key}=...`"
-            )
         *parents, leaf = key.split(".")
         target = out
         for part in parents:

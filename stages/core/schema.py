@@ -56,9 +56,7 @@ def expected(conf_dir: str = "conf") -> dict[str, tuple[frozenset[str], str]]:
 def check_types(tree: Mapping[str, Any], keys: list[str] | None = None, conf_dir: str = "conf") -> None:
     """Each value under ``keys`` (all of ``tree`` if None) must have a kind some option of conf/ gives it, and no
     value but the optional data files may be left unset (???)."""
-    if not Path(conf_dir).is_dir():
-        return
-    schema = expected(str(Path(conf_dir).resolve()))
+    schema = expected(str(Path(conf_dir).resolve())) if Path(conf_dir).is_dir() else {}
     roots = keys if keys is not None else list(tree)
     for root in roots:
         node: Any = tree
