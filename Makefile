@@ -6,8 +6,9 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: pipeline test setup lint params
 
-pipeline: setup  ## set everything up, then run the pipeline on the default model
+pipeline: setup  ## set everything up, run the pipeline on the default model, record its reports for CI's check
 	dvc repro
+	$(PY) -m engineforge.reproduce --record
 
 test: setup  ## set everything up, then run the test suite
 	pytest

@@ -1,30 +1,70 @@
 """Reproduce the committed weights: ``python -m models.train [digits|textenc ...]`` (seeded, seconds on CPU).
 
-Writes ``models/weights/<name>.pt`` (a state_dict) and prints the test accuracy.
+Writes ``models/weights/<name>.pt`` (a state_dict) and ``<name>.json``, the record of that training: test top-1,
+the weights' sha256, the torch version and the CPU it ran on. Training is seeded and single-threaded, so it is bit
+for bit on the same kind of CPU (``stages.core.device.cpu_kind``) and toolchain; on another kind PyTorch's kernels
+sum in another order and the weights differ in their last bits, while the accuracy stays above ``FLOOR``.
 """
 
 import argparse
 import importlib
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from stages.core.artifacts import read_json, sha256, to_json, write_text
+from stages.core.device import cpu_fingerprint, cpu_kind
+
 WEIGHTS = Path(__file__).parent / "weights"
 MODELS = ("digits", "textenc")
+# Test top-1 that retraining must reach on any CPU (digits; textenc: 0.5, twice chance on its four topics).
+FLOOR = {"digits": 0.97, "textenc": 0.5}
 
 
 def train(name: str, out_dir: Path = WEIGHTS) -> float:
-    """Train model ``name`` deterministically, save its state_dict to ``out_dir/<name>.pt``, return accuracy."""
+    """Train model ``name`` deterministically, save its state_dict to ``out_dir/<name>.pt`` and the record of the
+    run to ``out_dir/<name>.json``.
+
+    Args:
+        name: one of ``MODELS``.
+        out_dir: the folder to write into.
+
+    Returns:
+        The test top-1 of the trained model.
+    """
     torch.use_deterministic_algorithms(True)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the same float reduction order on every machine
+    torch.set_num_threads(1)  # one thread: one float reduction order for a given kind of CPU
     try:
         model, acc = importlib.import_module(f"models.{name}").train()
     finally:
         torch.set_num_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out_dir / f"{name}.pt")
+    cpu = {k: v for k, v in cpu_fingerprint().items() if k != "cores"}
+    record = {"sha256": sha256(out_dir / f"{name}.pt"), "top1": acc, "torch": torch.__version__, "trained_on": cpu}
+    write_text(out_dir / f"{name}.json", to_json(record))
     return acc
+
+
+def same_training_kind(record: dict[str, Any], torch_version: str, cpu: dict[str, Any]) -> bool:
+    """Whether a retraining here must give the recorded weights bit for bit: same torch, same kind of CPU.
+
+    Args:
+        record: a ``<name>.json`` training record.
+        torch_version: the installed torch's version.
+        cpu: this machine's ``cpu_fingerprint()``.
+
+    Returns:
+        True where bit-for-bit equality is the guarantee; False where only ``FLOOR`` is.
+    """
+    return record["torch"] == torch_version and cpu_kind(record["trained_on"]) == cpu_kind(cpu)
+
+
+def committed_record(name: str) -> dict[str, Any]:
+    """The training record committed beside model ``name``'s weights."""
+    return read_json(WEIGHTS / f"{name}.json")
 
 
 def main() -> None:

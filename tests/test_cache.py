@@ -10,7 +10,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests.helpers import QUICK, compose, ran_stages, run
+from tests.helpers import OTHER_KERNELS, QUICK, compose, ran_stages, run
 
 pytestmark = pytest.mark.slow
 RESTORED = "Stage '{}' is cached - skipping run, checking out outputs"
@@ -66,3 +66,16 @@ def test_why_tells_skip_restore_run_and_pending_before_dvc_repro(dvc_repo: Path)
 
     repro = run(["dvc", "repro"], dvc_repo).stdout  # and dvc does what why said
     assert RESTORED.format("precision") in repro and "export" not in ran_stages(repro)
+
+
+def test_export_measured_on_other_kernels_reruns_nothing_downstream(dvc_repo: Path):
+    """export.json holds a measurement (max |PyTorch-ORT|) that moves in its last bits on another kind of CPU; no
+    stage depends on it, and model.onnx keeps its bytes, so nothing after export reruns."""
+    run(["dvc", "repro", "compare"], dvc_repo)
+    before = lock_outs(dvc_repo, "export")
+    redone = run(["dvc", "repro", "-f", "-s", "export"], dvc_repo, env=OTHER_KERNELS).stdout
+    assert ran_stages(redone) == ["export"]
+    after = lock_outs(dvc_repo, "export")
+    assert after["build/digits/model.onnx"] == before["build/digits/model.onnx"]
+    assert after["build/digits/export.json"] != before["build/digits/export.json"]  # the measurement moved
+    assert ran_stages(run(["dvc", "repro", "compare"], dvc_repo).stdout) == ["env"]

@@ -1,8 +1,5 @@
-"""The Backend interface, the device fingerprint and the manifest check every engine load goes through."""
+"""The Backend interface and the manifest check every engine load goes through (the CPU fingerprint: core.device)."""
 
-import os
-import platform
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,30 +12,6 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 MANIFEST = "manifest.json"
-# Instruction-set flags that change which kernels a CPU runtime picks (and so what an optimized model holds).
-ISA_FLAGS = [
-    "sse4_1",
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512dq",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "avx_vnni",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-    "neon",
-    "asimd",
-    "asimddp",
-    "sve",
-]
 
 
 @dataclass(frozen=True)
@@ -82,25 +55,6 @@ def quiet_polygraphy() -> None:
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.ERROR
-
-
-def cpu_fingerprint() -> dict[str, Any]:
-    """The CPU as a runtime sees it: architecture, model name, relevant ISA flags, usable cores."""
-    model, flags = None, set()
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        names = re.findall(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-        model = names[0].strip() if names else None
-        for line in re.findall(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.MULTILINE)[:1]:
-            flags = set(line.split())
-    except OSError:
-        pass
-    return {
-        "arch": platform.machine(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "isa": sorted(flags & set(ISA_FLAGS)),
-        "model": model or platform.processor() or "unknown",  # processor() runs `uname -p`: only when needed
-    }
 
 
 def differences(built: Any, current: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stages.backends.base import Availability, cpu_fingerprint, quiet_polygraphy, verified_engine
+from stages.backends.base import Availability, quiet_polygraphy, verified_engine
+from stages.core.device import cpu_fingerprint
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import load_onnx, unsupported_op
 from stages.core.profiles import random_feed, resolve_profiles

@@ -1,0 +1,64 @@
+"""The CPU as runtimes see it: model name, the ISA flags kernels dispatch on, and the kind of CPU they make."""
+
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+# Instruction-set flags that change which kernels a CPU runtime picks (and so what an optimized model holds).
+ISA_FLAGS = [
+    "sse4_1",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512dq",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "neon",
+    "asimd",
+    "asimddp",
+    "sve",
+]
+
+
+def cpu_fingerprint() -> dict[str, Any]:
+    """The CPU as a runtime sees it: architecture, model name, relevant ISA flags, usable cores."""
+    model, flags = None, set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        names = re.findall(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+        model = names[0].strip() if names else None
+        for line in re.findall(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.MULTILINE)[:1]:
+            flags = set(line.split())
+    except OSError:
+        pass
+    return {
+        "arch": platform.machine(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "isa": sorted(flags & set(ISA_FLAGS)),
+        "model": model or platform.processor() or "unknown",  # processor() runs `uname -p`: only when needed
+    }
+
+
+def cpu_kind(cpu: dict[str, Any]) -> tuple[str, ...]:
+    """What makes two CPUs compute alike: the architecture and the ISA flags kernels dispatch on (not the model
+    name or the core count). Float kernels sum in another order on another kind, so results differ in the last
+    bits; on the same kind and toolchain they are identical."""
+    return (cpu.get("arch") or "unknown", *sorted(cpu.get("isa", [])))
+
+
+def cpu_label(cpu: dict[str, Any]) -> str:
+    """One readable line for a CPU: ``AMD EPYC (x86_64: avx avx2 ...)``."""
+    arch, *isa = cpu_kind(cpu)
+    return f"{cpu.get('model') or 'unknown CPU'} ({arch}: {' '.join(isa) or 'baseline ISA'})"
