@@ -8,6 +8,8 @@ and exit code 255, and a wrong type or an unset value only when a stage reads it
 key, what was given and what is valid (the options of a group, the keys of a node, the type conf/ uses), exit 1.
 """
 
+import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, first_line
 from stages.core.run import compose
 from stages.core.schema import check_types, expected
 
@@ -41,7 +43,7 @@ def explain(overrides: list[str], conf_dir: Path) -> PipelineError:
             compose(*overrides[: i + 1], config_dir=conf_dir)
             continue
         except Exception as e:  # Hydra's and OmegaConf's exception types
-            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            detail = first_line(e)
         key, _, value = override.lstrip("+~").partition("=")
         if (conf_dir / key).is_dir():
             options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
@@ -88,7 +90,31 @@ def main(argv: list[str]) -> int:
     if only_check:
         print("engineforge run: configuration OK")
         return 0
-    return subprocess.call(["dvc", "exp", "run", *argv])
+    try:
+        command = dvc_command("exp", "run", *argv)
+    except PipelineError as e:
+        print(f"engineforge run: error: {e}", file=sys.stderr)
+        return 1
+    return subprocess.call(command, env=os.environ | {"PATH": with_interpreter_path()})
+
+
+def with_interpreter_path() -> str:
+    """PATH with this interpreter's folder first: the stages' ``python -m stages...`` commands then run in the
+    environment engineforge is installed in, even when it is not activated."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def dvc_command(*args: str) -> list[str]:
+    """``python -m dvc ARGS`` with this interpreter, so DVC need not be on PATH.
+
+    Raises:
+        PipelineError: DVC is not installed in this interpreter's environment.
+    """
+    if importlib.util.find_spec("dvc") is None:
+        raise PipelineError(
+            f"DVC is not installed for {sys.executable}: run `make setup` and use .venv/bin/python -m engineforge.run"
+        )
+    return [sys.executable, "-m", "dvc", *args]
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def main(cfg: DictConfig) -> str:
     batches = feeds(model, data, cfg.compare.batch_size, limit=cfg.compare.max_samples)
     runners = [default_session_runner(cfg.paths.simplified, REFERENCE), backend.runner(Path(cfg.paths.engine))]
     results = Comparator.run(runners, data_loader=batches)
-    outputs = output_names(model)
+    outputs = output_names(model, cfg.paths.simplified)
     atol, rtol = tolerances(precision, outputs)
     compare_func = SimpleCompareFunc(atol=atol, rtol=rtol, check_error_stat="elemwise")
     accuracy = Comparator.compare_accuracy(results, compare_func=compare_func)[0]
@@ -110,7 +110,7 @@ def main(cfg: DictConfig) -> str:
         for name in outputs:
             if not all(np.isfinite(it[name]).all() for it in iterations):
                 failures.append(f"output {name!r} of {runner_name} has NaN or Inf")
-    joined = {r: np.concatenate([it[task_output(model)] for it in its]) for r, its in results}
+    joined = {r: np.concatenate([it[task_output(model, cfg.paths.simplified)] for it in its]) for r, its in results}
     labels = data.get(LABELS)
     labels = None if labels is None else labels[: len(joined[REFERENCE])]
     task = task_metric(model, joined[REFERENCE], joined[CANDIDATE], labels, precision.task_budget)

@@ -18,11 +18,11 @@ from omegaconf import DictConfig
 
 from stages.core.artifacts import atomic_path, write_json
 from stages.core.data import data_source, feeds, load_dataset
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, first_line
 from stages.core.model import SOURCES, check_forward, load_model
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs
 from stages.core.run import quiet_libraries, run_stage
-from stages.core.specs import check_against_file, input_specs, output_dynamic_axes, output_names
+from stages.core.specs import check_against_file, input_specs, output_dynamic_axes, output_names, signature_shapes
 
 STACK_TRACE = "pkg.torch.onnx.stack_trace"  # per-node metadata the dynamo exporter writes
 
@@ -58,8 +58,10 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
     check_forward(net, model)
     quiet_libraries()  # importing torch and the user's code resets logging
     example = feeds(model, data, export.example_batch)[0]
-    specs, names = input_specs(model), output_names(model)
-    dynamic_axes = {s.name: s.dynamic_axes for s in specs} | output_dynamic_axes(model)
+    specs = input_specs(model)
+    names = output_names(model) if model.outputs is not None else None  # null: the exporter names them
+    axes = {s.name: s.dynamic_axes for s in specs} | output_dynamic_axes(model)
+    shapes = {"dynamic_shapes": signature_shapes(net.forward, specs)} if export.dynamo else {"dynamic_axes": axes}
     with atomic_path(cfg.paths.onnx) as tmp:
         log = io.StringIO()
         try:
@@ -70,29 +72,35 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
                     str(tmp),
                     input_names=[s.name for s in specs],
                     output_names=names,
-                    dynamic_axes={k: v for k, v in dynamic_axes.items() if v},
                     opset_version=export.opset,
                     dynamo=export.dynamo,
                     optimize=export.optimize,
                     external_data=False,
+                    **shapes,
                 )
         except OSError:
             raise  # a full disk or permission error on the output: atomic_path names the path
         except Exception as e:  # the exporter raises many types; its log says why
-            detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise PipelineError(f"torch.onnx.export failed for model {model.name!r}: {detail}") from e
+            dynamic = ", ".join(f"{s.name}{list(s.shape)}" for s in specs if s.dynamic_axes) or "none"
+            raise PipelineError(
+                f"torch.onnx.export failed for model {model.name!r}: {first_line(e, 300)} (dynamic axes in "
+                f"model.inputs: {dynamic}; an axis the model fixes must be a number there)"
+            ) from e
         onnx_model = load_onnx(tmp)
+        names = names or [o.name for o in onnx_model.graph.output]
         strip_stack_traces(onnx_model)
         onnx.save(onnx_model, str(tmp))
         check_feeds = feeds(model, data, export.example_batch + 1, limit=export.check.samples)
-        check = compare_outputs(
-            torch_outputs(net, check_feeds, names), ort_outputs(tmp, check_feeds), export.check.atol, export.check.rtol
-        )
+        want, got = torch_outputs(net, check_feeds, names), ort_outputs(tmp, check_feeds)
+        check = compare_outputs(want, got, export.check.atol, export.check.rtol)
         failed = [name for name, c in check.items() if not c["passed"]]
         if failed:
+            diff = np.abs(got[failed[0]].astype(np.float64) - want[failed[0]])
+            where = [int(i) for i in np.unravel_index(np.nanargmax(diff), diff.shape)]
             raise PipelineError(
                 f"export check: ONNX Runtime output {failed[0]!r} differs from PyTorch by up to "
-                f"{check[failed[0]]['max_abs']:.3g} (export.check.atol={export.check.atol}, rtol={export.check.rtol})"
+                f"{check[failed[0]]['max_abs']:.3g} at index {where} (export.check.atol={export.check.atol}, "
+                f"rtol={export.check.rtol})"
             )
     samples = sum(len(next(iter(f.values()))) for f in check_feeds)
     return onnx_model, {"against": "pytorch", "samples": samples, "outputs": check}
@@ -111,9 +119,25 @@ def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[s
     bad = [name for name, value in outputs.items() if not np.isfinite(value).all()]
     if bad:
         raise PipelineError(f"{model.path}: output {bad[0]!r} has NaN or Inf on {data_source(model, 'test')}")
+    fixed = weights_as_constants(onnx_model)
     with atomic_path(cfg.paths.onnx) as tmp:
         onnx.save(onnx_model, str(tmp))  # external data (checked safe) is inlined: one file, as an export writes
-    return onnx_model, {"against": None, "samples": sum(len(next(iter(b.values()))) for b in batches)}
+    samples = sum(len(next(iter(b.values()))) for b in batches)
+    return onnx_model, {"against": None, "samples": samples, "weights_no_longer_inputs": fixed}
+
+
+def weights_as_constants(model: Any) -> int:
+    """Drop, in place, the graph inputs that only name an initializer (IR version 3 lists every weight as an
+    input, so runtimes let a caller override it and converters treat it as I/O); returns how many. The weights
+    stay, as the constants a deployed engine has."""
+    weights = {t.name for t in model.graph.initializer}
+    kept = [i for i in model.graph.input if i.name not in weights]
+    dropped = len(model.graph.input) - len(kept)
+    if dropped:
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        model.ir_version = max(model.ir_version, 4)  # IR 4 lets initializers stand alone
+    return dropped
 
 
 def main(cfg: DictConfig) -> str:

@@ -8,18 +8,28 @@ precision.json holds the calibration table (tensor -> range, scale, zero point) 
 """
 
 import shutil
+import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 
 from stages.core import calibration, fallback
 from stages.core.artifacts import atomic_path, read_json, sha256, write_json
-from stages.core.data import load_dataset
+from stages.core.data import data_source, feeds, load_dataset
 from stages.core.errors import PipelineError
-from stages.core.onnx_io import load_onnx, op_counts
-from stages.core.quantize import ENCODINGS, activation_table, quantized_nodes, write_fp16, write_int8
+from stages.core.onnx_io import load_onnx, op_counts, ort_outputs
+from stages.core.quantize import (
+    ENCODINGS,
+    activation_table,
+    float16_overflow,
+    quantized_nodes,
+    with_qdq_opset,
+    write_fp16,
+    write_int8,
+)
 from stages.core.run import run_stage
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -41,13 +51,16 @@ def int8(cfg: DictConfig, source: Path, out: Path) -> dict[str, Any]:
     encoding = encoding_for(settings.encoding, cfg.paths.backend_choice)
     method = calibration.method_of(settings.calibration)
     batches, data = calibration.calibration_batches(cfg.model, settings.calibration)
-    ranges = calibration.calibrate(source, batches, settings.calibration)
-    encode = partial(write_int8, source, ranges, method, encoding, settings)
-    evaluate = fallback.Evaluator(cfg, source, load_dataset(cfg.model, "test"))
-    record = fallback.run(out, encode, evaluate, bool(settings.fallback), settings.fallback_search)
+    with tempfile.TemporaryDirectory(prefix="engineforge-opset-") as tmp:
+        graph, opset = with_qdq_opset(source, Path(tmp))
+        ranges = calibration.calibrate(graph, batches, settings.calibration)
+        encode = partial(write_int8, graph, ranges, method, encoding, settings)
+        evaluate = fallback.Evaluator(cfg, graph, load_dataset(cfg.model, "test"))
+        record = fallback.run(out, encode, evaluate, bool(settings.fallback), settings.fallback_search)
     model = load_onnx(out)
     return {
         "encoding": encoding,
+        "opset_upgraded_from": opset if graph != source else None,
         "quantized_nodes": len(quantized_nodes(model)),
         "calibration": {
             "provenance": calibration.provenance(source, data, settings.calibration),
@@ -55,6 +68,21 @@ def int8(cfg: DictConfig, source: Path, out: Path) -> dict[str, Any]:
         },
         "fallback": record,
     }
+
+
+def check_float16_range(cfg: DictConfig, source: Path, fp16: Path) -> None:
+    """Refuse, in one line naming the first overflowing node, a float16 model that gives Inf or NaN on eval
+    samples where the float32 model does not."""
+    batches = feeds(cfg.model, load_dataset(cfg.model, "test"), 8, limit=32)
+    if not all(np.isfinite(v).all() for v in ort_outputs(source, batches, as_written=True).values()):
+        return  # the float32 model itself is not finite here: compare names the output
+    found = float16_overflow(fp16, batches)
+    if found:
+        raise PipelineError(
+            f"precision=fp16: node {found[0]!r} ({found[1]}) gives Inf or NaN in float16 on "
+            f"{data_source(cfg.model, 'test')} (float32 is finite: values beyond float16's 65504); add {found[1]} "
+            "to precision.fp16.keep_float32 or use precision=fp32"
+        )
 
 
 def main(cfg: DictConfig) -> str:
@@ -70,6 +98,7 @@ def main(cfg: DictConfig) -> str:
             shutil.copyfile(source, tmp)
         elif name == "fp16":
             report["kept_float32"] = write_fp16(source, list(cfg.precision.fp16.keep_float32), tmp)
+            check_float16_range(cfg, source, tmp)
         else:
             report |= int8(cfg, source, tmp)
         result = load_onnx(tmp)

@@ -4,7 +4,7 @@ from omegaconf import DictConfig
 
 from stages.core.artifacts import atomic_path, write_json
 from stages.core.data import feeds, load_dataset
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, first_line
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs
 from stages.core.run import run_stage
 
@@ -23,7 +23,7 @@ def main(cfg: DictConfig) -> str:
             skipped_optimizers=list(cfg.simplify.skipped_optimizers) or None,
         )
     except Exception as e:  # onnxsim raises RuntimeError/ValueError from its C++ core
-        raise PipelineError(f"onnx-simplifier failed on {cfg.paths.onnx}: {str(e).splitlines()[0][:300]}") from e
+        raise PipelineError(f"onnx-simplifier failed on {cfg.paths.onnx}: {first_line(e)}") from e
     if not ok:
         raise PipelineError(f"onnx-simplifier could not validate its result for {cfg.paths.onnx}")
     check_feeds = feeds(cfg.model, load_dataset(cfg.model, "test"), 16, limit=cfg.export.check.samples)

@@ -80,6 +80,37 @@ def test_fp16_keeps_listed_fragile_ops_in_float32(tmp_path):
     assert initializers(model)["w"].dtype == np.float16
 
 
+def test_fp16_on_a_weight_shared_by_float32_kept_and_float16_nodes(tmp_path):
+    """What the dynamo exporter writes for transformer encoders: one initializer (all ones) read by two
+    LayerNormalizations (kept in float32) and a Mul (float16). The converter casts it back once per kept reader,
+    under one name; the graph must still be valid, load and agree with float32."""
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(np.ones(8, np.float32), "ones"),
+        numpy_helper.from_array(np.zeros(8, np.float32), "zeros"),
+        numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("LayerNormalization", ["x", "ones", "zeros"], ["a"], axis=-1),
+            helper.make_node("MatMul", ["a", "w"], ["b"]),
+            helper.make_node("LayerNormalization", ["b", "ones", "zeros"], ["c"], axis=-1),
+            helper.make_node("Mul", ["c", "ones"], ["y"]),
+        ],
+        "shared",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        weights,
+    )
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.save(source, tmp_path / "in.onnx")
+    assert write_fp16(tmp_path / "in.onnx", ["LayerNormalization"], tmp_path / "out.onnx") == ["LayerNormalization"]
+    onnx.checker.check_model(onnx.load(tmp_path / "out.onnx"), full_check=True)
+    feed = {"x": rng.standard_normal((4, 8)).astype(np.float32)}
+    want, got = ort_outputs(tmp_path / "in.onnx", [feed]), ort_outputs(tmp_path / "out.onnx", [feed])
+    np.testing.assert_allclose(got["y"], want["y"], atol=1e-2, rtol=1e-2)
+
+
 def qdq(model: onnx.ModelProto):
     """(weight DequantizeLinear nodes, activation QuantizeLinear nodes, constants) of a Q/DQ model."""
     constants = initializers(model)

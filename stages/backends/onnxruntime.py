@@ -14,7 +14,7 @@ import numpy as np
 
 from stages.backends.base import Availability, quiet_polygraphy, verified_engine
 from stages.core.device import cpu_fingerprint
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, first_line
 from stages.core.onnx_io import load_onnx, unsupported_op
 from stages.core.profiles import random_feed, resolve_profiles
 
@@ -185,7 +185,7 @@ class OnnxRuntimeBackend:
             except PipelineError:
                 raise
             except Exception as e:  # onnxruntime raises its own exception types for graphs it cannot optimize
-                problems.append(f"{level}: {str(e).splitlines()[0][:160]}")
+                problems.append(f"{level}: {first_line(e, 160)}")
                 continue
             if error <= SMOKE_TOLERANCE:
                 break

@@ -13,7 +13,7 @@ from stages.backends.base import Availability, quiet_polygraphy, verified_engine
 from stages.backends.cuda import device_count, device_facts
 from stages.backends.trt_plan import build_plan, loaders
 from stages.core.artifacts import atomic_path, sha256
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, first_line
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -71,7 +71,7 @@ class TensorRTBackend:
         try:
             engine = loaders(plan, onnx)()
         except Exception as e:  # Polygraphy raises PolygraphyException after logging TensorRT's own errors
-            raise PipelineError(f"TensorRT cannot build {onnx}: {str(e).splitlines()[0][:200]}") from e
+            raise PipelineError(f"TensorRT cannot build {onnx}: {first_line(e, 200)}") from e
         with atomic_path(out / ENGINE_FILE) as tmp:
             tmp.write_bytes(bytes(engine))
         used = None if cache is None else {"path": str(cache), "sha256_before": before, "reused": before is not None}

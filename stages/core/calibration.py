@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from stages.core.artifacts import sha256
 from stages.core.data import data_source, feeds, load_dataset
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, first_line
 from stages.core.specs import input_specs
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -87,7 +87,7 @@ def calibrate(onnx: Path, batches: list[dict], calibration: DictConfig) -> dict[
             calibrator.collect_data(_Reader(batches))
             ranges = calibrator.compute_data()
         except Exception as e:  # onnxruntime raises its own types when the model or data do not fit
-            raise PipelineError(f"calibration of {onnx} failed: {str(e).splitlines()[0][:200]}") from e
+            raise PipelineError(f"calibration of {onnx} failed: {first_line(e, 200)}") from e
     table = {
         name: tuple(float(np.asarray(v).reshape(-1)[0]) for v in ranges[name].range_value)
         for name in sorted(ranges.keys())

@@ -28,24 +28,19 @@ def given(model: "DictConfig", role: str) -> str | None:
     return str(data[role])
 
 
-def data_file(model: "DictConfig", split: str) -> tuple[str, str] | None:
-    """(config key, ``.npz`` path) that ``split`` comes from, if any; calibration falls back to the eval file."""
-    role = ROLES.get(split, split)
-    for key in (role, "eval") if role == "calibration" else (role,):
-        path = given(model, key)
-        if path:
-            return f"model.data.{key}", path
-    return None
-
-
 def data_source(model: "DictConfig", split: str) -> str:
-    """Where ``split`` data comes from, for reports: a file, a recipe split, or seeded random inputs."""
-    found = data_file(model, split)
-    if found:
-        return found[1]
+    """Where ``split`` data comes from, for reports (the order ``load_dataset`` tries): a file, the data factory, a
+    recipe split, or seeded random inputs."""
+    role = ROLES.get(split, split)
+    factory = model.get("data", {}).get("factory")
+    own, fallback = given(model, role), given(model, "eval") if role == "calibration" else None
+    if own or (fallback and not factory):
+        return str(own or fallback)
+    if factory:
+        return f"{factory}({role!r})"
     if model.source == "recipe":
         return f"{model.code}, {split} split"
-    return f"seeded random inputs (no model.data.{ROLES.get(split, split)})"
+    return f"seeded random inputs (no model.data.{role})"
 
 
 def is_synthetic(model: "DictConfig", split: str) -> bool:
@@ -56,13 +51,13 @@ def is_synthetic(model: "DictConfig", split: str) -> bool:
 def load_dataset(model: "DictConfig", split: str) -> dict[str, np.ndarray]:
     """The ``split`` (``test``: eval, ``train``: calibration) data of ``model``, checked against its inputs.
 
-    ``model.data.eval``/``.calibration`` (``.npz``) win; calibration falls back to the eval file; then the recipe's
-    split; a model with neither gets seeded random inputs (``data_source`` says so).
+    ``model.data.eval``/``.calibration`` (``.npz``) win, then ``model.data.factory``; calibration falls back to
+    the eval data; then the recipe's split; a model with none gets seeded random inputs (``data_source`` says so).
     """
-    found = data_file(model, split)
+    role = ROLES.get(split, split)
+    found = user_data(model, role) or (user_data(model, "eval") if role == "calibration" else None)
     if found:
-        key, path = found
-        data, where = read_npz(path, key), f"{key} {path}"
+        data, where = found
     elif model.source == "recipe":
         try:
             data = load_recipe(model).dataset(split, **model.dims)
@@ -75,6 +70,50 @@ def load_dataset(model: "DictConfig", split: str) -> dict[str, np.ndarray]:
         raise PipelineError(f"model {model.name!r} has no {split!r} data: the splits are {', '.join(SYNTHETIC)}")
     check_data(model, data, where)
     return data
+
+
+def user_data(model: "DictConfig", role: str) -> tuple[dict[str, np.ndarray], str] | None:
+    """(arrays, where from) of ``role`` (eval or calibration) from the user: ``model.data.<role>`` (.npz), else
+    ``model.data.factory(role)``; None when neither gives any."""
+    path = given(model, role)
+    if path:
+        return read_npz(path, f"model.data.{role}"), f"model.data.{role} {path}"
+    factory = model.get("data", {}).get("factory")
+    made = from_factory(model, role) if factory else None
+    return None if made is None else (made, f"model.data.factory {factory}({role!r})")
+
+
+def from_factory(model: "DictConfig", role: str) -> dict[str, np.ndarray] | None:
+    """``model.data.factory(role)`` as arrays: it may return a dict of arrays (named as the inputs, optionally
+    ``labels``), a ``torch.utils.data.Dataset`` of ``(inputs..., [label])`` samples, a ``DataLoader`` of such
+    batches, or None for a role it has no data for (calibration then uses the eval data)."""
+    from stages.core.model import import_function
+
+    key = "model.data.factory"
+    made = import_function(model.data.factory, key, model.code)(role)
+    if made is None or isinstance(made, dict):
+        return None if made is None else {k: _array(v) for k, v in made.items()}
+    import torch
+
+    names = [s.name for s in input_specs(model)]
+    if isinstance(made, torch.utils.data.DataLoader):
+        items, join = list(made), np.concatenate
+    elif hasattr(made, "__getitem__") and hasattr(made, "__len__"):
+        items, join = [made[i] for i in range(len(made))], np.stack
+    else:
+        raise PipelineError(f"{key}({role!r}) returned {type(made).__name__}: return a dict of arrays or a Dataset")
+    columns = list(zip(*(item if isinstance(item, tuple | list) else (item,) for item in items), strict=True))
+    if len(columns) not in (len(names), len(names) + 1):
+        raise PipelineError(f"{key}({role!r}): items have {len(columns)} parts; expected ({', '.join(names)}[, label])")
+    data = {name: join([_array(x) for x in column]) for name, column in zip(names, columns, strict=False)}
+    if len(columns) > len(names):
+        data[LABELS] = join([_array(x) for x in columns[-1]])
+    return data
+
+
+def _array(value: Any) -> np.ndarray:
+    """A tensor, array or number as a numpy array."""
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
 
 
 def read_npz(path: str, key: str) -> dict[str, np.ndarray]:
@@ -101,8 +140,11 @@ def check_data(model: "DictConfig", data: dict[str, np.ndarray], where: str) -> 
         array = data[spec.name]
         if array.dtype != spec.dtype:
             raise PipelineError(f"{where}: array {spec.name!r} is {array.dtype}, model.inputs says {spec.dtype}")
-        if array.ndim != len(spec.shape) or any(
-            isinstance(d, int) and d != n for d, n in zip(spec.shape, array.shape, strict=False)
+        if (
+            array.ndim != len(spec.shape)
+            or any(  # axis 0 counts samples, whatever batch the model fixes
+                isinstance(d, int) and d != n for d, n in zip(spec.shape[1:], array.shape[1:], strict=False)
+            )
         ):
             raise PipelineError(
                 f"{where}: array {spec.name!r} has shape {list(array.shape)}, model.inputs says {list(spec.shape)}"
@@ -119,18 +161,29 @@ def check_data(model: "DictConfig", data: dict[str, np.ndarray], where: str) -> 
 
 def synthetic(model: "DictConfig", split: str) -> dict[str, np.ndarray]:
     """Seeded random inputs for a model without data (``random_feed``: floats standard normal, integers 0 or 1)
-    of ``SYNTHETIC[split]`` samples; no labels."""
+    of ``SYNTHETIC[split]`` samples, also when the model fixes its batch (``feeds`` cuts them to it); no labels."""
     from stages.core.profiles import random_feed
 
     specs = input_specs(model)
-    shapes = {s.name: axis_sizes(s, SYNTHETIC[split], model.dims) for s in specs}
+    shapes = {s.name: (SYNTHETIC[split], *axis_sizes(s, 1, model.dims)[1:]) for s in specs}  # N, whatever the batch
     return random_feed(shapes, {s.name: s.dtype for s in specs}, seed=list(SYNTHETIC).index(split))
 
 
+def fixed_batch(model: "DictConfig") -> int | None:
+    """The batch size the model's graph fixes (an int first axis of an input), or None when it is dynamic."""
+    return next((s.shape[0] for s in input_specs(model) if s.shape and isinstance(s.shape[0], int)), None)
+
+
 def feeds(model: "DictConfig", data: dict[str, np.ndarray], batch_size: int, limit: int = 0) -> list[dict]:
-    """Split ``data`` into input feed dicts of ``batch_size`` samples (the last may be smaller)."""
+    """Split ``data`` into input feed dicts of ``batch_size`` samples (the last may be smaller). A model that fixes
+    its batch gets batches of exactly that size; samples that do not fill a last one are left out."""
     names = [s.name for s in input_specs(model)]
     total = len(data[names[0]]) if limit <= 0 else min(limit, len(data[names[0]]))
+    fixed = fixed_batch(model)
+    if fixed is not None:
+        batch_size, total = fixed, total - total % fixed
+        if total == 0:
+            raise PipelineError(f"model {model.name!r} takes batches of {fixed}; its data has fewer samples")
     return [{n: np.ascontiguousarray(data[n][i : i + batch_size]) for n in names} for i in range(0, total, batch_size)]
 
 
@@ -149,9 +202,8 @@ def check_batch(model: "DictConfig", batch_size: int, key: str = "benchmark.batc
             f"{key}: batch size {batch_size} is outside 1..{model.max_batch}, the limit of model "
             f"{model.name!r} (model.max_batch)"
         )
-    fixed: Any = next((s for s in input_specs(model) if s.shape and isinstance(s.shape[0], int)), None)
-    if fixed is not None and fixed.shape[0] != batch_size:
+    fixed = fixed_batch(model)
+    if fixed is not None and fixed != batch_size:
         raise PipelineError(
-            f"{key}: batch size {batch_size}, but input {fixed.name!r} has a fixed batch of {fixed.shape[0]} "
-            f"in the model; use {fixed.shape[0]}"
+            f"{key}: batch size {batch_size}, but model {model.name!r} has a fixed batch of {fixed}; use {fixed}"
         )

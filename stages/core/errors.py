@@ -6,3 +6,17 @@ class PipelineError(Exception):
 
     Bugs are not PipelineErrors: they keep their tracebacks.
     """
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of ``error``'s message, cut at ``limit`` characters; its type's name when it has none.
+
+    Args:
+        error: any exception, typically a library's.
+        limit: the most characters kept.
+
+    Returns:
+        One non-empty line for a PipelineError message.
+    """
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__

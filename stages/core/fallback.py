@@ -33,7 +33,7 @@ class Evaluator:
         self.model, self.budget = cfg.model, cfg.precision.task_budget
         self.batches = feeds(cfg.model, data, cfg.precision.int8.fallback_search.batch_size)
         self.labels = data.get(LABELS)
-        self.output = task_output(cfg.model)
+        self.output = task_output(cfg.model, str(reference))
         self.reference = ort_outputs(reference, self.batches)[self.output]
 
     def __call__(self, candidate: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, first_line
 from stages.core.specs import axis_sizes, input_specs
 
 if TYPE_CHECKING:
@@ -39,30 +39,34 @@ def _import_file(path: Path) -> ModuleType:
     return module
 
 
-def load_factory(model: "DictConfig") -> Any:
-    """The function ``model.factory`` (``package.module:function``), imported from the repository root; its module
-    must live in ``model.code`` so that DVC reruns the export when the code changes."""
-    if not model.factory:
-        raise PipelineError("model.factory is not set: set it to package.module:function")
-    spec = str(model.factory)
-    module_name, _, function = spec.partition(":")
+def import_function(spec: str | None, key: str, code: str) -> Any:
+    """The function ``spec`` (``package.module:function``) of config key ``key``, imported from the repository
+    root; its module must live in ``code`` (``model.code``) so that DVC reruns what it feeds when the code changes."""
+    if not spec:
+        raise PipelineError(f"{key} is not set: set it to package.module:function")
+    module_name, _, function = str(spec).partition(":")
     if not module_name or not function:
-        raise PipelineError(f"model.factory: {spec!r} is not package.module:function")
+        raise PipelineError(f"{key}: {spec!r} is not package.module:function")
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # the repository root, as `python -m` has it
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise PipelineError(f"model.factory: cannot import {module_name} ({e})") from e
+        raise PipelineError(f"{key}: cannot import {module_name} ({e})") from e
     if not callable(getattr(module, function, None)):
-        raise PipelineError(f"model.factory: module {module_name} has no function {function!r}")
-    code, source = Path(model.code).resolve(), Path(getattr(module, "__file__", "") or "").resolve()
-    if source != code and not source.is_relative_to(code):
+        raise PipelineError(f"{key}: module {module_name} has no function {function!r}")
+    folder, source = Path(code).resolve(), Path(getattr(module, "__file__", "") or "").resolve()
+    if source != folder and not source.is_relative_to(folder):
         raise PipelineError(
-            f"model.code: {model.code} does not hold {module_name} ({source}): set it to that file or its folder, "
-            "so DVC reruns the export when the model's code changes"
+            f"model.code: {code} does not hold {module_name} ({source}, {key}): set it to that file or its folder, "
+            "so DVC reruns the stages when the code changes"
         )
     return getattr(module, function)
+
+
+def load_factory(model: "DictConfig") -> Any:
+    """The model factory ``model.factory`` (see ``import_function``)."""
+    return import_function(model.factory, "model.factory", model.code)
 
 
 def build_module(model: "DictConfig") -> Any:
@@ -127,5 +131,4 @@ def check_forward(net: Any, model: "DictConfig") -> None:
             net(*example)
     except Exception as e:  # whatever forward() raises on inputs it cannot take
         given = ", ".join(f"{s.name} {s.describe()}" for s in specs)
-        detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise PipelineError(f"model.inputs: the model does not take {given}: {detail}") from e
+        raise PipelineError(f"model.inputs: the model does not take {given}: {first_line(e)}") from e

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, first_line
 
 
 def load_onnx(path: str | os.PathLike[str], check: bool = True) -> Any:
@@ -25,7 +25,7 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> Any:
     try:
         model = onnx.load(os.fspath(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends
-        raise PipelineError(f"not a valid ONNX model: {path} ({_first_line(e)})") from e
+        raise PipelineError(f"not a valid ONNX model: {path} ({first_line(e)})") from e
     external = [t for t in all_tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
         folder = Path(path).resolve().parent
@@ -44,7 +44,7 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> Any:
         try:
             onnx.checker.check_model(model)
         except Exception as e:  # onnx raises ValidationError and others
-            raise PipelineError(f"not a valid ONNX model: {path} ({_first_line(e)})") from e
+            raise PipelineError(f"not a valid ONNX model: {path} ({first_line(e)})") from e
     return model
 
 
@@ -74,24 +74,25 @@ def unsupported_op(error: Exception, model: Any, runtime: str, where: str) -> Pi
     return PipelineError(f"{runtime} cannot run {where}: {message}")
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
-
-
 def op_counts(model: Any) -> dict[str, int]:
     """Operator type -> number of nodes in the main graph."""
     return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
 
 
-def ort_outputs(model: str | os.PathLike[str] | bytes, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Run ``model`` in a default CPU session over ``feeds``; return each output concatenated over batches."""
+def ort_outputs(
+    model: str | os.PathLike[str] | bytes, feeds: list[dict[str, np.ndarray]], as_written: bool = False
+) -> dict[str, np.ndarray]:
+    """Run ``model`` in a default CPU session over ``feeds``; return each output concatenated over batches.
+    ``as_written``: with graph optimizations off, so every node computes in the types the graph gives it (the
+    optimizer moves float16 work to float32 on CPUs without float16 kernels)."""
     import onnx
     import onnxruntime as ort
 
     source = model if isinstance(model, bytes) else os.fspath(model)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if as_written:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         sess = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's own exception types
@@ -102,7 +103,7 @@ def ort_outputs(model: str | os.PathLike[str] | bytes, feeds: list[dict[str, np.
         runs = [sess.run(None, feed) for feed in feeds]
     except Exception as e:  # onnxruntime's own exception types
         where = source if isinstance(source, str) else "the model"
-        raise PipelineError(f"onnxruntime cannot run {where}: {_first_line(e)}") from e
+        raise PipelineError(f"onnxruntime cannot run {where}: {first_line(e)}") from e
     return {name: np.concatenate([run[i] for run in runs]) for i, name in enumerate(names)}
 
 

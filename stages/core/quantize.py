@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, first_line
 
 ENCODINGS = {"u8s8": ("QUInt8", False), "s8s8": ("QInt8", True)}  # encoding -> (activation type, symmetric)
 QDQ = ("QuantizeLinear", "DequantizeLinear")
@@ -34,11 +34,59 @@ def write_fp16(source: Path, keep_float32: list[str], out: Path) -> list[str]:
     try:
         model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, op_block_list=blocked)
     except Exception as e:  # the converter raises plain exceptions on graphs it cannot handle
-        raise PipelineError(f"cannot cast {source} to float16: {str(e).splitlines()[0][:200]}") from e
+        raise PipelineError(f"cannot cast {source} to float16: {first_line(e, 200)}") from e
+    drop_repeated_nodes(model.graph)  # a shared initializer gets one identical Cast per float32-kept consumer
     topological_sort(model.graph)  # the converter appends its input Casts after their consumers
     onnx.save(model, str(out))
     present = {node.op_type for node in model.graph.node}
     return sorted(present & set(keep_float32))
+
+
+def float16_overflow(fp16: Path, batches: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The first node (graph order) of a float16 model whose output is Inf or NaN on ``batches``.
+
+    Args:
+        fp16: the float16 model.
+        batches: input feeds (a few eval batches).
+
+    Returns:
+        (node name or output name, op type), or None when the model's outputs are finite.
+    """
+    import onnx
+
+    from stages.core.onnx_io import ort_outputs
+
+    model = onnx.load(str(fp16))
+    if all(np.isfinite(v).all() for v in ort_outputs(model.SerializeToString(), batches, as_written=True).values()):
+        return None
+    listed = {o.name for o in model.graph.output}
+    producers = [(n, name) for n in model.graph.node for name in n.output if name]
+    model.graph.output.extend(onnx.ValueInfoProto(name=name) for _, name in producers if name not in listed)
+    values = ort_outputs(model.SerializeToString(), batches, as_written=True)
+    for node, name in producers:
+        value = values.get(name)
+        if value is not None and value.dtype.kind == "f" and not np.isfinite(value).all():
+            return node.name or name, node.op_type
+    return None
+
+
+def drop_repeated_nodes(graph: Any) -> None:
+    """Keep one of each set of nodes that are the same computation (op, inputs, outputs, attributes), in place.
+
+    The float16 converter casts an initializer back to float32 for each float32-kept node that reads it, every Cast
+    writing ``<initializer>_cast_to_fp32``: a graph that shares a weight (the dynamo exporter stores identical
+    initializers once; tied weights) would break single assignment and not load.
+    """
+    seen, kept = set(), []
+    for node in graph.node:
+        key = (node.op_type, node.domain, tuple(node.input), tuple(node.output))
+        key += tuple(a.SerializeToString(deterministic=True) for a in node.attribute)
+        if key not in seen:
+            seen.add(key)
+            kept.append(node)
+    if len(kept) < len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
 
 
 def topological_sort(graph: Any) -> None:
@@ -56,6 +104,30 @@ def topological_sort(graph: Any) -> None:
         pending = rest
     del graph.node[:]
     graph.node.extend(ordered)
+
+
+QDQ_OPSET = 13  # per-channel DequantizeLinear (its axis attribute) needs opset 13
+
+
+def with_qdq_opset(source: Path, folder: Path) -> tuple[Path, int]:
+    """``source``, or a copy converted to ``QDQ_OPSET`` in ``folder`` when its opset is older; and its opset.
+
+    Raises:
+        PipelineError: ONNX's version converter cannot convert the graph.
+    """
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(source))
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=QDQ_OPSET)
+    if opset >= QDQ_OPSET:
+        return source, opset
+    try:
+        converted = version_converter.convert_version(model, QDQ_OPSET)
+    except Exception as e:  # the converter raises plain exceptions per op
+        raise PipelineError(f"int8 needs opset {QDQ_OPSET}; {source} has {opset}: {first_line(e, 200)}") from e
+    onnx.save(converted, str(folder / source.name))
+    return folder / source.name, opset
 
 
 def write_int8(
@@ -109,7 +181,7 @@ def write_int8(
                 extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
             )
         except Exception as e:  # the quantizer raises plain exceptions on graphs it cannot handle
-            raise PipelineError(f"cannot quantize {source}: {str(e).splitlines()[0][:200]}") from e
+            raise PipelineError(f"cannot quantize {source}: {first_line(e, 200)}") from e
 
 
 def quantized_nodes(model: Any) -> list[str]:

@@ -45,21 +45,50 @@ def input_specs(model: "DictConfig") -> list[InputSpec]:
     return specs
 
 
-def output_names(model: "DictConfig") -> list[str]:
-    """The output names in ``model.outputs``, or read from ``model.path`` when that is null."""
+def output_names(model: "DictConfig", graph: str | None = None) -> list[str]:
+    """The output names in ``model.outputs``; when that is null, read from the ONNX file ``graph`` (the stage's
+    own model), else from ``model.path``."""
     if model.outputs is None:
-        return list(onnx_interface(model.path)[1])
+        return list(onnx_interface(str(graph or model.path))[1])
     return [o.name for o in model.outputs]
 
 
 def output_dynamic_axes(model: "DictConfig") -> dict[str, dict[int, str]]:
-    """Output name -> dynamic axes, from ``model.outputs``."""
-    return {o.name: {i: d for i, d in enumerate(o.shape) if isinstance(d, str)} for o in model.outputs}
+    """Output name -> dynamic axes, from ``model.outputs`` (none when it is null)."""
+    outputs = model.outputs or []
+    return {o.name: {i: d for i, d in enumerate(o.shape) if isinstance(d, str)} for o in outputs}
 
 
-def task_output(model: "DictConfig") -> str:
+def task_output(model: "DictConfig", graph: str | None = None) -> str:
     """The output the task metric reads: ``model.task.output``, or the first output when that is null."""
-    return model.task.output or output_names(model)[0]
+    return model.task.output or output_names(model, graph)[0]
+
+
+def signature_shapes(forward: Any, specs: list[InputSpec]) -> tuple[Any, ...]:
+    """torch.onnx.export's ``dynamic_shapes`` for ``forward``, shaped like its signature: one entry per positional
+    parameter, and ``*args`` as one nested tuple. Each entry maps axis -> axis name (the exporter makes a name a
+    dynamic dimension and keeps it in the graph); inputs without dynamic axes get None.
+
+    Raises:
+        PipelineError: ``forward`` takes fewer positional inputs than ``model.inputs`` declares.
+    """
+    import inspect
+
+    shapes = [s.dynamic_axes or None for s in specs]
+    out: list[Any] = []
+    for param in inspect.signature(forward).parameters.values():
+        taken = sum(len(x) if isinstance(x, tuple) else 1 for x in out)
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) and taken < len(shapes):
+            out.append(shapes[taken])
+        elif param.kind == param.VAR_POSITIONAL:
+            out.append(tuple(shapes[taken:]))
+    taken = sum(len(x) if isinstance(x, tuple) else 1 for x in out)
+    if taken < len(shapes):
+        raise PipelineError(
+            f"model.inputs: {len(shapes)} inputs declared, but forward() takes {taken} positional arguments "
+            f"({', '.join(s.name for s in specs[taken:])} left over)"
+        )
+    return tuple(out)
 
 
 @functools.cache

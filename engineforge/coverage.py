@@ -1,0 +1,159 @@
+"""Model coverage: every model of ``examples/zoo.py`` at every precision, through the real stages -> docs/coverage.md.
+
+    python -m engineforge.coverage                       # all models, fp32 fp16 int8 (about 15 min on 2 cores)
+    python -m engineforge.coverage bert vit --no-write   # some, printed only
+
+Artifacts and reports go to a temporary folder (``paths.build``, ``paths.reports``): for each model, env, export
+and simplify once, then per precision precision, build, compare and a short benchmark at batch 1, each stage's
+``main`` with exactly the params it declares, as `dvc repro` would run them. A stage that stops with a user error
+is a row with its one line; a crash is a bug and propagates.
+"""
+
+import argparse
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from stages.core.artifacts import read_json, write_text
+from stages.core.device import cpu_fingerprint, cpu_label
+from stages.core.errors import PipelineError
+from stages.core.run import compose, declared_params, frozen, quiet_libraries, select
+
+PRECISIONS = ("fp32", "fp16", "int8")
+TABLE = "docs/coverage.md"
+# Short enough for a 33-run table, long enough for a stable p50 at batch 1; calibration on 64 samples.
+QUICK = (
+    "benchmark.batch_sizes=[1]",
+    "benchmark.duration_s=1.0",
+    "benchmark.warmup_ms=100",
+    "benchmark.rounds=4",
+    "compare.max_samples=64",
+)
+BY_PRECISION = {"int8": ("precision.int8.calibration.samples=64",)}
+
+
+def overrides(name: str, option: str, keys: dict[str, Any]) -> list[str]:
+    """The `-S` overrides that make ``name`` (an ``examples.zoo`` entry) the model: usable with `dvc exp run`."""
+    found = [f"model={option}", f"model.name={name}"]
+    for key, value in keys.items():  # a mapping merges key by key (``++`` adds or overrides)
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        found += [f"{'++' if k else ''}model.{key}{'.' + k if k else ''}={hydra_value(v)}" for k, v in items]
+    return found
+
+
+def hydra_value(value: Any) -> str:
+    """``value`` in Hydra's override grammar (strings quoted, so ``:`` and ``/`` stay literal)."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+def call_stage(module: ModuleType, cfg: Any) -> str:
+    """Run a stage module's ``main`` with only the params it declares in dvc.yaml, as ``python -m`` would."""
+    stage = module.__name__.rsplit(".", 1)[1]
+    return module.main(frozen(select(OmegaConf.to_container(cfg), declared_params(stage))))
+
+
+def run_model(
+    name: str, option: str, keys: dict[str, Any], precisions: tuple[str, ...], out: Path
+) -> list[dict[str, Any]]:
+    """One row per precision: gate result, task delta, engine vs ONNX Runtime fp32 at batch 1, or the error.
+    Every artifact and report goes below ``out`` (``paths.build``, ``paths.reports``)."""
+    from stages import benchmark, build, compare, env, export, precision, simplify
+
+    base = [*overrides(name, option, keys), f"paths.build={out}/build", f"paths.reports={out}/reports"]
+    try:
+        cfg = compose(*base, *QUICK)
+        for module in (env, export, simplify):
+            call_stage(module, cfg)
+    except PipelineError as e:
+        return [{"model": name, "precision": p, "result": f"stopped: {e}"} for p in precisions]
+    rows = []
+    for chosen in precisions:
+        cfg = compose(*base, *QUICK, f"precision={chosen}", *BY_PRECISION.get(chosen, ()))
+        row = {"model": name, "precision": chosen}
+        try:
+            for module in (precision, build):
+                call_stage(module, cfg)
+            try:
+                call_stage(compare, cfg)
+            except PipelineError as e:  # a failed gate still wrote accuracy.json
+                row["result"] = f"gate failed: {e}"
+            accuracy = read_json(cfg.paths.accuracy)
+            call_stage(benchmark, cfg)
+        except PipelineError as e:
+            rows.append(row | {"result": f"stopped: {e}"})
+            continue
+        speed = read_json(cfg.paths.benchmark)["runtimes"]
+        p50 = {runtime: stats["bs1"]["latency_ms"]["p50"] for runtime, stats in speed.items()}
+        rows.append(
+            {"result": "pass"}
+            | row
+            | {
+                "metric": accuracy["task"]["metric"],
+                "delta_pt": 100 * accuracy["task"]["delta"],
+                "engine_ms": p50["engine"],
+                "speedup": p50["onnxruntime_fp32"] / p50["engine"],
+            }
+        )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table of ``rows``."""
+    lines = [
+        "| model | precision | gate | task metric drop (pt) | engine p50 bs1 (ms) | vs onnxruntime_fp32 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "metric" not in r:
+            lines.append(f"| {r['model']} | {r['precision']} | {r['result']} | | | |")
+            continue
+        lines.append(
+            f"| {r['model']} | {r['precision']} | {r['result']} | {r['delta_pt']:.2f} ({r['metric']}) | "
+            f"{r['engine_ms']:.3f} | {r['speedup']:.2f}× |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the corpus and write (or print) the table."""
+    from examples import zoo
+
+    corpus = zoo.models()
+    parser = argparse.ArgumentParser(prog="python -m engineforge.coverage", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"models (default: all of {', '.join(corpus)})")
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    parser.add_argument("--no-write", action="store_true", help=f"print the table, do not write {TABLE}")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in corpus]
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r}: choose from {', '.join(corpus)}")
+    quiet_libraries()
+    root = Path.cwd()
+    with tempfile.TemporaryDirectory(prefix="engineforge-coverage-") as tmp:
+        rows = [r for n in args.names or corpus for r in run_model(n, *corpus[n], tuple(args.precisions), Path(tmp))]
+    cpu = cpu_fingerprint()
+    text = table(rows)
+    head = f"Measured on {cpu_label(cpu)}, {cpu['cores']} cores, Python {platform.python_version()}"
+    print(f"{head}\n\n{text}")
+    if not args.no_write:
+        page = (root / TABLE).read_text(encoding="utf-8") if (root / TABLE).is_file() else ""
+        start, end = "<!-- coverage:start -->", "<!-- coverage:end -->"
+        if start in page and end in page:
+            page = page[: page.index(start) + len(start)] + f"\n{head}.\n\n{text}" + page[page.index(end) :]
+            write_text(root / TABLE, page)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

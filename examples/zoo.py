@@ -1,0 +1,151 @@
+"""Architectures nobody here wrote, to run through the pipeline as a user would: Hugging Face ``transformers``
+models built from their configs (seeded weights, no hub), a two-output network, and the ONNX graphs that ship in
+the ``onnx`` package (opset 9, batch fixed at 1).
+
+Each entry of ``MODELS`` is a model option over ``model=custom`` (a factory here) or ``model=onnx`` (a file);
+``python -m engineforge.coverage`` runs them all at every precision and writes docs/coverage.md. The factories
+hand ``forward(*args)`` wrappers to the exporter, the way people wrap models that take keyword arguments.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CODE = "examples/zoo.py"  # the factories' file: DVC watches it, and it is the weights (seeded) too
+
+
+class Positional(nn.Module):
+    """``forward(*args)`` -> a transformers model called with keyword arguments, returning ``.logits``."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model.eval(), names
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.names, args, strict=True))).logits
+
+
+def _seeded() -> None:
+    torch.manual_seed(0)
+
+
+def bert() -> nn.Module:
+    """A BERT-style text classifier: 2 layers, hidden 64, 4 heads, 4 classes; input_ids and attention_mask."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    _seeded()
+    config = BertConfig(
+        vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        max_position_embeddings=64, num_labels=4,
+    )  # fmt: skip
+    return Positional(BertForSequenceClassification(config), ["input_ids", "attention_mask"])
+
+
+def vit() -> nn.Module:
+    """A ViT image classifier: 32x32 RGB, patches of 8, 2 layers, hidden 64, 10 classes."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    _seeded()
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=128, num_labels=10,
+    )  # fmt: skip
+    return Positional(ViTForImageClassification(config), ["pixel_values"])
+
+
+def convnet() -> nn.Module:
+    """transformers' ResNet (bottleneck stages 16-32-64-128), 64x64 RGB, 10 classes."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    _seeded()
+    config = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_labels=10)
+    return Positional(ResNetForImageClassification(config), ["pixel_values"])
+
+
+def gpt2() -> nn.Module:
+    """A decoder-only LM (GPT-2 layout, causal attention): 2 layers, hidden 64, vocab 1000; logits per token."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _seeded()
+    config = GPT2Config(
+        vocab_size=1000, n_positions=64, n_embd=64, n_layer=2, n_head=4, use_cache=False, bos_token_id=1,
+        eos_token_id=2,
+    )  # fmt: skip
+    return Positional(GPT2LMHeadModel(config), ["input_ids", "attention_mask"])
+
+
+class TwoHeads(nn.Module):
+    """A small CNN with two outputs: class logits and an L2-normalised embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+        self.classes, self.embed = nn.Linear(32, 10), nn.Linear(32, 16)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(image)
+        return self.classes(features), nn.functional.normalize(self.embed(features), dim=1)
+
+
+def two_heads() -> nn.Module:
+    """``TwoHeads`` with seeded weights, in eval mode."""
+    _seeded()
+    return TwoHeads().eval()
+
+
+def tokens(role: str) -> torch.utils.data.Dataset:
+    """The data factory of the token models (``model.data.factory=examples.zoo:tokens``): a Dataset of
+    ``(input_ids, attention_mask)`` samples, 32 tokens each, right-padded after 8 to 32 real tokens (a left-padded
+    first token has no position to attend to, and PyTorch and ONNX Runtime fill such rows differently)."""
+    generator = torch.Generator().manual_seed({"eval": 0, "calibration": 1}[role])
+    count = {"eval": 128, "calibration": 256}[role]
+    ids = torch.randint(3, 1000, (count, 32), generator=generator)
+    lengths = torch.randint(8, 33, (count, 1), generator=generator)
+    mask = (torch.arange(32)[None, :] < lengths).long()
+    return torch.utils.data.TensorDataset(ids * mask, mask)
+
+
+def _factory(name: str, inputs: list[dict[str, Any]], **keys: Any) -> dict[str, Any]:
+    return {"factory": f"examples.zoo:{name}", "code": CODE, "weights": CODE, "inputs": inputs, **keys}
+
+
+TOKEN_DATA = "examples.zoo:tokens"
+TOKENS = [
+    {"name": "input_ids", "shape": ["batch", "seq"], "dtype": "int64"},
+    {"name": "attention_mask", "shape": ["batch", "seq"], "dtype": "int64"},
+]
+
+
+def image(size: int) -> list[dict[str, Any]]:
+    """One float32 RGB image input of ``size`` x ``size``, dynamic batch."""
+    return [{"name": "pixel_values", "shape": ["batch", 3, size, size], "dtype": "float32"}]
+
+
+ONNX_ZOO = ("resnet50", "squeezenet", "shufflenet", "densenet121", "inception_v2", "bvlc_alexnet")
+
+
+def onnx_zoo_path(name: str) -> str:
+    """The path of ``light_<name>.onnx`` inside the installed ``onnx`` package."""
+    import onnx
+
+    return str(Path(onnx.__file__).parent / "backend/test/data/light" / f"light_{name}.onnx")
+
+
+def models() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Name -> (model option, its keys) for every model of the corpus; ``outputs`` stays null (read from the graph)."""
+    found: dict[str, tuple[str, dict[str, Any]]] = {
+        "bert": ("custom", _factory("bert", TOKENS, dims={"seq": 32}, max_batch=32, data={"factory": TOKEN_DATA})),
+        "vit": ("custom", _factory("vit", image(32), max_batch=32)),
+        "convnet": ("custom", _factory("convnet", image(64), max_batch=32)),
+        "gpt2": ("custom", _factory("gpt2", TOKENS, dims={"seq": 32}, max_batch=32, data={"factory": TOKEN_DATA})),
+        "two_heads": ("custom", _factory("two_heads", [{"name": "image", "shape": ["batch", 3, 32, 32],
+                                                        "dtype": "float32"}], max_batch=32)),
+    }  # fmt: skip
+    for name in ONNX_ZOO:
+        found[name] = ("onnx", {"path": onnx_zoo_path(name), "max_batch": 1})
+    return found
