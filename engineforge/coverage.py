@@ -34,11 +34,14 @@ QUICK = (
     "benchmark.rounds=4",
     "compare.max_samples=64",
 )
+BUILT_IN = ("digits", "textenc", "resnet18")  # model options that may be named too (not in the default table)
 BY_PRECISION = {"int8": ("precision.int8.calibration.samples=64",)}
 
 
 def overrides(name: str, option: str, keys: dict[str, Any]) -> list[str]:
     """The `-S` overrides that make ``name`` (an ``examples.zoo`` entry) the model: usable with `dvc exp run`."""
+    if option == name:  # a model option of conf/model/ as it is
+        return [f"model={name}"]
     found = [f"model={option}", f"model.name={name}"]
     for key, value in keys.items():  # a mapping merges key by key (``++`` adds or overrides)
         items = value.items() if isinstance(value, dict) else [(None, value)]
@@ -64,22 +67,26 @@ def call_stage(module: ModuleType, cfg: Any) -> str:
 
 
 def run_model(
-    name: str, option: str, keys: dict[str, Any], precisions: tuple[str, ...], out: Path
+    name: str, option: str, keys: dict[str, Any], precisions: tuple[str, ...], out: Path, extra: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
     """One row per precision: gate result, task delta, engine vs ONNX Runtime fp32 at batch 1, or the error.
     Every artifact and report goes below ``out`` (``paths.build``, ``paths.reports``)."""
     from stages import benchmark, build, compare, env, export, precision, simplify
 
-    base = [*overrides(name, option, keys), f"paths.build={out}/build", f"paths.reports={out}/reports"]
+    base = [*overrides(name, option, keys), f"paths.build={out}/build", f"paths.reports={out}/reports", *QUICK]
+
+    def at(chosen: str) -> Any:
+        return compose(*base, f"precision={chosen}", *BY_PRECISION.get(chosen, ()), *extra)
+
     try:
-        cfg = compose(*base, *QUICK)
+        cfg = at(precisions[0])
         for module in (env, export, simplify):
             call_stage(module, cfg)
     except PipelineError as e:
         return [{"model": name, "precision": p, "result": f"stopped: {e}"} for p in precisions]
     rows = []
     for chosen in precisions:
-        cfg = compose(*base, *QUICK, f"precision={chosen}", *BY_PRECISION.get(chosen, ()))
+        cfg = at(chosen)
         row = {"model": name, "precision": chosen}
         try:
             for module in (precision, build):
@@ -129,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the corpus and write (or print) the table."""
     from examples import zoo
 
-    corpus = zoo.models()
+    corpus = zoo.models() | {p.stem: (p.stem, {}) for p in Path("conf/model").glob("*.yaml") if p.stem in BUILT_IN}
     parser = argparse.ArgumentParser(prog="python -m engineforge.coverage", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help=f"models (default: all of {', '.join(corpus)})")
+    parser.add_argument("names", nargs="*", help=f"models (default: the corpus; any of {', '.join(corpus)})")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--no-write", action="store_true", help=f"print the table, do not write {TABLE}")
+    parser.add_argument("-S", "--set", action="append", default=[], help="a config override for every run")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in corpus]
     if unknown:
@@ -141,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     root = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="engineforge-coverage-") as tmp:
-        rows = [r for n in args.names or corpus for r in run_model(n, *corpus[n], tuple(args.precisions), Path(tmp))]
+        chosen = args.names or [n for n in corpus if n not in BUILT_IN]
+        rows = [r for n in chosen for r in run_model(n, *corpus[n], tuple(args.precisions), Path(tmp), tuple(args.set))]
     cpu = cpu_fingerprint()
     text = table(rows)
     head = f"Measured on {cpu_label(cpu)}, {cpu['cores']} cores, Python {platform.python_version()}"

@@ -56,12 +56,14 @@ def int8(cfg: DictConfig, source: Path, out: Path) -> dict[str, Any]:
         ranges = calibration.calibrate(graph, batches, settings.calibration)
         encode = partial(write_int8, graph, ranges, method, encoding, settings)
         evaluate = fallback.Evaluator(cfg, graph, load_dataset(cfg.model, "test"))
-        record = fallback.run(out, encode, evaluate, bool(settings.fallback), settings.fallback_search)
+        record = fallback.run(
+            out, encode, evaluate, bool(settings.fallback), settings.fallback_search, list(settings.op_types)
+        )
     model = load_onnx(out)
     return {
         "encoding": encoding,
         "opset_upgraded_from": opset if graph != source else None,
-        "quantized_nodes": len(quantized_nodes(model)),
+        "quantized_nodes": len(quantized_nodes(model, list(settings.op_types))),
         "calibration": {
             "provenance": calibration.provenance(source, data, settings.calibration),
             "tensors": activation_table(model, ranges),

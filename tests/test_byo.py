@@ -1,6 +1,7 @@
 """Bring your own model: README's worked examples (examples/mlp.py) through the real pipeline with `dvc exp run`."""
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ def with_mlp(root: Path, files: Path) -> None:
 @pytest.mark.slow
 def test_custom_model_with_real_data_runs_end_to_end_then_nothing_reruns(dvc_repo: Path, mlp_files: Path):
     with_mlp(dvc_repo, mlp_files)
-    run([sys.executable, "-m", "engineforge.run", "-S", "model=mlp", *QUICK], dvc_repo)
+    no_venv = {"PATH": os.pathsep.join(["/usr/bin", "/bin"])}  # `.venv/bin/python -m engineforge.run`, not activated
+    run([sys.executable, "-m", "engineforge.run", "-S", "model=mlp", *QUICK], dvc_repo, env=no_venv)
     export = json.loads((dvc_repo / "build/mlp/export.json").read_text())
     assert export["source"] == "factory" and export["inputs"] == {"x": ["batch", 64]}
     accuracy = json.loads((dvc_repo / "reports/accuracy.json").read_text())

@@ -60,9 +60,12 @@ def sensitivities(nodes: list[str], encode: Encoder, evaluate: Evaluator, count:
     return dict(sorted(scores.items(), key=lambda item: -item[1]))
 
 
-def run(out: Path, encode: Encoder, evaluate: Evaluator, enabled: bool, settings: DictConfig) -> dict[str, Any]:
+def run(
+    out: Path, encode: Encoder, evaluate: Evaluator, enabled: bool, settings: DictConfig, op_types: list[str]
+) -> dict[str, Any]:
     """Encode into ``out`` with nothing excluded; while the budget is missed and ``enabled``, exclude the next
-    ``settings.step`` most sensitive nodes and encode again, up to ``settings.max_nodes``.
+    ``settings.step`` most sensitive nodes (of ``op_types``, the quantized types) and encode again, up to
+    ``settings.max_nodes``.
 
     Returns:
         enabled, rounds (excluded count + task metric of each), kept (the index of the round written to ``out``),
@@ -74,7 +77,7 @@ def run(out: Path, encode: Encoder, evaluate: Evaluator, enabled: bool, settings
     record: dict[str, Any] = {"enabled": enabled, "rounds": rounds, "excluded": [], "kept": 0, "sensitivity": {}}
     if rounds[-1]["passed"] or not enabled:
         return record
-    nodes = quantized_nodes(load_onnx(out))
+    nodes = quantized_nodes(load_onnx(out), op_types)
     ranking = sensitivities(nodes, encode, evaluate, settings.sensitivity_samples)
     order, limit = list(ranking), min(settings.max_nodes, len(ranking) - 1)  # one node at least stays int8
     record["sensitivity"] = {node: round(score, 8) for node, score in ranking.items()}

@@ -13,6 +13,7 @@ fast) and ``s8s8`` (int8 symmetric activations and weights, every zero point 0: 
 """
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,15 +183,39 @@ def write_int8(
             )
         except Exception as e:  # the quantizer raises plain exceptions on graphs it cannot handle
             raise PipelineError(f"cannot quantize {source}: {first_line(e, 200)}") from e
+    if int8.keep_float:
+        import onnx
+
+        model = onnx.load(str(out))
+        float_readers_read_float(model.graph, set(int8.keep_float))
+        onnx.save(model, str(out))
 
 
-def quantized_nodes(model: Any) -> list[str]:
-    """Names of the compute nodes that read a dequantized tensor, in graph order (the nodes INT8 quantized)."""
+def float_readers_read_float(graph: Any, keep_float: set[str]) -> None:
+    """Rewire, in place, the nodes of a type in ``keep_float`` that read an activation's Q/DQ copy, to read the
+    float activation itself. ONNX Runtime's quantizer hands the dequantized tensor to every reader of a tensor it
+    quantizes for one node, so a residual Add or a LayerNormalization beside a MatMul would take its rounding
+    error; TensorRT's and ONNX Runtime's transformer recipes keep those in float."""
+    weights = {t.name for t in graph.initializer}
+    q_input = {n.output[0]: n.input[0] for n in graph.node if n.op_type == QDQ[0] and n.input[0] not in weights}
+    float_of = {n.output[0]: q_input[n.input[0]] for n in graph.node if n.op_type == QDQ[1] and n.input[0] in q_input}
+    for node in graph.node:
+        if node.op_type in keep_float:
+            for i, name in enumerate(node.input):
+                if name in float_of:
+                    node.input[i] = float_of[name]
+
+
+def quantized_nodes(model: Any, op_types: Sequence[str] = ()) -> list[str]:
+    """Names of the nodes that read a dequantized tensor, in graph order (the nodes INT8 quantized); with
+    ``op_types`` (``precision.int8.op_types``), only those of these types (a Reshape reading a Q/DQ copy is not)."""
     dequantized = {out for node in model.graph.node if node.op_type == QDQ[1] for out in node.output}
     return [
         node.name
         for node in model.graph.node
-        if node.op_type not in QDQ and any(name in dequantized for name in node.input)
+        if node.op_type not in QDQ
+        and (not op_types or node.op_type in op_types)
+        and any(name in dequantized for name in node.input)
     ]
 
 

@@ -1,0 +1,140 @@
+"""Architectures nobody here wrote (examples/zoo.py): transformers models behind ``forward(*args)``, a two-output
+network, and the onnx package's opset-9 graphs with a fixed batch, through the real stages at every precision."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from engineforge.coverage import PRECISIONS, call_stage, overrides, run_model
+from examples import zoo
+from stages import build as build_stage
+from stages import compare, env, export, precision, simplify
+from stages.core.artifacts import read_json
+from stages.core.data import feeds, load_dataset
+from stages.core.errors import PipelineError
+from stages.core.specs import InputSpec, signature_shapes
+from tests.helpers import ROOT, compose
+
+MODELS = zoo.models()
+
+
+@pytest.fixture
+def at_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def zoo_cfg(name: str, out: Path, *more: str):
+    """``name``'s config with every artifact below ``out``."""
+    return compose(*overrides(name, *MODELS[name]), f"paths.build={out}/build", f"paths.reports={out}/reports", *more)
+
+
+def spec(name: str, *shape: int | str) -> InputSpec:
+    return InputSpec(name, shape, np.dtype("float32"))
+
+
+def test_dynamic_shapes_follow_the_forward_signature():
+    """One entry per positional parameter, ``*args`` as one nested tuple, None for an input with no dynamic axis."""
+    ids, mask, fixed = spec("ids", "batch", "seq"), spec("mask", "batch", "seq"), spec("w", 3)
+    both = ({0: "batch", 1: "seq"}, {0: "batch", 1: "seq"})
+
+    def named(ids, mask): ...
+    def varargs(*args): ...
+    def mixed(ids, *rest): ...
+    def keyword_only(ids, *, mask=None): ...
+
+    assert signature_shapes(named, [ids, mask]) == both
+    assert signature_shapes(varargs, [ids, mask]) == (both,)
+    assert signature_shapes(mixed, [ids, mask, fixed]) == (both[0], (both[1], None))
+    with pytest.raises(PipelineError, match=r"2 inputs declared, but forward\(\) takes 1 positional .*mask left over"):
+        signature_shapes(keyword_only, [ids, mask])
+
+
+def test_a_transformers_model_behind_forward_args_exports_with_its_dynamic_axes(at_root, tmp_path):
+    """BERT behind ``forward(*args)``: exported with batch and seq dynamic, checked against PyTorch on the data
+    factory's samples at another batch, and the output named by the exporter (``model.outputs`` is null)."""
+    cfg = zoo_cfg("bert", tmp_path)
+    call_stage(export, cfg)
+    graph = onnx.load(cfg.paths.onnx).graph
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    assert dims == {"input_ids": ["batch", "seq"], "attention_mask": ["batch", "seq"]}
+    report = read_json(cfg.paths.export_report)
+    assert report["data"] == "examples.zoo:tokens('eval')" and report["check"]["samples"] >= 64
+    assert list(report["check"]["outputs"]) == [graph.output[0].name]
+
+
+def test_outputs_read_from_the_graph_reach_compare(at_root, tmp_path):
+    """Two outputs, none declared: export names them, compare gates both and the task metric reads the first."""
+    cfg = zoo_cfg("two_heads", tmp_path)
+    for module in (env, export, simplify, precision, build_stage, compare):
+        call_stage(module, cfg)
+    accuracy = read_json(cfg.paths.accuracy)
+    names = [o.name for o in onnx.load(cfg.paths.simplified).graph.output]
+    assert len(names) == 2 and sorted(accuracy["outputs"]) == sorted(names) and accuracy["passed"]
+
+
+def test_a_fixed_batch_model_without_data_gets_samples_in_its_batch(tmp_path):
+    """The onnx package's graphs fix batch 1: seeded data has 128 eval / 512 calibration samples all the same,
+    fed one at a time; a last partial batch of a larger fixed batch is left out."""
+    cfg = zoo_cfg("squeezenet", tmp_path)
+    test, train = load_dataset(cfg.model, "test"), load_dataset(cfg.model, "train")
+    assert test["data_0"].shape == (128, 3, 224, 224) and train["data_0"].shape == (512, 3, 224, 224)
+    batches = feeds(cfg.model, test, 32, limit=10)
+    assert len(batches) == 10 and all(b["data_0"].shape[0] == 1 for b in batches)
+    four = OmegaConf.merge(cfg.model, {"inputs": [{"name": "data_0", "shape": [4, 3, 224, 224], "dtype": "float32"}]})
+    assert [len(b["data_0"]) for b in feeds(four, test, 32, limit=10)] == [4, 4]
+
+
+def test_int8_by_default_quantizes_the_compute_and_keeps_the_rest_in_float(at_root, tmp_path):
+    """ViT at the default int8 settings: MatMul reads Q/DQ copies; Softmax, LayerNormalization, GELU (Erf) and
+    the residual Adds read float, also where they share a tensor with a quantized MatMul."""
+    cfg = zoo_cfg("vit", tmp_path, "precision=int8", "precision.int8.calibration.samples=64")
+    for module in (env, export, simplify, precision):
+        call_stage(module, cfg)
+    model = onnx.load(cfg.paths.precise)
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    readers = {n.op_type for n in model.graph.node if set(n.input) & dequantized}
+    assert "MatMul" in readers and not readers & {"Softmax", "LayerNormalization", "Add", "Erf"}
+    float_readers = {n.op_type for n in model.graph.node if set(n.input) & quantized} - {"QuantizeLinear"}
+    assert "Add" in float_readers  # the residual stream, beside the quantized MatMul that shares its input
+
+
+def test_an_opset_9_graph_is_upgraded_for_per_channel_int8(at_root, tmp_path):
+    cfg = zoo_cfg("squeezenet", tmp_path, "precision=int8", "precision.int8.calibration.samples=16")
+    for module in (env, export, simplify, precision):
+        call_stage(module, cfg)
+    assert read_json(cfg.paths.precision_report)["opset_upgraded_from"] == 9
+    assert max(o.version for o in onnx.load(cfg.paths.precise).opset_import if o.domain == "") >= 13
+
+
+def test_float16_overflow_names_the_first_node(at_root, tmp_path):
+    """squeezenet's constant weights drive activations past float16's range: one line naming the node."""
+    cfg = zoo_cfg("squeezenet", tmp_path, "precision=fp16")
+    for module in (env, export, simplify):
+        call_stage(module, cfg)
+    with pytest.raises(PipelineError, match=r"^precision=fp16: node '\w+' \(Conv\) gives Inf or NaN in float16 .*"):
+        call_stage(precision, cfg)
+    assert not Path(cfg.paths.precise).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_corpus_model_runs_at_every_precision_or_says_why_in_one_line(name, at_root, tmp_path):
+    rows = run_model(name, *MODELS[name], PRECISIONS, tmp_path)
+    assert [r["precision"] for r in rows] == list(PRECISIONS)
+    for row in rows:
+        assert row["result"] == "pass" or row["result"].startswith(("gate failed: ", "stopped: ")), row
+        assert "\n" not in row["result"] and "Traceback" not in row["result"]
+    assert rows[0]["result"] == "pass", rows[0]  # fp32 holds on every architecture
+    if "metric" in rows[0]:
+        assert rows[0]["delta_pt"] == 0
+
+
+def test_zoo_factories_are_seeded():
+    first, second = zoo.two_heads(), zoo.two_heads()
+    for key, value in first.state_dict().items():
+        torch.testing.assert_close(value, second.state_dict()[key], rtol=0, atol=0)
