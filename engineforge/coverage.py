@@ -10,7 +10,9 @@ is a row with its one line; a crash is a bug and propagates.
 """
 
 import argparse
+import json
 import platform
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -101,7 +103,8 @@ def run_model(
             rows.append(row | {"result": f"stopped: {e}"})
             continue
         speed = read_json(cfg.paths.benchmark)["runtimes"]
-        p50 = {runtime: stats["bs1"]["latency_ms"]["p50"] for runtime, stats in speed.items()}
+        every = {runtime: {bs: s["latency_ms"]["p50"] for bs, s in stats.items()} for runtime, stats in speed.items()}
+        p50 = {runtime: by_batch[f"bs{cfg.benchmark.batch_sizes[0]}"] for runtime, by_batch in every.items()}
         rows.append(
             {"result": "pass"}
             | row
@@ -110,9 +113,15 @@ def run_model(
                 "delta_pt": 100 * accuracy["task"]["delta"],
                 "engine_ms": p50["engine"],
                 "speedup": p50["onnxruntime_fp32"] / p50["engine"],
+                "p50_ms": every,
             }
         )
     return rows
+
+
+def short(result: str) -> str:
+    """A gate failure without its pointer to the (temporary) accuracy.json."""
+    return re.sub(r"^gate failed: accuracy gate failed: (.*?) \(.*$", r"gate failed: \1", result)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -122,6 +131,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
+        r = r | {"result": short(r["result"])}
         if "metric" not in r:
             lines.append(f"| {r['model']} | {r['precision']} | {r['result']} | | | |")
             continue
@@ -142,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--no-write", action="store_true", help=f"print the table, do not write {TABLE}")
     parser.add_argument("-S", "--set", action="append", default=[], help="a config override for every run")
+    parser.add_argument("--json", action="store_true", help="also print every row as JSON (p50 per batch size)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in corpus]
     if unknown:
@@ -155,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows)
     head = f"Measured on {cpu_label(cpu)}, {cpu['cores']} cores, Python {platform.python_version()}"
     print(f"{head}\n\n{text}")
+    if args.json:
+        print(json.dumps(rows, indent=1))
     if not args.no_write:
         page = (root / TABLE).read_text(encoding="utf-8") if (root / TABLE).is_file() else ""
         start, end = "<!-- coverage:start -->", "<!-- coverage:end -->"

@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from stages import benchmark, build, compare, env, export, precision, simplify
 from stages import report as report_stage
+from stages.backends import registry
 from stages.core import calibration
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
@@ -18,6 +19,8 @@ from stages.core.onnx_io import ort_outputs
 from stages.core.quantize import quantized_nodes, write_fp16
 from tests.helpers import FAST_BENCH, add_fixture_model, compose, copy_repo, run_stage
 
+# What encoding=auto gives here: u8s7 on x86 CPUs without VNNI, u8s8 with it (the ONNX Runtime backend decides).
+AUTO_ENCODING = registry.get("onnxruntime").int8_encoding
 INT8 = ("precision=int8", "precision.int8.calibration.samples=32", "precision.int8.calibration.batch_size=8")
 
 
@@ -123,7 +126,7 @@ def qdq(model: onnx.ModelProto):
     return weights, activations, constants
 
 
-@pytest.mark.parametrize("encoding", ["u8s8", "s8s8"])
+@pytest.mark.parametrize("encoding", ["u8s8", "u8s7", "s8s8"])
 def test_int8_writes_qdq_with_per_channel_weights_in_the_asked_encoding(root, encoding):
     cfg = cfg_for(root, "model=tiny", *INT8, f"precision.int8.encoding={encoding}")
     run_stage(precision, cfg)
@@ -132,6 +135,8 @@ def test_int8_writes_qdq_with_per_channel_weights_in_the_asked_encoding(root, en
     for node in weights:  # per output channel, symmetric: every zero point 0
         assert constants[node.input[1]].shape == (constants[node.input[0]].shape[0],)
         assert constants[node.input[0]].dtype == np.int8 and not constants[node.input[2]].any()
+        limit = 64 if encoding == "u8s7" else 127  # 7-bit weights: no int16 saturation on x86 without VNNI
+        assert np.abs(constants[node.input[0]].astype(np.int32)).max() == limit
     zero_points = [constants[n.input[2]] for n in activations]
     assert all(z.shape == () for z in zero_points)  # per-tensor activations
     if encoding == "s8s8":  # TensorRT's form: signed and symmetric, zero point 0 everywhere
@@ -150,8 +155,8 @@ def test_int8_writes_qdq_with_per_channel_weights_in_the_asked_encoding(root, en
 def test_int8_encoding_auto_follows_the_chosen_backend(root):
     cfg = cfg_for(root, "model=tiny", *INT8)
     run_stage(precision, cfg)
-    assert read_json(cfg.paths.backend_choice) == {"backend": "onnxruntime", "int8_encoding": "u8s8"}
-    assert read_json(cfg.paths.precision_report)["encoding"] == "u8s8"
+    assert read_json(cfg.paths.backend_choice) == {"backend": "onnxruntime", "int8_encoding": AUTO_ENCODING}
+    assert read_json(cfg.paths.precision_report)["encoding"] == AUTO_ENCODING
 
 
 def test_calibration_provenance_follows_the_data(root):
@@ -177,7 +182,7 @@ def test_calibration_provenance_follows_the_data(root):
             r"samples: 41 asked, but the calibration data of model 'tiny' \(tests/fixtures/tiny.py, train split\) has 40",
         ),
         (("precision.int8.calibration.method=kl",), r"calibration.method: 'kl' is not one of minmax, entropy"),
-        (("precision.int8.encoding=u4",), r"precision.int8.encoding: 'u4' is not one of auto, u8s8, s8s8"),
+        (("precision.int8.encoding=u4",), r"precision.int8.encoding: 'u4' is not one of auto, u8s8, u8s7, s8s8"),
         (("precision.int8.calibration.split=valid",), r"model 'tiny' \(tests/fixtures/tiny.py\) has no 'valid' data"),
         (("precision.int8.op_types=[Conv]",), r"the model has no node int8 can quantize \(op types: .*Gemm"),
     ],
@@ -206,7 +211,7 @@ def test_int8_gate_passes_with_int8_tolerances_and_fails_with_fp32_ones(root):
     for module in (precision, build, compare):
         run_stage(module, cfg)
     acc = read_json(cfg.paths.accuracy)
-    assert acc["passed"] and acc["precision"] == "int8" and acc["int8"]["encoding"] == "u8s8"
+    assert acc["passed"] and acc["precision"] == "int8" and acc["int8"]["encoding"] == AUTO_ENCODING
     assert acc["outputs"]["y"]["max_abs"] > 1e-3  # really quantized
     strict = cfg_for(
         root,
@@ -255,7 +260,7 @@ def test_fallback_keeps_the_sensitive_node_in_float_until_the_budget_holds(root)
     for module in (benchmark, report_stage):
         run_stage(module, quick)
     page = Path(cfg.paths.summary).read_text()
-    assert f"INT8: u8s8 Q/DQ; fallback on; agreement by round: {100 * rounds[0]['candidate']:.2f}%" in page
+    assert f"INT8: {AUTO_ENCODING} Q/DQ; fallback on; agreement by round: {100 * rounds[0]['candidate']:.2f}%" in page
     assert f"nodes kept in float: `{first.name}`" in page
 
 

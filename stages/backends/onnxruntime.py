@@ -142,7 +142,14 @@ class OnnxRuntimeBackend:
     """ONNX Runtime on the execution providers this onnxruntime build has (CPU everywhere)."""
 
     name = NAME
-    int8_encoding = "u8s8"  # MLAS runs uint8 activations x int8 weights fast; symmetric s8s8 ran slower than fp32
+
+    @property
+    def int8_encoding(self) -> str:
+        """MLAS runs uint8 activations x int8 weights fast (symmetric s8s8 ran slower than fp32); on x86 without
+        VNNI its int16 pair sums saturate on 8-bit weights, so there the weights get 7 bits (u8s7)."""
+        cpu = cpu_fingerprint()
+        vnni = {"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu["isa"])
+        return "u8s7" if cpu["arch"] in ("x86_64", "AMD64") and not vnni else "u8s8"
 
     def availability(self) -> Availability:
         """ONNX Runtime is available wherever it imports."""

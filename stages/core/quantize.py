@@ -22,7 +22,9 @@ from omegaconf import DictConfig
 
 from stages.core.errors import PipelineError, first_line
 
-ENCODINGS = {"u8s8": ("QUInt8", False), "s8s8": ("QInt8", True)}  # encoding -> (activation type, symmetric)
+# encoding -> (activation type, symmetric activations, 7-bit weights). u8s7: x86 without VNNI multiplies uint8 by
+# int8 pairwise into int16 (vpmaddubsw), which saturates at 255 * 127 * 2; 7-bit weights keep the sums in range.
+ENCODINGS = {"u8s8": ("QUInt8", False, False), "u8s7": ("QUInt8", False, True), "s8s8": ("QInt8", True, False)}
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -147,7 +149,7 @@ def write_int8(
         source: the float32 ONNX model.
         ranges: tensor name -> (min, max) from stages.core.calibration.calibrate.
         method: the ONNX Runtime CalibrationMethod the ranges came from.
-        encoding: ``u8s8`` or ``s8s8``.
+        encoding: ``u8s8``, ``u8s7`` or ``s8s8`` (``ENCODINGS``).
         int8: ``cfg.precision.int8`` (op_types, per_channel, reduce_range).
         out: where to write the Q/DQ model.
         exclude: node names kept in float.
@@ -156,7 +158,7 @@ def write_int8(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
-    activation, symmetric = ENCODINGS[encoding]
+    activation, symmetric, seven_bit = ENCODINGS[encoding]
     data = {
         name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
         for name, (lo, hi) in ranges.items()
@@ -172,7 +174,7 @@ def write_int8(
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(int8.op_types) or None,
                 per_channel=int8.per_channel,
-                reduce_range=int8.reduce_range,
+                reduce_range=bool(int8.reduce_range) or seven_bit,
                 activation_type=QuantType[activation],
                 weight_type=QuantType.QInt8,
                 nodes_to_quantize=only,
@@ -187,8 +189,10 @@ def write_int8(
         import onnx
 
         model = onnx.load(str(out))
-        float_readers_read_float(model.graph, set(int8.keep_float))
-        onnx.save(model, str(out))
+        present = {node.op_type for node in model.graph.node}
+        if not int8.keep_float_in or present & set(int8.keep_float_in):
+            float_readers_read_float(model.graph, set(int8.keep_float))
+            onnx.save(model, str(out))
 
 
 def float_readers_read_float(graph: Any, keep_float: set[str]) -> None:
