@@ -66,7 +66,11 @@ def train(epochs: int = 40) -> tuple[nn.Module, float]:
 
 def accuracy(model: nn.Module) -> float:
     """Top-1 accuracy of ``model`` on the test split."""
-    test = dataset("test")
+    return top1(model, dataset("test"))
+
+
+def top1(model: nn.Module, data: dict[str, np.ndarray], chunks: int = 1) -> float:
+    """Top-1 of ``model`` on ``data`` (``image``, ``labels``), run in ``chunks`` batches to bound memory."""
     with torch.inference_mode():
-        logits = model.eval()(torch.from_numpy(test["image"]))
-    return float((logits.argmax(1).numpy() == test["labels"]).mean())
+        logits = torch.cat([model.eval()(torch.from_numpy(b)) for b in np.array_split(data["image"], chunks)])
+    return float((logits.argmax(1).numpy() == data["labels"]).mean())

@@ -93,10 +93,7 @@ def train(epochs: int = 4) -> tuple[nn.Module, float]:
 
 def accuracy(model: nn.Module) -> float:
     """Top-1 accuracy of ``model`` on the test split."""
-    test = dataset("test")
-    with torch.inference_mode():
-        logits = torch.cat([model.eval()(torch.from_numpy(b)) for b in np.array_split(test["image"], 6)])
-    return float((logits.argmax(1).numpy() == test["labels"]).mean())
+    return digits.top1(model, dataset("test"), chunks=6)
 
 
 def multiply_accumulates() -> int:

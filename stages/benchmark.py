@@ -24,10 +24,10 @@ from stages.backends.onnxruntime import default_session_runner
 from stages.core.artifacts import atomic_path, read_json, write_json
 from stages.core.data import batch_of, check_batch, load_dataset
 from stages.core.errors import PipelineError
+from stages.core.metrics import EAGER, ENGINE, ORT_FP32
 from stages.core.model import load_model
 from stages.core.run import run_stage
 
-ENGINE, EAGER, ORT_FP32 = "engine", "pytorch_eager", "onnxruntime_fp32"
 CURVE = [*range(0, 90, 5), 90, 95, 99, 99.9, 100]  # percentiles written for `dvc plots`
 
 

@@ -6,8 +6,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from stages.backends.base import MANIFEST
-from stages.benchmark import ENGINE
 from stages.core.artifacts import atomic_path, read_json, write_text
+from stages.core.metrics import ENGINE
 from stages.core.run import run_stage
 
 
