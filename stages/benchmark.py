@@ -4,7 +4,8 @@ trtexec semantics: warm up for ``warmup_ms``, then run back to back for at least
 ``min_iterations`` inferences, per batch size; latency statistics from the individual timings, throughput from
 the wall time. The measuring time is split into ``rounds`` slices that alternate between the runtimes, so a shared
 machine's drift does not favour whichever runtime ran first. The engine is timed through its backend's ``timed_call`` (inputs and outputs bound beforehand);
-the baselines PyTorch eager and a default ONNX Runtime session on the raw export are measured in the same run.
+the baselines (what a user would run instead, on the raw fp32 export: eager PyTorch and each CPU runtime's untuned
+default session) are measured in the same run, and what each ran with is recorded.
 """
 
 import csv
@@ -20,14 +21,14 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from stages.backends import registry
-from stages.backends.onnxruntime import default_session_runner
+from stages.backends.base import TimedCall
 from stages.core.artifacts import atomic_path, read_json, write_json
 from stages.core.data import batch_of, check_batch, load_dataset
-from stages.core.errors import PipelineError
-from stages.core.metrics import EAGER, ENGINE, ORT_FP32
+from stages.core.metrics import EAGER, ENGINE
 from stages.core.model import load_model
 from stages.core.run import run_stage
 
+Factory = Callable[[ExitStack, dict], TimedCall]
 CURVE = [*range(0, 90, 5), 90, 95, 99, 99.9, 100]  # percentiles written for `dvc plots`
 
 
@@ -76,40 +77,54 @@ def summarize(run: dict[str, Any], batch: int) -> dict[str, Any]:
     return summary
 
 
-def runtimes(cfg: DictConfig, threads: int) -> dict[str, Callable[[ExitStack, dict], Callable[[], object]]]:
-    """Name -> factory(stack, feed) of a timed call, for the engine and each configured baseline."""
-    env = read_json(cfg.paths.env)
-    backend, onnxruntime = registry.get(env["backend"]), registry.get("onnxruntime")
+def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any]) -> dict[str, Factory]:
+    """Name -> factory(stack, feed) of a timed call, for the engine and each configured baseline.
 
-    def engine(stack: ExitStack, feed: dict) -> Callable[[], object]:
+    A baseline other than eager PyTorch is a backend's untuned default on the raw export (``Backend.baseline``);
+    what it ran with (a runner's ``describe()``) goes into ``notes``."""
+    env = read_json(cfg.paths.env)
+    backend = registry.get(env["backend"])
+
+    def engine(stack: ExitStack, feed: dict) -> TimedCall:
         call = backend.timed_call(stack.enter_context(backend.runner(Path(cfg.paths.engine))), feed, cfg.benchmark)
         if hasattr(call, "close"):
             stack.callback(call.close)
         return call
 
-    def ort_fp32(stack: ExitStack, feed: dict) -> Callable[[], object]:
-        return onnxruntime.timed_call(stack.enter_context(default_session_runner(cfg.paths.onnx, ORT_FP32)), feed)
+    def default_of(name: str) -> Factory:
+        other = registry.baseline(name)
+
+        def factory(stack: ExitStack, feed: dict) -> TimedCall:
+            runner = stack.enter_context(other.baseline_runner(Path(cfg.paths.onnx), name))
+            if hasattr(runner, "describe"):
+                notes[name] = runner.describe()
+            return other.timed_call(runner, feed, cfg.benchmark)
+
+        return factory
 
     nets: list[Any] = []  # the eager model, loaded once for every batch size
 
-    def eager(stack: ExitStack, feed: dict) -> Callable[[], object]:
+    def eager(stack: ExitStack, feed: dict) -> TimedCall:
         import torch
 
         torch.set_num_threads(threads)
         nets[:] = nets or [load_model(cfg.model)]
-        device = "cuda" if backend.name != "onnxruntime" and torch.cuda.is_available() else "cpu"  # engine's device
+        device = "cuda" if backend.device == "cuda" and torch.cuda.is_available() else "cpu"  # the engine's device
         net, tensors = nets[0].to(device), [torch.from_numpy(a).to(device) for a in feed.values()]
         stack.enter_context(torch.inference_mode())
+        notes[EAGER] = {"device": device, "threads": threads, "torch": torch.__version__}
         if device == "cuda":  # the same GPU as the engine; wait for it, as the engine's timed call does
             return lambda: (net(*tensors), torch.cuda.synchronize())
         return lambda: net(*tensors)
 
-    known = {EAGER: eager, ORT_FP32: ort_fp32}
-    unknown = [b for b in cfg.benchmark.baselines if b not in known]
-    if unknown:
-        raise PipelineError(f"benchmark.baselines: unknown {unknown[0]!r}; choose from {', '.join(known)}")
-    chosen = [b for b in cfg.benchmark.baselines if not (b == EAGER and cfg.model.source == "onnx")]  # no PyTorch
-    return {ENGINE: engine} | {b: known[b] for b in chosen}
+    factories: dict[str, Factory] = {ENGINE: engine}
+    for name in cfg.benchmark.baselines:
+        if name == EAGER:
+            if cfg.model.source != "onnx":  # an ONNX file has no PyTorch model to run
+                factories[name] = eager
+        else:
+            factories[name] = default_of(name)
+    return factories
 
 
 def write_curves(folder: str, curves: dict[int, dict[str, np.ndarray]]) -> None:
@@ -133,9 +148,10 @@ def main(cfg: DictConfig) -> str:
     for batch in bench.batch_sizes:
         check_batch(model, batch)
     manifest = read_json(Path(cfg.paths.engine) / "manifest.json")
-    threads = manifest["settings"].get("intra_op_num_threads") or len(os.sched_getaffinity(0))
+    threads = len(os.sched_getaffinity(0))  # eager PyTorch as a user runs it: every core
     data = load_dataset(model, "test")
-    factories = runtimes(cfg, threads)
+    notes: dict[str, Any] = {}
+    factories = runtimes(cfg, threads, notes)
     results: dict[str, dict[str, Any]] = {name: {} for name in factories}
     curves: dict[int, dict[str, np.ndarray]] = {}
     rounds, warmup_s = bench.rounds, bench.warmup_ms / 1e3
@@ -182,6 +198,8 @@ def main(cfg: DictConfig) -> str:
             "torch": torch.__version__,
         },
         "runtimes": results,
+        "baselines": notes,
+        "engine_settings": manifest["settings"],
         "engine_bytes": (Path(cfg.paths.engine) / manifest["engine"]).stat().st_size,
     }
     write_json(cfg.paths.benchmark, report)

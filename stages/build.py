@@ -7,14 +7,44 @@ machine fingerprint; every later load checks it (stages/backends/base.py).
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from stages.backends import registry
-from stages.backends.base import MANIFEST, Backend, first_difference
+from stages.backends.base import MANIFEST, Backend, BuildSpec, first_difference
 from stages.core.artifacts import atomic_path, read_json, sha256, write_json
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import load_onnx
+from stages.core.profiles import resolve_profiles
 from stages.core.run import run_stage
+from stages.core.specs import axis_sizes, input_specs
+
+
+def build_spec(cfg: DictConfig, name: str) -> BuildSpec:
+    """What the backend called ``name`` needs from the stage config, and nothing more.
+
+    Args:
+        cfg: the build stage's config.
+        name: the backend's name (its settings are ``backend.<name>``).
+
+    Returns:
+        BuildSpec: precision, batch sizes, profiles, input shapes per batch, own settings, cache folder, tuning.
+    """
+    own = cfg.backend.get(name)
+    settings: dict[str, Any] = dict(OmegaConf.to_container(own, resolve=True)) if own is not None else {}  # type: ignore[arg-type]
+    batches = tuple(int(b) for b in cfg.benchmark.batch_sizes)
+    specs = input_specs(cfg.model)
+    return BuildSpec(
+        precision=cfg.precision.name,
+        batch_sizes=batches,
+        profiles=resolve_profiles(settings.get("profiles"), cfg.model, batches, f"backend.{name}.profiles"),
+        shapes={b: {s.name: list(axis_sizes(s, b, cfg.model.dims)) for s in specs} for b in batches},
+        dtypes={s.name: np.dtype(s.dtype).name for s in specs},
+        settings=settings,
+        cache_dir=Path(cfg.paths.timing_cache),
+        tune=bool(cfg.backend.tune),
+        tune_s=float(cfg.backend.tune_s),
+    )
 
 
 def build_engine(backend: Backend, onnx: Path, cfg: DictConfig, env: dict[str, Any], out: Path) -> dict:
@@ -22,8 +52,10 @@ def build_engine(backend: Backend, onnx: Path, cfg: DictConfig, env: dict[str, A
 
     ``env`` is env.json's content: its fingerprint and deployment-target label go into the manifest."""
     load_onnx(onnx)
+    if cfg.backend.tune_s <= 0:
+        raise PipelineError(f"backend.tune_s: {cfg.backend.tune_s!r} must be a positive number of seconds")
     with atomic_path(out, directory=True) as tmp:
-        built = backend.build(onnx, cfg, tmp)
+        built = backend.build(onnx, build_spec(cfg, backend.name), tmp)
         manifest = {
             "backend": backend.name,
             "engine": built["engine"],

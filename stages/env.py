@@ -3,7 +3,7 @@
 Runs on every ``dvc repro`` (``always_changed``); stages after it depend on the file's content, so they rerun only
 when the backend, its version or the device really changed. backend.json holds only the choice and the int8
 encoding it runs fast: the precision stage depends on it, so a new driver or CPU rebuilds engines but does not
-re-quantize. Both files have deterministic bytes. Kept light, since every `dvc repro` runs it: no torch, and its
+re-quantize (it also says how precision=bf16 reaches the backend). Both files have deterministic bytes. Kept light, since every `dvc repro` runs it: no torch, and its
 parameters come as a plain dict (no OmegaConf).
 """
 
@@ -31,7 +31,7 @@ def records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
         "requested": requested,
         "target": target,
     }
-    choice = {"backend": backend.name, "int8_encoding": backend.int8_encoding}
+    choice = {"backend": backend.name, "bf16": backend.bf16, "int8_encoding": backend.int8_encoding}
     return {paths["env"]: env, paths["backend_choice"]: choice}, f"backend {backend.name} ({reason})"
 
 

@@ -2,7 +2,8 @@
 
 Precision is decided here, in the ONNX graph, and the backend's builder follows it (TensorRT 11 has no FP16/INT8
 builder flags and no calibrators). fp32 passes the graph through; fp16 casts it keeping float32 I/O and fragile
-ops; int8 calibrates once and writes explicit Q/DQ in the encoding the chosen backend runs fast, then, when
+ops; bf16 writes what the backend needs (a bfloat16 graph for TensorRT, the float32 graph OpenVINO runs in
+bf16) or stops in one line where it has no bf16; int8 calibrates once and writes explicit Q/DQ in the encoding the chosen backend runs fast, then, when
 ``precision.int8.fallback`` is on and the task budget is missed, keeps the most sensitive nodes in float.
 precision.json holds the calibration table (tensor -> range, scale, zero point) and its provenance.
 """
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 
 from stages.core import calibration, fallback
 from stages.core.artifacts import atomic_path, read_json, sha256, write_json
+from stages.core.bfloat16 import write_bf16
 from stages.core.data import data_source, feeds, load_dataset
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import load_onnx, op_counts, ort_outputs
@@ -32,7 +34,7 @@ from stages.core.quantize import (
 )
 from stages.core.run import run_stage
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 AUTO = "auto"
 
 
@@ -43,6 +45,18 @@ def encoding_for(requested: str, choice_file: str) -> str:
     if requested not in ENCODINGS:
         raise PipelineError(f"precision.int8.encoding: {requested!r} is not one of {', '.join([AUTO, *ENCODINGS])}")
     return requested
+
+
+def bf16(cfg: DictConfig, source: Path, out: Path) -> dict[str, Any]:
+    """The graph precision=bf16 needs for the chosen backend (``paths.backend_choice``): a bfloat16 graph
+    (TensorRT), the float32 graph its runtime executes in bfloat16 (OpenVINO), or one line saying why not."""
+    form = read_json(cfg.paths.backend_choice)["bf16"]
+    if form == "graph":
+        return {"bf16": form, "kept_float32": write_bf16(source, list(cfg.precision.bf16.keep_float32), out)}
+    if form == "runtime":
+        shutil.copyfile(source, out)
+        return {"bf16": form}
+    raise PipelineError(f"precision=bf16: {form}")
 
 
 def int8(cfg: DictConfig, source: Path, out: Path) -> dict[str, Any]:
@@ -101,6 +115,8 @@ def main(cfg: DictConfig) -> str:
         elif name == "fp16":
             report["kept_float32"] = write_fp16(source, list(cfg.precision.fp16.keep_float32), tmp)
             check_float16_range(cfg, source, tmp)
+        elif name == "bf16":
+            report |= bf16(cfg, source, tmp)
         else:
             report |= int8(cfg, source, tmp)
         result = load_onnx(tmp)
@@ -109,6 +125,7 @@ def main(cfg: DictConfig) -> str:
     done = {
         "fp32": "graph unchanged",
         "fp16": f"float16, float32 I/O, {len(report.get('kept_float32', []))} op types kept in float32",
+        "bf16": "bfloat16 graph, float32 I/O" if report.get("bf16") == "graph" else "float32 graph, run in bf16",
     }
     if name == "int8":
         kept = report["fallback"]["rounds"][report["fallback"]["kept"]]

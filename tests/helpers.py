@@ -12,6 +12,7 @@ from types import ModuleType
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from stages.backends import registry
 from stages.core.run import compose as run_compose
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +22,14 @@ QUICK = ["-S", "benchmark.duration_s=0.3", "-S", "benchmark.warmup_ms=20", "-S",
 # move in their last bits as on another kind of CPU, which no test machine can be switched to.
 OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
 # Benchmark overrides for tests that need the stage's outputs, not its numbers.
-FAST_BENCH = ("benchmark.duration_s=0.05", "benchmark.warmup_ms=5", "benchmark.min_iterations=4", "benchmark.rounds=2")
+AUTO = registry.resolve("auto")[0]  # the backend backend=auto picks on this machine
+FAST_BENCH = (
+    "backend.tune_s=1",
+    "benchmark.duration_s=0.05",
+    "benchmark.warmup_ms=5",
+    "benchmark.min_iterations=4",
+    "benchmark.rounds=2",
+)
 
 
 def compose(*overrides: str, config_dir: Path = ROOT / "conf") -> DictConfig:

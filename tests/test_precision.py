@@ -39,7 +39,9 @@ def root(tmp_path_factory: pytest.TempPathFactory):
 
 
 def cfg_for(root: Path, *overrides: str) -> DictConfig:
-    return compose(*overrides, config_dir=root / "conf")
+    """The config at ``root`` on ONNX Runtime: these tests pin the encodings it runs (u8s7 on x86 without VNNI)
+    and its optimizer's fallback; tests/test_openvino.py covers OpenVINO."""
+    return compose("backend=onnxruntime", *overrides, config_dir=root / "conf")
 
 
 def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -155,7 +157,11 @@ def test_int8_writes_qdq_with_per_channel_weights_in_the_asked_encoding(root, en
 def test_int8_encoding_auto_follows_the_chosen_backend(root):
     cfg = cfg_for(root, "model=tiny", *INT8)
     run_stage(precision, cfg)
-    assert read_json(cfg.paths.backend_choice) == {"backend": "onnxruntime", "int8_encoding": AUTO_ENCODING}
+    assert read_json(cfg.paths.backend_choice) == {
+        "backend": "onnxruntime",
+        "bf16": registry.get("onnxruntime").bf16,
+        "int8_encoding": AUTO_ENCODING,
+    }
     assert read_json(cfg.paths.precision_report)["encoding"] == AUTO_ENCODING
 
 

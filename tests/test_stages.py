@@ -18,7 +18,17 @@ from stages.core.artifacts import read_json, sha256
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
 from stages.core.run import load_params
-from tests.helpers import FAST_BENCH, ROOT, add_fixture_model, compose, copy_repo, python_module, run_if, run_stage
+from tests.helpers import (
+    AUTO,
+    FAST_BENCH,
+    ROOT,
+    add_fixture_model,
+    compose,
+    copy_repo,
+    python_module,
+    run_if,
+    run_stage,
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +77,7 @@ def test_env_is_deterministic(tiny):
     run_stage(env, cfg)
     assert (root / cfg.paths.env).read_bytes() == first
     recorded = json.loads(first)
-    assert recorded["backend"] == "onnxruntime" and recorded["requested"] == "auto"
+    assert recorded["backend"] == AUTO.name and recorded["requested"] == "auto"
     assert recorded["fingerprint"]["device"]["cpu"]["cores"] >= 1
 
 
@@ -78,8 +88,10 @@ def test_build_manifest_records_the_full_key(tiny):
     assert manifest["onnx"]["sha256"] == sha256(root / cfg.paths.precise)
     assert manifest["engine_sha256"] == sha256(engine / manifest["engine"])
     assert manifest["fingerprint"] == read_json(root / cfg.paths.env)["fingerprint"]
-    assert manifest["settings"]["graph_optimization_level"] == "all"
-    assert manifest["settings"]["intra_op_num_threads"] >= 1
+    assert manifest["backend"] == AUTO.name and manifest["settings"]
+    tuning = manifest["tuning"]  # tuned at build: every timing and the choice, which the settings follow
+    assert tuning["chosen"] == min(tuning["timings"], key=lambda t: t["score"])["settings"]
+    assert all(manifest["settings"][k] == v for k, v in tuning["chosen"].items() if v)  # 0: the runtime's choice
     assert manifest["precision"] == "fp32" and manifest["model"] == "tiny"
     assert sorted(p.name for p in engine.iterdir()) == sorted([MANIFEST, manifest["engine"]])
 
@@ -88,7 +100,7 @@ def test_compare_report_matches_the_issue_schema(tiny):
     root, cfg = tiny
     acc = read_json(root / cfg.paths.accuracy)
     assert acc["passed"] is True and acc["failures"] == []
-    assert (acc["model"], acc["precision"], acc["backend"]) == ("tiny", "fp32", "onnxruntime")
+    assert (acc["model"], acc["precision"], acc["backend"]) == ("tiny", "fp32", AUTO.name)
     assert set(acc["outputs"]["y"]) == {"max_abs", "max_rel", "mean_abs", "atol", "rtol", "passed"}
     assert acc["task"]["metric"] == "agreement" and acc["task"]["samples"] == 40
     assert acc["task"]["agreement"] == 1.0
@@ -97,7 +109,8 @@ def test_compare_report_matches_the_issue_schema(tiny):
 def test_benchmark_measures_engine_and_baselines_at_every_batch(tiny):
     root, cfg = tiny
     bench = read_json(root / cfg.paths.benchmark)
-    assert set(bench["runtimes"]) == {"engine", "pytorch_eager", "onnxruntime_fp32"}
+    assert set(bench["runtimes"]) == {"engine", "pytorch_eager", "onnxruntime_fp32", "openvino_default"}
+    assert set(bench["baselines"]) == {"pytorch_eager", "openvino_default"}  # what each ran with, where it tells
     for runs in bench["runtimes"].values():
         assert set(runs) == {"bs1", "bs32"}
         for batch, run in runs.items():
@@ -106,13 +119,13 @@ def test_benchmark_measures_engine_and_baselines_at_every_batch(tiny):
             assert run["iterations"] >= cfg.benchmark.min_iterations
             assert run["samples_per_s"] == pytest.approx(run["qps"] * int(batch[2:]), rel=1e-3)
     curve = (root / cfg.paths.latency / "bs32.csv").read_text().splitlines()
-    assert curve[0] == "percentile,engine,pytorch_eager,onnxruntime_fp32"
+    assert curve[0] == "percentile,engine,pytorch_eager,onnxruntime_fp32,openvino_default"
 
 
 def test_report_summarizes_accuracy_latency_and_versions(tiny):
     root, cfg = tiny
     text = (root / cfg.paths.summary).read_text()
-    assert "# tiny · fp32 · onnxruntime" in text and "Accuracy gate PASSED" in text
+    assert f"# tiny · fp32 · {AUTO.name}" in text and "Accuracy gate PASSED" in text
     assert "| engine | 32 |" in text and "engine vs pytorch_eager" in text and "onnxruntime 1." in text
     assert (root / cfg.paths.latency_plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -166,7 +179,7 @@ def test_engine_with_changed_bytes_is_refused(tiny, tmp_path):
     with open(engine / manifest["engine"], "ab") as f:
         f.write(b"\0")
     with pytest.raises(PipelineError, match="does not match its manifest"):
-        registry.get("onnxruntime").runner(engine)
+        registry.get(manifest["backend"]).runner(engine)
 
 
 def test_engine_built_for_another_runtime_version_is_refused(tiny, tmp_path):
@@ -176,8 +189,8 @@ def test_engine_built_for_another_runtime_version_is_refused(tiny, tmp_path):
     manifest = read_json(engine / MANIFEST)
     manifest["fingerprint"]["version"] = "0.0.1"
     (engine / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(PipelineError, match=r"built for version=0\.0\.1, this machine has version=1\."):
-        registry.get("onnxruntime").runner(engine)
+    with pytest.raises(PipelineError, match=r"built for version=0\.0\.1, this machine has version=\d"):
+        registry.get(manifest["backend"]).runner(engine)
 
 
 def test_compare_gate_fails_when_the_engine_differs_from_the_reference(tiny, tmp_path, monkeypatch):
@@ -216,7 +229,7 @@ def test_stage_entry_point_prints_one_line_and_exits_1_on_user_error(repo: Path)
     proc = python_module("stages.precision", repo, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "engineforge precision: error: precision.name: 'fp64' is not one of fp32, fp16, int8"
+        "engineforge precision: error: precision.name: 'fp64' is not one of fp32, fp16, bf16, int8"
     ]
 
 

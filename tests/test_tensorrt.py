@@ -13,8 +13,9 @@ from stages import env
 from stages.backends import registry
 from stages.backends.tensorrt import ENGINE_FILE, profile_index
 from stages.backends.trt_plan import build_plan, loaders, timing_cache_key, version_problem
+from stages.build import build_spec
 from stages.core.errors import PipelineError
-from tests.helpers import QUICK, compose, python_module, run, run_if
+from tests.helpers import AUTO, QUICK, compose, python_module, run, run_if
 
 # What a GPU machine's env.json holds (the shape TensorRTBackend.fingerprint() returns): the plan's input.
 H100 = {
@@ -33,7 +34,8 @@ def on_gpu(test):
 
 
 def plan_for(*overrides: str, fingerprint: dict = H100, cache_dir: str = "build/timing_cache") -> dict:
-    return build_plan(compose("backend=tensorrt", *overrides), fingerprint, cache_dir)
+    spec = build_spec(compose("backend=tensorrt", *overrides), "tensorrt")
+    return build_plan(spec.settings, spec.profiles, fingerprint, cache_dir)
 
 
 def test_default_profile_comes_from_dynamic_axes_and_benchmark_batches():
@@ -136,9 +138,9 @@ def test_profile_index_picks_the_profile_holding_the_shapes():
 def test_auto_says_why_tensorrt_was_not_chosen():
     files, chosen = env.records(compose())
     record = files["build/env.json"]
-    assert record["backend"] == "onnxruntime" and record["requested"] == "auto"
+    assert record["backend"] == AUTO.name and record["requested"] == "auto"
     assert record["reason"].startswith("tensorrt unavailable: tensorrt does not import")
-    assert "auto chose onnxruntime" in record["reason"] and chosen.startswith("backend onnxruntime")
+    assert f"auto chose {AUTO.name}" in record["reason"] and chosen.startswith(f"backend {AUTO.name}")
 
 
 @pytest.mark.skipif(registry.get("tensorrt").availability().ok, reason="this machine can run TensorRT")

@@ -1,17 +1,58 @@
 """The Backend interface and the manifest check every engine load goes through (the CPU fingerprint: core.device)."""
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from stages.core.artifacts import read_json, sha256
 from stages.core.errors import PipelineError
-
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
+from stages.core.profiles import Profile, random_feed
 
 MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """What a backend's build needs, and nothing else (never the whole stage config).
+
+    Attributes:
+        precision: the precision stage's name for the graph (fp32, fp16, bf16, int8).
+        batch_sizes: the benchmark's batch sizes, which tuning times.
+        profiles: the resolved shape profiles (core.profiles), the first one covering every batch size.
+        shapes: batch size -> input name -> the input shape at that batch (other dynamic axes at model.dims).
+        dtypes: input name -> numpy dtype name.
+        settings: this backend's own section of the config (``backend.<name>``), as plain data.
+        cache_dir: a folder kept across builds (TensorRT's timing caches).
+        tune: whether to time runtime settings at build and keep the fastest.
+        tune_s: the time budget of that tuning, in seconds.
+    """
+
+    precision: str
+    batch_sizes: tuple[int, ...]
+    profiles: list[Profile]
+    shapes: dict[int, dict[str, list[int]]]
+    dtypes: dict[str, str]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    cache_dir: Path | None = None
+    tune: bool = False
+    tune_s: float = 20.0
+
+    def feed(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """Seeded inputs at ``batch`` (a smoke test's or a tuning run's)."""
+        return random_feed(self.shapes[batch], self.dtypes, seed)
+
+
+class TimedCall(Protocol):
+    """One inference of an activated runner with inputs and outputs bound beforehand: what a benchmark times.
+
+    GPU backends add ``take()`` (device times per phase since the last take) and ``close()``.
+    """
+
+    def __call__(self) -> object:
+        """Run one inference and return when its results are ready."""
 
 
 @dataclass(frozen=True)
@@ -23,30 +64,82 @@ class Availability:
 
 
 class Backend(Protocol):
-    """What a backend provides. Implementations live beside this module and register in ``registry``."""
+    """What a backend provides. Implementations live beside this module and register in ``registry``.
+
+    Attributes:
+        name: the ``backend.name`` option.
+        device: where its engines run (``cpu`` or ``cuda``): the eager baseline runs there too.
+        int8_encoding: the Q/DQ form this backend runs fast (``stages.core.quantize.ENCODINGS``).
+        bf16: how precision=bf16 reaches it: ``graph`` (a bfloat16 graph), ``runtime`` (the float32 graph,
+            executed in bfloat16 by the runtime), or one line saying why it cannot.
+        baseline: the name under which the benchmark measures this runtime's untuned default on the raw export
+            (None: not measured as a baseline).
+    """
 
     name: str
-    int8_encoding: str  # the Q/DQ form this backend runs fast: u8s8 or s8s8 (stages/core/quantize.py)
+    device: str
+    int8_encoding: str
+    bf16: str
+    baseline: str | None
 
     def availability(self) -> Availability:
-        """Whether this backend can build and run engines on this machine."""
+        """Whether this backend can build and run engines on this machine.
+
+        Returns:
+            Availability: ``ok`` and a one-line reason.
+        """
 
     def fingerprint(self) -> dict[str, Any]:
-        """Everything an engine depends on besides its inputs: versions, providers, device."""
+        """Everything an engine depends on besides its inputs.
 
-    def build(self, onnx: Path, cfg: "DictConfig", out: Path) -> dict[str, Any]:
-        """Build an engine from ``onnx`` into the empty folder ``out``; return the backend's manifest fields
-        (at least ``engine``: the engine file's name inside ``out``, and ``settings``)."""
+        Returns:
+            dict: versions, providers, device (the CPU's ISA or the GPU's compute capability).
+        """
+
+    def build(self, onnx: Path, spec: BuildSpec, out: Path) -> dict[str, Any]:
+        """Build an engine from ``onnx`` into the empty folder ``out``.
+
+        Args:
+            onnx: the precision stage's graph.
+            spec: what the build needs (profiles, batch sizes, own settings, tuning budget).
+            out: the engine folder being written.
+
+        Returns:
+            dict: manifest fields, at least ``engine`` (the engine file's name inside ``out``) and ``settings``.
+        """
 
     def runner(self, engine: Path, name: str = "engine") -> Any:
-        """A Polygraphy runner for the engine folder ``engine`` (verified against its manifest first)."""
+        """A Polygraphy runner for the engine folder ``engine`` (verified against its manifest first).
 
-    def timed_call(self, runner: Any, feed: dict[str, Any], settings: Mapping[str, Any]) -> Callable[[], object]:
-        """A zero-argument call running one inference of the activated ``runner`` on ``feed``, with inputs and
-        outputs bound beforehand, so a benchmark times the runtime's own inference call and nothing else.
+        Args:
+            engine: the engine folder.
+            name: the runner's name in comparisons.
 
-        ``settings`` is ``cfg.benchmark`` (GPU backends read ``cuda_graph`` and ``no_data_transfers``). A call
-        may also have ``take()``, returning device times per phase since the last take, and ``close()``.
+        Returns:
+            BaseRunner: not yet activated.
+        """
+
+    def baseline_runner(self, onnx: Path, name: str) -> Any:
+        """A Polygraphy runner over ``onnx`` with this runtime's untuned defaults (what a user runs instead).
+
+        Args:
+            onnx: the raw float32 export.
+            name: the runner's name (``baseline``).
+
+        Returns:
+            BaseRunner: not yet activated.
+        """
+
+    def timed_call(self, runner: Any, feed: dict[str, np.ndarray], settings: Mapping[str, Any]) -> TimedCall:
+        """The call a benchmark times: one inference of the activated ``runner`` on ``feed``.
+
+        Args:
+            runner: an activated runner from ``runner`` or ``baseline_runner``.
+            feed: input name -> array, bound once before timing.
+            settings: ``benchmark`` config (GPU backends read ``cuda_graph`` and ``no_data_transfers``).
+
+        Returns:
+            TimedCall: runs one inference per call.
         """
 
 

@@ -6,25 +6,23 @@ for this CPU's instruction set, so the manifest's fingerprint includes the CPU.
 """
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from stages.backends.base import Availability, quiet_polygraphy, verified_engine
+from stages.backends.base import Availability, BuildSpec, TimedCall, quiet_polygraphy, verified_engine
 from stages.core.device import cpu_fingerprint
 from stages.core.errors import PipelineError, first_line
 from stages.core.onnx_io import load_onnx, unsupported_op
-from stages.core.profiles import random_feed, resolve_profiles
-
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
+from stages.core.tuning import thread_counts, tune
 
 NAME = "onnxruntime"
 ENGINE_FILE = "engine.onnx"
 LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
 LEVELS["all"] = "ORT_ENABLE_ALL"
+MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 SMOKE_TOLERANCE = 0.1  # largest relative error (L2) of an optimized engine against its unoptimized graph
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 TRT_EP_CACHE = "trt_ep_cache"  # inside the engine folder: the TensorRT provider's engines and timing cache
@@ -76,43 +74,46 @@ def _ort() -> Any:
     return onnxruntime
 
 
-def session_options(threads: int, level: str) -> Any:
-    """SessionOptions with ``threads`` intra-op threads (0: ONNX Runtime's default) and optimization ``level``."""
+def session_options(threads: int, level: str, mode: str = "sequential") -> Any:
+    """SessionOptions with ``threads`` intra-op threads (0: ONNX Runtime's default), optimization ``level`` and
+    execution ``mode`` (parallel runs independent branches at once)."""
     ort = _ort()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
+    options.execution_mode = getattr(ort.ExecutionMode, MODES[mode])
     options.log_severity_level = 3  # errors only
     return options
 
 
-def resolve_settings(settings: "DictConfig") -> dict[str, Any]:
+def resolve_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The engine's session settings with defaults made explicit (thread count resolved to a number)."""
-    level = settings.graph_optimization_level
-    if level not in LEVELS:
-        raise PipelineError(
-            f"backend.onnxruntime.graph_optimization_level: {level!r} is not one of {', '.join(LEVELS)}"
-        )
+    level, mode = settings["graph_optimization_level"], settings.get("execution_mode", "sequential")
+    for key, value, allowed in (("graph_optimization_level", level, LEVELS), ("execution_mode", mode, MODES)):
+        if value not in allowed:
+            raise PipelineError(f"backend.onnxruntime.{key}: {value!r} is not one of {', '.join(allowed)}")
     available = _ort().get_available_providers()
-    missing = [p for p in settings.providers if p not in available]
-    if missing or not settings.providers:
+    missing = [p for p in settings["providers"] if p not in available]
+    if missing or not settings["providers"]:
         raise PipelineError(
             f"backend.onnxruntime.providers: {', '.join(missing) or 'empty list'} not available in this "
             f"onnxruntime; available: {', '.join(available)}"
         )
-    threads = settings.intra_op_num_threads or cpu_fingerprint()["cores"]
-    return {"graph_optimization_level": level, "intra_op_num_threads": threads, "providers": list(settings.providers)}
-
-
-def smoke_feed(session: Any, dims: "DictConfig", batch: int = 2) -> dict[str, np.ndarray]:
-    """Seeded inputs for ``session``'s model: batch ``batch``, other dynamic axes from ``model.dims`` (else 1)."""
-    metas = session.get_inputs()
-    shapes = {
-        m.name: [d if isinstance(d, int) else (batch if i == 0 else dims.get(d, 1)) for i, d in enumerate(m.shape)]
-        for m in metas
+    threads = settings["intra_op_num_threads"] or cpu_fingerprint()["cores"]
+    return {
+        "execution_mode": mode,
+        "graph_optimization_level": level,
+        "intra_op_num_threads": threads,
+        "providers": list(settings["providers"]),
     }
-    dtypes = {m.name: {"tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(m.type, np.float32) for m in metas}
-    return random_feed(shapes, dtypes)
+
+
+def candidates(settings: Mapping[str, Any], cores: int) -> list[dict[str, Any]]:
+    """Session settings worth timing: the configured ones first, then other thread counts and parallel mode."""
+    first = {"intra_op_num_threads": settings["intra_op_num_threads"], "execution_mode": settings["execution_mode"]}
+    options = [first] + [{"intra_op_num_threads": t, "execution_mode": "sequential"} for t in thread_counts(cores)]
+    options.append({"intra_op_num_threads": cores, "execution_mode": "parallel"})
+    return [o for i, o in enumerate(options) if o not in options[:i]]
 
 
 def relative_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
@@ -134,14 +135,22 @@ class SessionFromEngine:
         self.engine, self.settings = engine, settings
 
     def __call__(self) -> Any:
-        options = session_options(self.settings["intra_op_num_threads"], "disabled")
-        return open_session(self.engine, options, self.settings["providers"], self.engine.parent)
+        threads, mode = self.settings["intra_op_num_threads"], self.settings.get("execution_mode", "sequential")
+        return open_session(
+            self.engine, session_options(threads, "disabled", mode), self.settings["providers"], self.engine.parent
+        )
 
 
 class OnnxRuntimeBackend:
     """ONNX Runtime on the execution providers this onnxruntime build has (CPU everywhere)."""
 
     name = NAME
+    device = "cpu"
+    baseline = "onnxruntime_fp32"
+    bf16 = (
+        "ONNX Runtime's CPU provider has no bfloat16 kernels for most ops: use backend=openvino on a CPU with "
+        "avx512_bf16 or amx_bf16, or precision=fp16"
+    )
 
     @property
     def int8_encoding(self) -> str:
@@ -169,17 +178,17 @@ class OnnxRuntimeBackend:
             "version": ort.__version__,
         }
 
-    def build(self, onnx: Path, cfg: "DictConfig", out: Path) -> dict[str, Any]:
+    def build(self, onnx: Path, spec: BuildSpec, out: Path) -> dict[str, Any]:
         """Optimize ``onnx`` offline into ``out/engine.onnx`` at the configured level, or the next lower one that
         runs it: each candidate must load and match the unoptimized graph on a smoke input (ONNX Runtime's CPU
-        optimizers have crashed on float16 graphs). A lower level than asked is recorded in the manifest."""
-        settings = resolve_settings(cfg.backend.onnxruntime)
+        optimizers have crashed on float16 graphs). A lower level than asked is recorded in the manifest. Then,
+        when ``spec.tune``, time thread counts and execution modes on the optimized model and keep the fastest."""
+        settings = resolve_settings(spec.settings)
         requested = settings["graph_optimization_level"]
         if set(settings["providers"]) & set(GPU_PROVIDERS) and requested in ("extended", "all"):
             requested = "basic"  # higher levels bake in CPU-only layouts; ONNX Runtime advises basic for other EPs
-        reference = self._session(onnx, settings, "disabled")
-        feed = smoke_feed(reference, cfg.model.dims)
-        expected = reference.run(None, feed)
+        feed = spec.feed(min(spec.batch_sizes))
+        expected = self._session(onnx, settings, "disabled").run(None, feed)
         problems = []
         downward = list(LEVELS)[::-1]  # all, extended, basic, disabled
         for level in downward[downward.index(requested) :]:
@@ -199,18 +208,25 @@ class OnnxRuntimeBackend:
             problems.append(f"{level}: outputs differ from the unoptimized graph (relative error {error:.3g})")
         else:
             raise PipelineError(f"onnxruntime cannot build {onnx} at any optimization level ({'; '.join(problems)})")
-        built = {
-            "engine": ENGINE_FILE,
-            "profiles": resolve_profiles(None, cfg.model, cfg.benchmark.batch_sizes, "profiles"),
-            "settings": settings | {"graph_optimization_level": level},
-        }
+        settings["graph_optimization_level"] = level
+        tuning = None
+        if spec.tune and not set(settings["providers"]) & set(GPU_PROVIDERS):
+
+            def open_call(option: dict[str, Any], batch: int) -> TimedCall:
+                session = self._session(out / ENGINE_FILE, settings | option, "disabled", out)
+                return bound_session(session, spec.feed(batch))
+
+            options = candidates(settings, cpu_fingerprint()["cores"])
+            tuning = tune(options, open_call, spec.batch_sizes, spec.tune_s)
+            settings |= tuning["chosen"]
+        built = {"engine": ENGINE_FILE, "profiles": spec.profiles, "settings": settings, "tuning": tuning}
         if problems:
             built["optimization_fallback"] = {"requested": requested, "used": level, "why": problems}
         return built
 
     @staticmethod
     def _session(model: Path, settings: dict[str, Any], level: str, engine_dir: Path | None = None) -> Any:
-        options = session_options(settings["intra_op_num_threads"], level)
+        options = session_options(settings["intra_op_num_threads"], level, settings.get("execution_mode", "sequential"))
         try:
             return open_session(model, options, settings["providers"], engine_dir)
         except PipelineError:
@@ -226,25 +242,32 @@ class OnnxRuntimeBackend:
         manifest, path = verified_engine(engine, self.fingerprint())
         return OnnxrtRunner(SessionFromEngine(path, manifest["settings"]), name=name)
 
-    def timed_call(
-        self, runner: Any, feed: dict[str, Any], settings: Mapping[str, Any] | None = None
-    ) -> Callable[[], object]:
+    def baseline_runner(self, onnx: Path, name: str) -> Any:
+        """A default CPU InferenceSession on ``onnx``: ONNX Runtime's own defaults, nothing tuned."""
+        return default_session_runner(onnx, name)
+
+    def timed_call(self, runner: Any, feed: dict[str, np.ndarray], settings: Mapping[str, Any]) -> TimedCall:
         """IO-bound ``run_with_iobinding``: inputs and preallocated outputs are bound once, outside the timing."""
-        ort, sess = _ort(), runner.sess
-        outputs = sess.run(None, feed)  # learn the output shapes once
-        binding = sess.io_binding()
-        values = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in feed.items()}
-        for name, value in values.items():
-            binding.bind_ortvalue_input(name, value)
-        for meta, array in zip(sess.get_outputs(), outputs, strict=True):
-            values[meta.name] = ort.OrtValue.ortvalue_from_numpy(array)
-            binding.bind_ortvalue_output(meta.name, values[meta.name])
-        run_options = ort.RunOptions()
+        return bound_session(runner.sess, feed)
 
-        def call(keep_alive: tuple = (feed, outputs, values)) -> None:  # the bound buffers must outlive the call
-            sess.run_with_iobinding(binding, run_options)
 
-        return call
+def bound_session(sess: Any, feed: Mapping[str, np.ndarray]) -> TimedCall:
+    """``run_with_iobinding`` on a binding of ``feed`` and of outputs preallocated from one run."""
+    ort = _ort()
+    outputs = sess.run(None, dict(feed))  # learn the output shapes once
+    binding = sess.io_binding()
+    values = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in feed.items()}
+    for name, value in values.items():
+        binding.bind_ortvalue_input(name, value)
+    for meta, array in zip(sess.get_outputs(), outputs, strict=True):
+        values[meta.name] = ort.OrtValue.ortvalue_from_numpy(array)
+        binding.bind_ortvalue_output(meta.name, values[meta.name])
+    run_options = ort.RunOptions()
+
+    def call(keep_alive: tuple = (feed, outputs, values)) -> None:  # the bound buffers must outlive the call
+        sess.run_with_iobinding(binding, run_options)
+
+    return call
 
 
 def default_session_runner(onnx: str | os.PathLike[str], name: str) -> Any:

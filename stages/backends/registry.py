@@ -8,6 +8,7 @@ from stages.core.errors import PipelineError
 # name -> "module:Class"; auto tries them in this order (the fastest backend a machine can run first).
 BACKENDS = {
     "tensorrt": "stages.backends.tensorrt:TensorRTBackend",
+    "openvino": "stages.backends.openvino:OpenVinoBackend",
     "onnxruntime": "stages.backends.onnxruntime:OnnxRuntimeBackend",
 }
 AUTO = "auto"
@@ -37,3 +38,16 @@ def resolve(requested: str) -> tuple[Backend, str]:
             return backend, "; ".join([*skipped, f"auto chose {name}: {available.reason}"])
         skipped.append(f"{name} unavailable: {available.reason}")
     raise PipelineError(f"backend.name=auto: no backend can run here ({'; '.join(skipped)})")
+
+
+def baseline(name: str) -> Backend:
+    """The backend whose untuned default runs as the benchmark baseline called ``name``, if it runs here."""
+    from stages.core.metrics import EAGER  # imported here: the env stage stays free of OmegaConf
+
+    known = {b.baseline: b for b in map(get, BACKENDS) if b.baseline}
+    if name not in known:
+        raise PipelineError(f"benchmark.baselines: unknown {name!r}; choose from {', '.join([EAGER, *known])}")
+    available = known[name].availability()
+    if not available.ok:
+        raise PipelineError(f"benchmark.baselines: {name} cannot run here ({available.reason}); remove it")
+    return known[name]

@@ -5,18 +5,15 @@ loaders open) beside its manifest; run by Polygraphy's TrtRunner; timed trtexec-
 TensorRT is imported only inside methods: every other module, and the CPU test suite, works without it.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from stages.backends.base import Availability, quiet_polygraphy, verified_engine
+from stages.backends.base import Availability, BuildSpec, TimedCall, quiet_polygraphy, verified_engine
 from stages.backends.cuda import device_count, device_facts
 from stages.backends.trt_plan import build_plan, loaders
 from stages.core.artifacts import atomic_path, sha256
 from stages.core.errors import PipelineError, first_line
-
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
 
 NAME = "tensorrt"
 ENGINE_FILE = "engine.plan"
@@ -39,7 +36,10 @@ class TensorRTBackend:
     """TensorRT on the first visible CUDA device."""
 
     name = NAME
+    device = "cuda"
     int8_encoding = "s8s8"  # TensorRT's explicit quantization: symmetric int8 Q/DQ, zero points 0
+    bf16 = "graph"  # strongly typed: a bfloat16 graph sets the layers' types
+    baseline = None  # TensorRT has no untuned default worth measuring: the engine is the TensorRT figure
 
     def availability(self) -> Availability:
         """TensorRT 10 or newer imports, and a CUDA device is visible."""
@@ -62,10 +62,11 @@ class TensorRTBackend:
         cuda = {k: facts.pop(k) for k in ("cuda_runtime", "cuda_driver_api")}
         return {"backend": NAME, "cuda": cuda, "device": facts, "version": trt.__version__}
 
-    def build(self, onnx: Path, cfg: "DictConfig", out: Path) -> dict[str, Any]:
-        """Build ``onnx`` per the plan into ``out/engine.plan``; record the plan and the timing cache used."""
+    def build(self, onnx: Path, spec: BuildSpec, out: Path) -> dict[str, Any]:
+        """Build ``onnx`` per the plan into ``out/engine.plan``; record the plan and the timing cache used.
+        TensorRT times its own tactics while it builds, so ``spec.tune`` adds nothing here."""
         quiet_polygraphy()
-        plan = build_plan(cfg, self.fingerprint(), cfg.paths.timing_cache)
+        plan = build_plan(spec.settings, spec.profiles, self.fingerprint(), spec.cache_dir)
         cache = Path(plan["timing_cache"]) if plan["timing_cache"] else None
         before = sha256(cache) if cache and cache.is_file() else None
         try:
@@ -94,7 +95,11 @@ class TensorRTBackend:
         runner.profiles = manifest["profiles"]
         return runner
 
-    def timed_call(self, runner: Any, feed: dict[str, Any], settings: Mapping[str, Any]) -> Callable[[], object]:
+    def baseline_runner(self, onnx: Path, name: str) -> Any:
+        """TensorRT measures no baseline (``baseline`` is None)."""
+        raise PipelineError(f"benchmark.baselines: TensorRT has no untuned baseline ({name!r})")
+
+    def timed_call(self, runner: Any, feed: dict[str, Any], settings: Mapping[str, Any]) -> TimedCall:
         """trtexec-style timing (``stages.backends.cuda.TimedInference``) in a context of its own."""
         from stages.backends.cuda import TimedInference
 

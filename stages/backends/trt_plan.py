@@ -9,13 +9,10 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import SimpleNamespace
+from typing import Any
 
 from stages.core.errors import PipelineError
-from stages.core.profiles import resolve_profiles
-
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
 
 # config value -> TensorRT enum member name
 HARDWARE_LEVELS = {"none": "NONE", "ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
@@ -72,13 +69,25 @@ def timing_cache_key(fingerprint: Mapping[str, Any]) -> str:
     return f"trt{version}-sm{device['compute_capability'].replace('.', '')}-{digest[:12]}.cache"
 
 
-def build_plan(cfg: "DictConfig", fingerprint: Mapping[str, Any], timing_cache_dir: str | Path) -> dict[str, Any]:
-    """Everything the build will ask TensorRT for, as plain data: profiles, settings, timing cache path."""
-    s = cfg.backend.tensorrt
-    _choice(s, "hardware_compatibility_level", HARDWARE_LEVELS)
-    _choice(s, "tiling_optimization_level", TILING_LEVELS)
+def build_plan(
+    settings: Mapping[str, Any], profiles: list, fingerprint: Mapping[str, Any], timing_cache_dir: str | Path | None
+) -> dict[str, Any]:
+    """Everything the build will ask TensorRT for, as plain data: profiles, settings, timing cache path.
+
+    Args:
+        settings: the ``backend.tensorrt`` settings.
+        profiles: the resolved optimization profiles.
+        fingerprint: the backend's fingerprint (TensorRT version, GPU).
+        timing_cache_dir: the folder kept across builds for timing caches.
+
+    Returns:
+        dict: profiles, settings, strongly_typed, timing_cache (a path or None).
+    """
+    s = SimpleNamespace(**settings)
+    _choice(settings, "hardware_compatibility_level", HARDWARE_LEVELS)
+    _choice(settings, "tiling_optimization_level", TILING_LEVELS)
     if s.tactic_sources is not None:
-        _choice(s, "tactic_sources", TACTIC_SOURCES)
+        _choice(settings, "tactic_sources", TACTIC_SOURCES)
     if s.builder_optimization_level not in range(6):
         raise PipelineError(
             f"backend.tensorrt.builder_optimization_level: {s.builder_optimization_level!r} is not 0..5"
@@ -98,8 +107,8 @@ def build_plan(cfg: "DictConfig", fingerprint: Mapping[str, Any], timing_cache_d
     problem = version_problem(settings, fingerprint["version"])
     if problem:
         raise PipelineError(problem)
-    profiles = resolve_profiles(s.profiles, cfg.model, cfg.benchmark.batch_sizes, "backend.tensorrt.profiles")
-    cache = str(Path(timing_cache_dir) / timing_cache_key(fingerprint)) if s.timing_cache else None
+    use_cache = s.timing_cache and timing_cache_dir is not None
+    cache = str(Path(timing_cache_dir) / timing_cache_key(fingerprint)) if use_cache else None
     return {"profiles": profiles, "settings": settings, "strongly_typed": True, "timing_cache": cache}
 
 

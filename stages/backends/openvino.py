@@ -1,0 +1,247 @@
+"""OpenVINO backend: the CPU engine compiler. Build compiles the precision stage's ONNX for this CPU (after timing
+a few runtime settings) and exports the compiled model (``engine.blob``); a load imports the blob, never the ONNX.
+
+The blob holds kernels chosen for this CPU's instruction set by this OpenVINO version, like a TensorRT plan for its
+GPU: both are in the fingerprint. Precision follows the graph: OpenVINO's CPU plugin runs float32 graphs in bf16 on
+AMX and AVX512_BF16 CPUs by default, so every build pins ``INFERENCE_PRECISION_HINT`` and records what ran.
+"""
+
+import io
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from polygraphy.backend.base import BaseRunner
+from polygraphy.common import TensorMetadata
+
+from stages.backends.base import Availability, BuildSpec, TimedCall, quiet_polygraphy, verified_engine
+from stages.core.device import cpu_fingerprint, cpu_label
+from stages.core.errors import PipelineError, first_line
+from stages.core.tuning import thread_counts, tune
+
+NAME = "openvino"
+ENGINE_FILE = "engine.blob"
+DEVICE = "CPU"
+BF16_ISA = ("avx512_bf16", "amx_bf16")
+FP16_ISA = ("avx512_fp16", "amx_fp16")
+# the precision stage's graph -> the element type OpenVINO computes its float parts in
+EXECUTION = {"fp32": "f32", "int8": "f32", "fp16": "f16", "bf16": "bf16"}
+HINTS = ("LATENCY", "THROUGHPUT")
+
+
+def _ov() -> Any:
+    import openvino
+
+    return openvino
+
+
+def property_text(value: Any) -> str:
+    """An OpenVINO property as plain text: an element type by its short name (``f32``), an enum by its member's
+    name (``LATENCY``), anything else as ``str``."""
+    if hasattr(value, "get_type_name"):
+        return str(value.get_type_name())
+    return str(getattr(value, "name", value))
+
+
+def compiled_settings(compiled: Any) -> dict[str, Any]:
+    """What a compiled model actually runs with: execution precision, hint, threads, streams."""
+    read = compiled.get_property
+    return {
+        "inference_precision": property_text(read("INFERENCE_PRECISION_HINT")),
+        "performance_hint": property_text(read("PERFORMANCE_HINT")),
+        "inference_num_threads": int(read("INFERENCE_NUM_THREADS")),
+        "num_streams": int(read("NUM_STREAMS")),
+    }
+
+
+def properties(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """OpenVINO compile properties from our settings (threads 0 and streams 0 leave OpenVINO's choice)."""
+    props: dict[str, Any] = {"PERFORMANCE_HINT": settings["performance_hint"]}
+    if settings.get("inference_precision"):
+        props["INFERENCE_PRECISION_HINT"] = settings["inference_precision"]
+    if settings.get("inference_num_threads"):
+        props["INFERENCE_NUM_THREADS"] = int(settings["inference_num_threads"])
+    if settings.get("num_streams"):
+        props["NUM_STREAMS"] = int(settings["num_streams"])
+    return props
+
+
+def execution_precision(precision: str, configured: str) -> str:
+    """The element type to pin: ``backend.openvino.inference_precision``, or (``auto``) what the graph says."""
+    if configured != "auto":
+        if configured not in ("f32", "bf16", "f16"):
+            raise PipelineError(f"backend.openvino.inference_precision: {configured!r} is not auto, f32, bf16 or f16")
+        return configured
+    return EXECUTION.get(precision, "f32")
+
+
+def candidates(settings: Mapping[str, Any], cores: int) -> list[dict[str, Any]]:
+    """The configured settings first, then the thread counts and the throughput hint worth timing."""
+    if settings["performance_hint"] not in HINTS:
+        raise PipelineError(
+            f"backend.openvino.performance_hint: {settings['performance_hint']!r} is not one of {HINTS}"
+        )
+    first = {k: settings[k] for k in ("performance_hint", "inference_num_threads", "num_streams")}
+    first["inference_num_threads"] = first["inference_num_threads"] or cores
+    options = [first]
+    options += [
+        {"performance_hint": "LATENCY", "inference_num_threads": t, "num_streams": 1} for t in thread_counts(cores)
+    ]
+    options.append({"performance_hint": "THROUGHPUT", "inference_num_threads": cores, "num_streams": 0})
+    unique: list[dict[str, Any]] = []
+    for option in options:
+        if option not in unique:
+            unique.append(option)
+    return unique
+
+
+class OpenVinoRunner(BaseRunner):
+    """Polygraphy's runner interface over a compiled model that ``load`` returns on activation."""
+
+    def __init__(self, load: Callable[[], Any], name: str) -> None:
+        super().__init__(name=name, prefix="openvino-runner")
+        self._load = load
+
+    def activate_impl(self) -> None:
+        """Compile or import the model, and make one infer request."""
+        self.compiled = self._load()
+        self.request = self.compiled.create_infer_request()
+
+    def get_input_metadata_impl(self) -> TensorMetadata:
+        """Input names, dtypes and shapes (None for a dynamic axis)."""
+        meta = TensorMetadata()
+        for port in self.compiled.inputs:
+            shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+            meta.add(port.get_any_name(), dtype=port.get_element_type().to_dtype(), shape=shape)
+        return meta
+
+    def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> OrderedDict:
+        """One synchronous inference; outputs copied out of the request's buffers."""
+        start = time.perf_counter()
+        results = self.request.infer(feed_dict)
+        self.inference_time = time.perf_counter() - start
+        return OrderedDict((port.get_any_name(), np.array(results[port])) for port in self.compiled.outputs)
+
+    def describe(self) -> dict[str, Any]:
+        """What the compiled model runs with (the benchmark records it for a baseline's untuned defaults)."""
+        return compiled_settings(self.compiled)
+
+    def deactivate_impl(self) -> None:
+        """Release the request and the compiled model."""
+        del self.request, self.compiled
+
+
+class OpenVinoBackend:
+    """OpenVINO's CPU plugin."""
+
+    name = NAME
+    device = "cpu"
+    int8_encoding = "u8s8"  # measured: OpenVINO runs u8s8, u8s7 and s8s8 Q/DQ at the same speed, u8s8 marginally first
+    baseline = "openvino_default"
+
+    @property
+    def bf16(self) -> str:
+        """``runtime`` on CPUs with bf16 instructions, else the reason."""
+        cpu = cpu_fingerprint()
+        if set(BF16_ISA) & set(cpu["isa"]):
+            return "runtime"
+        return f"OpenVINO runs bf16 only on CPUs with {' or '.join(BF16_ISA)} ({cpu['arch']}: this CPU has neither)"
+
+    def availability(self) -> Availability:
+        """OpenVINO imports and its CPU plugin is there."""
+        try:
+            ov = _ov()
+            devices = ov.Core().available_devices
+        except Exception as e:  # ImportError, or the plugin failing to load its libraries
+            return Availability(False, f"openvino does not load ({first_line(e, 120)}): pip install openvino")
+        if DEVICE not in devices:
+            return Availability(False, f"OpenVINO {ov.__version__} has no CPU device (devices: {devices})")
+        return Availability(True, f"OpenVINO {ov.__version__} CPU plugin")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """OpenVINO's full version, its CPU plugin's architecture, and the CPU with its ISA flags."""
+        ov = _ov()
+        core = ov.Core()
+        cpu = cpu_fingerprint()
+        plugin = {"architecture": str(core.get_property(DEVICE, "DEVICE_ARCHITECTURE"))}
+        return {"backend": NAME, "device": {"cpu": cpu, "plugin": plugin}, "version": ov.get_version()}
+
+    def build(self, onnx: Path, spec: BuildSpec, out: Path) -> dict[str, Any]:
+        """Compile ``onnx`` with the fastest tuned settings and the graph's execution precision; export the blob."""
+        ov = _ov()
+        core = ov.Core()
+        try:
+            model = core.read_model(str(onnx))
+        except Exception as e:  # OpenVINO raises its own exception types for graphs its ONNX frontend refuses
+            raise PipelineError(f"OpenVINO cannot read {onnx}: {first_line(e, 200)}") from e
+        settings = dict(spec.settings)
+        wanted = execution_precision(spec.precision, settings.get("inference_precision", "auto"))
+        options = candidates(settings, cpu_fingerprint()["cores"])
+        compiled: dict[str, Any] = {}
+
+        def compile_with(option: Mapping[str, Any]) -> Any:
+            key = repr(sorted(option.items()))
+            if key not in compiled:
+                try:
+                    compiled[key] = core.compile_model(
+                        model, DEVICE, properties(option | {"inference_precision": wanted})
+                    )
+                except Exception as e:  # OpenVINO's own exception types
+                    raise PipelineError(f"OpenVINO cannot compile {onnx}: {first_line(e, 200)}") from e
+            return compiled[key]
+
+        def open_call(option: dict[str, Any], batch: int) -> TimedCall:
+            return bound_request(compile_with(option), spec.feed(batch))
+
+        tuning = tune(options, open_call, spec.batch_sizes, spec.tune_s) if spec.tune else None
+        engine = compile_with(tuning["chosen"] if tuning else options[0])
+        ran = compiled_settings(engine)
+        if ran["inference_precision"] != wanted and not (wanted == "f16" and spec.precision == "fp16"):
+            raise PipelineError(
+                f"precision={spec.precision}: OpenVINO compiled it in {ran['inference_precision']}, not {wanted} "
+                f"({self.bf16 if wanted == 'bf16' else cpu_label(cpu_fingerprint())})"
+            )
+        stream = io.BytesIO()
+        engine.export_model(stream)
+        (out / ENGINE_FILE).write_bytes(stream.getvalue())
+        built: dict[str, Any] = {"engine": ENGINE_FILE, "profiles": spec.profiles, "settings": ran}
+        if ran["inference_precision"] != wanted:
+            built["note"] = f"this CPU has no {'/'.join(FP16_ISA)}: the float16 graph's weights run in f32"
+        return built | {"tuning": tuning}
+
+    def runner(self, engine: Path, name: str = "engine") -> Any:
+        """A runner that imports the verified blob (no compile from ONNX) with the settings it was built with."""
+        quiet_polygraphy()
+        manifest, path = verified_engine(engine, self.fingerprint())
+
+        def load() -> Any:
+            stream = io.BytesIO(path.read_bytes())
+            return _ov().Core().import_model(stream, DEVICE, properties(manifest["settings"]))
+
+        return OpenVinoRunner(load, name)
+
+    def baseline_runner(self, onnx: Path, name: str) -> Any:
+        """OpenVINO's untuned defaults on ``onnx`` (on AMX CPUs that means bf16: the runner describes it)."""
+        quiet_polygraphy()
+        return OpenVinoRunner(lambda: _ov().Core().compile_model(str(onnx), DEVICE), name)
+
+    def timed_call(self, runner: Any, feed: dict[str, np.ndarray], settings: Mapping[str, Any]) -> TimedCall:
+        """A synchronous infer request with the inputs set once (shared memory, no copy per call)."""
+        return bound_request(runner.compiled, feed)
+
+
+def bound_request(compiled: Any, feed: Mapping[str, np.ndarray]) -> TimedCall:
+    """``request.infer`` on a request whose input tensors were set once."""
+    ov = _ov()
+    request = compiled.create_infer_request()
+    arrays = {name: np.ascontiguousarray(a) for name, a in feed.items()}
+    for name, array in arrays.items():
+        request.set_tensor(name, ov.Tensor(array, shared_memory=True))
+
+    def call(keep_alive: tuple = (arrays,)) -> None:  # the shared input buffers must outlive the request
+        request.infer()
+
+    return call

@@ -1,0 +1,70 @@
+"""Tuning at build, like TensorRT's tactic selection: time a few runtime settings on seeded inputs at the
+benchmark's batch sizes, within a time budget, and keep the fastest; the choice and every timing go into the
+engine's manifest, so a report can say why the engine runs the way it does."""
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+Settings = dict[str, Any]
+Opener = Callable[[Settings, int], Callable[[], object]]  # (candidate settings, batch) -> one timed inference
+
+
+def time_call(call: Callable[[], object], seconds: float, min_iterations: int = 3) -> list[float]:
+    """Latencies (ms) of ``call`` after one warm-up call, for ``seconds`` and at least ``min_iterations`` calls."""
+    call()
+    samples: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(samples) < min_iterations:
+        start = time.perf_counter_ns()
+        call()
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+    return samples
+
+
+def score(p50: Mapping[int, float], best: Mapping[int, float]) -> float:
+    """How far a candidate is from the best at each batch size: the geometric mean of its p50 / the best p50
+    (1.0 = fastest everywhere), so every batch size counts alike whatever its absolute latency."""
+    return float(np.exp(np.mean([np.log(p50[b] / best[b]) for b in best])))
+
+
+def tune(candidates: Sequence[Settings], open_call: Opener, batch_sizes: Sequence[int], budget_s: float) -> dict:
+    """Time every candidate at every batch size within ``budget_s`` seconds and choose the fastest.
+
+    Candidates are tried in order; the first is the configured default, so when the budget runs out early the
+    default still has a timing. Opening a candidate (a compile, a session) counts against the budget.
+
+    Args:
+        candidates: settings to try, the configured default first.
+        open_call: makes the timed call of one candidate at one batch size.
+        batch_sizes: the benchmark's batch sizes.
+        budget_s: the whole tuning's time budget.
+
+    Returns:
+        dict: ``chosen`` (the winning settings), ``timings`` (per candidate: settings, p50 ms per batch, score),
+        ``budget_s``, ``spent_s`` and ``skipped`` (candidates the budget left untimed).
+    """
+    started = time.perf_counter()
+    slice_s = budget_s / (2 * max(1, len(candidates) * len(batch_sizes)))  # half the budget times, half opens
+    timings: list[dict[str, Any]] = []
+    skipped: list[Settings] = []
+    for candidate in candidates:
+        if timings and time.perf_counter() - started > budget_s:
+            skipped.append(dict(candidate))
+            continue
+        p50 = {b: float(np.median(time_call(open_call(candidate, b), slice_s))) for b in batch_sizes}
+        timings.append({"settings": dict(candidate), "p50_ms": p50})
+    best = {b: min(t["p50_ms"][b] for t in timings) for b in batch_sizes}
+    for entry in timings:
+        entry["score"] = round(score(entry["p50_ms"], best), 4)
+        entry["p50_ms"] = {f"bs{b}": round(v, 4) for b, v in entry["p50_ms"].items()}
+    chosen = min(timings, key=lambda t: t["score"])["settings"]
+    spent = round(time.perf_counter() - started, 2)
+    return {"chosen": chosen, "timings": timings, "budget_s": budget_s, "spent_s": spent, "skipped": skipped}
+
+
+def thread_counts(cores: int) -> list[int]:
+    """Thread counts worth timing on ``cores`` cores: all of them, and half (memory-bound graphs often win)."""
+    return sorted({cores, max(1, cores // 2)}, reverse=True)

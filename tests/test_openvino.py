@@ -1,0 +1,179 @@
+"""backend=openvino on the real digits model: the compiled blob, the precision pin, bf16, tuning, refusal, restore."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from stages import build, env, export, precision, simplify
+from stages.backends import registry
+from stages.backends.base import MANIFEST
+from stages.backends.openvino import BF16_ISA, OpenVinoBackend, execution_precision, properties
+from stages.core.artifacts import read_json
+from stages.core.bfloat16 import BFLOAT16, FLOAT16, write_bf16
+from stages.core.data import batch_of, load_dataset
+from stages.core.device import cpu_fingerprint
+from stages.core.errors import PipelineError
+from stages.core.onnx_io import ort_outputs
+from stages.core.tuning import tune
+from tests.helpers import FAST_BENCH, compose, copy_repo, run_stage
+
+HAS_BF16 = bool(set(BF16_ISA) & set(cpu_fingerprint()["isa"]))
+OVERRIDES = ("model=digits", "backend=openvino", *FAST_BENCH, "backend.tune_s=2")
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory):
+    """A repo copy with digits exported, simplified and built by OpenVINO at fp32 (tuned for 2 s)."""
+    root = copy_repo(tmp_path_factory.mktemp("openvino"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        cfg = compose(*OVERRIDES, config_dir=root / "conf")
+        for module in (env, export, simplify, precision, build):
+            run_stage(module, cfg)
+        yield root, cfg
+
+
+def feed_of(cfg, batch: int = 8) -> dict[str, np.ndarray]:
+    """Real eval samples of the model."""
+    return batch_of(cfg.model, load_dataset(cfg.model, "test"), batch)
+
+
+def test_build_writes_a_blob_that_loads_without_the_onnx_and_matches_onnxruntime(digits, tmp_path):
+    root, cfg = digits
+    engine = tmp_path / "engine"
+    shutil.copytree(root / cfg.paths.engine, engine)
+    manifest = read_json(engine / MANIFEST)
+    assert manifest["backend"] == "openvino" and manifest["engine"] == "engine.blob"
+    feed = feed_of(cfg)
+    expected = ort_outputs(root / cfg.paths.simplified, [feed])["logits"]
+    moved = tmp_path / "gone.onnx"
+    shutil.move(root / cfg.paths.precise, moved)  # a load imports the blob: no ONNX, no compile
+    try:
+        with registry.get("openvino").runner(engine) as runner:
+            np.testing.assert_allclose(runner.infer(feed)["logits"], expected, rtol=1e-4, atol=1e-5)
+            assert runner.describe() == manifest["settings"]
+    finally:
+        shutil.move(moved, root / cfg.paths.precise)
+
+
+def test_fp32_is_pinned_to_f32_and_recorded(digits):
+    root, cfg = digits
+    manifest = read_json(root / cfg.paths.engine / MANIFEST)
+    assert manifest["settings"]["inference_precision"] == "f32"
+    assert properties(manifest["settings"])["INFERENCE_PRECISION_HINT"] == "f32"  # the import pins it too
+    assert [execution_precision(p, "auto") for p in ("fp32", "int8", "bf16")] == ["f32", "f32", "bf16"]
+    with pytest.raises(PipelineError, match=r"backend\.openvino\.inference_precision: 'f8'"):
+        execution_precision("fp32", "f8")
+
+
+def test_tuning_records_every_candidate_and_builds_with_the_fastest(digits):
+    root, cfg = digits
+    manifest = read_json(root / cfg.paths.engine / MANIFEST)
+    tuning = manifest["tuning"]
+    assert len(tuning["timings"]) + len(tuning["skipped"]) == 3 and tuning["budget_s"] == 2
+    assert all(set(t["p50_ms"]) == {"bs1", "bs32"} and t["score"] >= 1.0 for t in tuning["timings"])
+    assert tuning["chosen"] == min(tuning["timings"], key=lambda t: t["score"])["settings"]
+    built = manifest["settings"]
+    assert built["performance_hint"] == tuning["chosen"]["performance_hint"]
+    assert built["inference_num_threads"] == tuning["chosen"]["inference_num_threads"]
+
+
+def test_tune_keeps_the_fastest_candidate_and_the_default_when_the_budget_is_spent():
+    def open_call(settings, batch):
+        return lambda: time.sleep(settings["sleep"] * batch)
+
+    slow, fast = {"sleep": 0.002}, {"sleep": 0.0}
+    result = tune([slow, fast], open_call, [1, 2], budget_s=0.2)
+    assert result["chosen"] == fast and [t["settings"] for t in result["timings"]] == [slow, fast]
+    spent = tune([slow, fast], open_call, [1], budget_s=1e-9)
+    assert spent["chosen"] == slow and spent["skipped"] == [fast]
+
+
+def test_tune_false_builds_the_configured_settings_untimed(digits, tmp_path):
+    root, cfg = digits
+    off = compose(
+        *OVERRIDES, "backend.tune=false", "backend.openvino.inference_num_threads=1", config_dir=root / "conf"
+    )
+    record = {"fingerprint": OpenVinoBackend().fingerprint(), "target": None}
+    manifest = build.build_engine(OpenVinoBackend(), root / cfg.paths.precise, off, record, tmp_path / "engine")
+    assert manifest["tuning"] is None and manifest["settings"]["inference_num_threads"] == 1
+
+
+def test_a_blob_built_on_an_amx_cpu_is_refused_in_one_line(digits, tmp_path):
+    root, cfg = digits
+    engine = tmp_path / "engine"
+    shutil.copytree(root / cfg.paths.engine, engine)
+    manifest = read_json(engine / MANIFEST)
+    manifest["fingerprint"]["device"]["cpu"]["isa"] = ["amx_bf16", "amx_int8", "amx_tile", "avx2", "avx512_vnni"]
+    (engine / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(PipelineError, match=r"built for device\.cpu\.isa=\['amx_bf16'.*this machine has") as e:
+        registry.get("openvino").runner(engine)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.skipif(HAS_BF16, reason="this CPU has bf16 instructions: the refusal cannot happen here")
+def test_bf16_without_bf16_instructions_stops_in_one_line(digits, tmp_path):
+    root, cfg = digits
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        bf16 = compose(*OVERRIDES, "precision=bf16", config_dir=root / "conf")
+        with pytest.raises(PipelineError, match="precision=bf16: OpenVINO runs bf16 only on CPUs with avx512_bf16"):
+            precision.main(bf16)
+        record = {"fingerprint": OpenVinoBackend().fingerprint(), "target": None}
+        with pytest.raises(PipelineError, match="OpenVINO compiled it in f32, not bf16"):  # pinned, never silent
+            build.build_engine(OpenVinoBackend(), root / cfg.paths.precise, bf16, record, tmp_path / "engine")
+
+
+@pytest.mark.skipif(not HAS_BF16, reason=f"bf16 execution needs one of {', '.join(BF16_ISA)}; this CPU has neither")
+def test_bf16_runs_in_bf16_where_the_cpu_has_it(digits, tmp_path):
+    root, cfg = digits
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        bf16 = compose(*OVERRIDES, "precision=bf16", config_dir=root / "conf")
+        run_stage(precision, bf16)
+        record = {"fingerprint": OpenVinoBackend().fingerprint(), "target": None}
+        engine = tmp_path / "engine"
+        manifest = build.build_engine(OpenVinoBackend(), root / bf16.paths.precise, bf16, record, engine)
+    assert manifest["settings"]["inference_precision"] == "bf16"
+    feed = feed_of(cfg)
+    with registry.get("openvino").runner(engine) as runner:
+        got = runner.infer(feed)["logits"]
+    np.testing.assert_allclose(got, ort_outputs(root / cfg.paths.simplified, [feed])["logits"], atol=0.1, rtol=0.05)
+
+
+def test_bf16_graph_for_tensorrt_has_bfloat16_weights_float32_io_and_computes_like_fp32(digits, tmp_path):
+    """The TensorRT form: checked structurally and run by ONNX's reference evaluator (no runtime here has
+    bfloat16 kernels for every op)."""
+    from onnx.reference import ReferenceEvaluator
+
+    root, cfg = digits
+    out = tmp_path / "model.bf16.onnx"
+    write_bf16(root / cfg.paths.simplified, list(compose("precision=bf16").precision.bf16.keep_float32), out)
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version >= 22
+    types = {init.data_type for init in model.graph.initializer}
+    assert BFLOAT16 in types and FLOAT16 not in types
+    assert all(i.type.tensor_type.elem_type == 1 for i in [*model.graph.input, *model.graph.output])
+    feed = feed_of(cfg)
+    got = ReferenceEvaluator(model).run(None, feed)[0]
+    want = ort_outputs(root / cfg.paths.simplified, [feed])["logits"]
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.99
+
+
+def test_benchmark_baselines_include_openvino_defaults_with_what_they_ran(digits):
+    root, cfg = digits
+    backend = registry.baseline("openvino_default")
+    with backend.baseline_runner(Path(root / cfg.paths.onnx), "openvino_default") as runner:
+        described = runner.describe()
+        call = backend.timed_call(runner, feed_of(cfg), cfg.benchmark)
+        call()
+    assert set(described) == {"inference_precision", "performance_hint", "inference_num_threads", "num_streams"}
+    with pytest.raises(PipelineError, match="unknown 'tvm'; choose from pytorch_eager, openvino_default"):
+        registry.baseline("tvm")
