@@ -21,7 +21,7 @@ def records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
     """Path -> content of each file the env stage writes (``paths.env``, ``paths.backend_choice``), and the line
     saying which backend was chosen; shared with ``engineforge.why``, which predicts the stage's output."""
     requested, target, paths = cfg["backend"]["name"], cfg["target"], cfg["paths"]
-    backend, reason = registry.resolve(requested)
+    backend, reason = registry.resolve(requested, cfg["precision"]["name"])
     if target is not None and (not isinstance(target, str) or not target.strip()):
         raise PipelineError(f"target: {target!r} is not a label; use a non-empty string (e.g. target=edge-a)")
     env = {

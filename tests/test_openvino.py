@@ -12,7 +12,7 @@ import pytest
 from stages import build, env, export, precision, simplify
 from stages.backends import registry
 from stages.backends.base import MANIFEST
-from stages.backends.openvino import BF16_ISA, OpenVinoBackend, execution_precision, properties
+from stages.backends.openvino import BF16_ISA, VNNI_ISA, OpenVinoBackend, execution_precision, properties
 from stages.core.artifacts import read_json
 from stages.core.bfloat16 import BFLOAT16, FLOAT16, write_bf16
 from stages.core.data import batch_of, load_dataset
@@ -23,6 +23,7 @@ from stages.core.tuning import tune
 from tests.helpers import FAST_BENCH, compose, copy_repo, run_stage
 
 HAS_BF16 = bool(set(BF16_ISA) & set(cpu_fingerprint()["isa"]))
+HAS_VNNI = bool(set(VNNI_ISA) & set(cpu_fingerprint()["isa"])) or cpu_fingerprint()["arch"] not in ("x86_64", "AMD64")
 OVERRIDES = ("model=digits", "backend=openvino", *FAST_BENCH, "backend.tune_s=2")
 
 
@@ -177,3 +178,14 @@ def test_benchmark_baselines_include_openvino_defaults_with_what_they_ran(digits
     assert set(described) == {"inference_precision", "performance_hint", "inference_num_threads", "num_streams"}
     with pytest.raises(PipelineError, match="unknown 'tvm'; choose from pytorch_eager, openvino_default"):
         registry.baseline("tvm")
+
+
+@pytest.mark.skipif(HAS_VNNI, reason="this CPU has VNNI: OpenVINO's int8 runs here")
+def test_int8_without_vnni_skips_openvino_in_auto_and_refuses_it_by_name():
+    backend, reason = registry.resolve("auto", "int8")
+    assert (
+        backend.name == "onnxruntime" and "openvino unavailable: OpenVINO's int8 kernels on x86 without VNNI" in reason
+    )
+    with pytest.raises(PipelineError, match=r"^backend\.name=openvino: OpenVINO's int8 kernels on x86 without VNNI"):
+        registry.resolve("openvino", "int8")
+    assert registry.resolve("auto", "fp32")[0].name == "openvino"

@@ -89,6 +89,16 @@ class Backend(Protocol):
             Availability: ``ok`` and a one-line reason.
         """
 
+    def supports(self, precision: str) -> Availability:
+        """Whether this backend runs ``precision`` accurately on this machine (``auto`` skips it when not).
+
+        Args:
+            precision: the precision stage's name (fp32, fp16, bf16, int8).
+
+        Returns:
+            Availability: ``ok``, or the measured reason it does not.
+        """
+
     def fingerprint(self) -> dict[str, Any]:
         """Everything an engine depends on besides its inputs.
 

@@ -168,6 +168,10 @@ class OnnxRuntimeBackend:
             return Availability(False, f"onnxruntime does not import ({e}): pip install onnxruntime")
         return Availability(True, f"onnxruntime {ort.__version__} with {', '.join(ort.get_available_providers())}")
 
+    def supports(self, precision: str) -> Availability:
+        """Every precision but bf16 (no bfloat16 CPU kernels for most ops)."""
+        return Availability(False, self.bf16) if precision == "bf16" else Availability(True)
+
     def fingerprint(self) -> dict[str, Any]:
         """ONNX Runtime's version and providers, and the CPU."""
         ort = _ort()

@@ -27,6 +27,7 @@ ENGINE_FILE = "engine.blob"
 DEVICE = "CPU"
 BF16_ISA = ("avx512_bf16", "amx_bf16")
 FP16_ISA = ("avx512_fp16", "amx_fp16")
+VNNI_ISA = ("avx512_vnni", "avx_vnni", "amx_int8")
 # the precision stage's graph -> the element type OpenVINO computes its float parts in
 EXECUTION = {"fp32": "f32", "int8": "f32", "fp16": "f16", "bf16": "bf16"}
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -160,6 +161,20 @@ class OpenVinoBackend:
         if DEVICE not in devices:
             return Availability(False, f"OpenVINO {ov.__version__} has no CPU device (devices: {devices})")
         return Availability(True, f"OpenVINO {ov.__version__} CPU plugin")
+
+    def supports(self, precision: str) -> Availability:
+        """bf16 where the CPU has bf16 instructions; int8 where x86 has VNNI (without it OpenVINO's int8 kernels
+        lose accuracy whatever the Q/DQ encoding: docs/openvino.md); fp32 and fp16 everywhere."""
+        cpu = cpu_fingerprint()
+        if precision == "bf16" and self.bf16 != "runtime":
+            return Availability(False, self.bf16)
+        if precision == "int8" and cpu["arch"] in ("x86_64", "AMD64") and not set(VNNI_ISA) & set(cpu["isa"]):
+            return Availability(
+                False,
+                "OpenVINO's int8 kernels on x86 without VNNI lose accuracy with every Q/DQ encoding (trained resnet18: "
+                "logits off by up to 7.4, measured; docs/openvino.md): use backend=onnxruntime (u8s7)",
+            )
+        return Availability(True)
 
     def fingerprint(self) -> dict[str, Any]:
         """OpenVINO's full version, its CPU plugin's architecture, and the CPU with its ISA flags."""

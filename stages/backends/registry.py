@@ -2,7 +2,7 @@
 
 import importlib
 
-from stages.backends.base import Backend
+from stages.backends.base import Availability, Backend
 from stages.core.errors import PipelineError
 
 # name -> "module:Class"; auto tries them in this order (the fastest backend a machine can run first).
@@ -22,22 +22,28 @@ def get(name: str) -> Backend:
     return getattr(importlib.import_module(module), cls)()
 
 
-def resolve(requested: str) -> tuple[Backend, str]:
-    """The backend to use for ``backend.name=requested`` and one line saying why."""
+def usable(backend: Backend, precision: str) -> Availability:
+    """Whether ``backend`` runs here and runs ``precision`` accurately here."""
+    available = backend.availability()
+    return backend.supports(precision) if available.ok else available
+
+
+def resolve(requested: str, precision: str = "fp32") -> tuple[Backend, str]:
+    """The backend to use for ``backend.name=requested`` at ``precision``, and one line saying why."""
     if requested != AUTO:
         backend = get(requested)
-        available = backend.availability()
+        available = usable(backend, precision)
         if not available.ok:
             raise PipelineError(f"backend.name={requested}: {available.reason}")
         return backend, f"requested by backend.name={requested}"
     skipped = []
     for name in BACKENDS:
         backend = get(name)
-        available = backend.availability()
+        available = usable(backend, precision)
         if available.ok:
             return backend, "; ".join([*skipped, f"auto chose {name}: {available.reason}"])
         skipped.append(f"{name} unavailable: {available.reason}")
-    raise PipelineError(f"backend.name=auto: no backend can run here ({'; '.join(skipped)})")
+    raise PipelineError(f"backend.name=auto: no backend can run precision={precision} here ({'; '.join(skipped)})")
 
 
 def baseline(name: str) -> Backend:

@@ -54,6 +54,10 @@ class TensorRTBackend:
         facts = device_facts()
         return Availability(True, f"TensorRT {trt.__version__} on {facts['gpu']} (sm {facts['compute_capability']})")
 
+    def supports(self, precision: str) -> Availability:
+        """Every precision: the strongly typed graph sets each layer's type."""
+        return Availability(True)
+
     def fingerprint(self) -> dict[str, Any]:
         """TensorRT's version, the CUDA runtime and driver versions, the GPU and its compute capability."""
         import tensorrt as trt
