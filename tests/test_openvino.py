@@ -189,3 +189,22 @@ def test_int8_without_vnni_skips_openvino_in_auto_and_refuses_it_by_name():
     with pytest.raises(PipelineError, match=r"^backend\.name=openvino: OpenVINO's int8 kernels on x86 without VNNI"):
         registry.resolve("openvino", "int8")
     assert registry.resolve("auto", "fp32")[0].name == "openvino"
+
+
+def test_fp16_engine_is_fed_and_read_by_the_onnx_graphs_names(digits, tmp_path):
+    """The float16 cast renames nothing the user sees, though OpenVINO may call the input port by its Cast's name."""
+    root, cfg = digits
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        fp16 = compose(*OVERRIDES, "precision=fp16", config_dir=root / "conf")
+        run_stage(precision, fp16)
+        record = {"fingerprint": OpenVinoBackend().fingerprint(), "target": None}
+        engine = tmp_path / "engine"
+        build.build_engine(OpenVinoBackend(), root / fp16.paths.precise, fp16, record, engine)
+    feed = feed_of(cfg)
+    with registry.get("openvino").runner(engine) as runner:
+        assert list(runner.get_input_metadata()) == ["image"]
+        got = runner.infer(feed)
+        registry.get("openvino").timed_call(runner, feed, cfg.benchmark)()
+    want = ort_outputs(root / cfg.paths.simplified, [feed])["logits"]
+    np.testing.assert_allclose(got["logits"], want, atol=1e-2, rtol=1e-2)

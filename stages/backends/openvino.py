@@ -9,7 +9,7 @@ AMX and AVX512_BF16 CPUs by default, so every build pins ``INFERENCE_PRECISION_H
 import io
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from polygraphy.common import TensorMetadata
 from stages.backends.base import Availability, BuildSpec, TimedCall, quiet_polygraphy, verified_engine
 from stages.core.device import cpu_fingerprint, cpu_label
 from stages.core.errors import PipelineError, first_line
+from stages.core.specs import onnx_interface
 from stages.core.tuning import thread_counts, tune
 
 NAME = "openvino"
@@ -99,12 +100,25 @@ def candidates(settings: Mapping[str, Any], cores: int) -> list[dict[str, Any]]:
     return unique
 
 
-class OpenVinoRunner(BaseRunner):
-    """Polygraphy's runner interface over a compiled model that ``load`` returns on activation."""
+def graph_names(onnx: Path) -> list[str]:
+    """The ONNX graph's input and output names: what a port is called in every report (OpenVINO's own name for a
+    port can be another tensor of it, e.g. the float16 cast's ``graph_input_cast_0``)."""
+    inputs, outputs = onnx_interface(str(onnx))
+    return [spec.name for spec in inputs] + list(outputs)
 
-    def __init__(self, load: Callable[[], Any], name: str) -> None:
+
+def port_name(port: Any, names: Sequence[str]) -> str:
+    """``port``'s name in the ONNX graph (one of ``names``), else OpenVINO's."""
+    return next((n for n in names if n in port.get_names()), port.get_any_name())
+
+
+class OpenVinoRunner(BaseRunner):
+    """Polygraphy's runner interface over a compiled model that ``load`` returns on activation; ports are named as
+    in the ONNX graph (``names``)."""
+
+    def __init__(self, load: Callable[[], Any], name: str, names: Sequence[str]) -> None:
         super().__init__(name=name, prefix="openvino-runner")
-        self._load = load
+        self._load, self.names = load, list(names)
 
     def activate_impl(self) -> None:
         """Compile or import the model, and make one infer request."""
@@ -116,15 +130,16 @@ class OpenVinoRunner(BaseRunner):
         meta = TensorMetadata()
         for port in self.compiled.inputs:
             shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
-            meta.add(port.get_any_name(), dtype=port.get_element_type().to_dtype(), shape=shape)
+            meta.add(port_name(port, self.names), dtype=port.get_element_type().to_dtype(), shape=shape)
         return meta
 
     def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> OrderedDict:
         """One synchronous inference; outputs copied out of the request's buffers."""
         start = time.perf_counter()
-        results = self.request.infer(feed_dict)
+        inputs = {port_name(port, self.names): port for port in self.compiled.inputs}
+        results = self.request.infer({inputs[name]: array for name, array in feed_dict.items()})
         self.inference_time = time.perf_counter() - start
-        return OrderedDict((port.get_any_name(), np.array(results[port])) for port in self.compiled.outputs)
+        return OrderedDict((port_name(port, self.names), np.array(results[port])) for port in self.compiled.outputs)
 
     def describe(self) -> dict[str, Any]:
         """What the compiled model runs with (the benchmark records it for a baseline's untuned defaults)."""
@@ -209,7 +224,7 @@ class OpenVinoBackend:
             return compiled[key]
 
         def open_call(option: dict[str, Any], batch: int) -> TimedCall:
-            return bound_request(compile_with(option), spec.feed(batch))
+            return bound_request(compile_with(option), spec.feed(batch), list(spec.dtypes))
 
         tuning = tune(options, open_call, spec.batch_sizes, spec.tune_s) if spec.tune else None
         engine = compile_with(tuning["chosen"] if tuning else options[0])
@@ -223,6 +238,7 @@ class OpenVinoBackend:
         engine.export_model(stream)
         (out / ENGINE_FILE).write_bytes(stream.getvalue())
         built: dict[str, Any] = {"engine": ENGINE_FILE, "profiles": spec.profiles, "settings": ran}
+        built["io_names"] = graph_names(onnx)
         if ran["inference_precision"] != wanted:
             built["note"] = f"this CPU has no {'/'.join(FP16_ISA)}: the float16 graph's weights run in f32"
         return built | {"tuning": tuning}
@@ -236,25 +252,26 @@ class OpenVinoBackend:
             stream = io.BytesIO(path.read_bytes())
             return _ov().Core().import_model(stream, DEVICE, properties(manifest["settings"]))
 
-        return OpenVinoRunner(load, name)
+        return OpenVinoRunner(load, name, manifest["io_names"])
 
     def baseline_runner(self, onnx: Path, name: str) -> Any:
         """OpenVINO's untuned defaults on ``onnx`` (on AMX CPUs that means bf16: the runner describes it)."""
         quiet_polygraphy()
-        return OpenVinoRunner(lambda: _ov().Core().compile_model(str(onnx), DEVICE), name)
+        return OpenVinoRunner(lambda: _ov().Core().compile_model(str(onnx), DEVICE), name, graph_names(onnx))
 
     def timed_call(self, runner: Any, feed: dict[str, np.ndarray], settings: Mapping[str, Any]) -> TimedCall:
         """A synchronous infer request with the inputs set once (shared memory, no copy per call)."""
-        return bound_request(runner.compiled, feed)
+        return bound_request(runner.compiled, feed, runner.names)
 
 
-def bound_request(compiled: Any, feed: Mapping[str, np.ndarray]) -> TimedCall:
-    """``request.infer`` on a request whose input tensors were set once."""
+def bound_request(compiled: Any, feed: Mapping[str, np.ndarray], names: Sequence[str]) -> TimedCall:
+    """``request.infer`` on a request whose input tensors were set once (``names``: the ONNX graph's)."""
     ov = _ov()
     request = compiled.create_infer_request()
     arrays = {name: np.ascontiguousarray(a) for name, a in feed.items()}
+    ports = {port_name(port, names): port for port in compiled.inputs}
     for name, array in arrays.items():
-        request.set_tensor(name, ov.Tensor(array, shared_memory=True))
+        request.set_tensor(ports[name], ov.Tensor(array, shared_memory=True))
 
     def call(keep_alive: tuple = (arrays,)) -> None:  # the shared input buffers must outlive the request
         request.infer()

@@ -12,12 +12,17 @@ Settings = dict[str, Any]
 Opener = Callable[[Settings, int], Callable[[], object]]  # (candidate settings, batch) -> one timed inference
 
 
-def time_call(call: Callable[[], object], seconds: float, min_iterations: int = 3) -> list[float]:
-    """Latencies (ms) of ``call`` after one warm-up call, for ``seconds`` and at least ``min_iterations`` calls."""
+SAMPLES = 50  # timed calls per candidate and batch size, when its time slice allows: enough for a steady median
+
+
+def time_call(call: Callable[[], object], seconds: float, low: int = 3, high: int = SAMPLES) -> list[float]:
+    """Latencies (ms) of ``call`` after two warm-up calls: ``high`` calls, or fewer (at least ``low``) when they
+    would take more than ``seconds``. A small model is timed in milliseconds, a large one within its slice."""
+    call()
     call()
     samples: list[float] = []
     end = time.perf_counter() + seconds
-    while time.perf_counter() < end or len(samples) < min_iterations:
+    while len(samples) < low or (len(samples) < high and time.perf_counter() < end):
         start = time.perf_counter_ns()
         call()
         samples.append((time.perf_counter_ns() - start) / 1e6)
