@@ -140,7 +140,8 @@ def test_auto_says_why_tensorrt_was_not_chosen():
     record = files["build/env.json"]
     assert record["backend"] == AUTO.name and record["requested"] == "auto"
     assert record["reason"].startswith("tensorrt unavailable: tensorrt does not import")
-    assert f"auto chose {AUTO.name}" in record["reason"] and chosen.startswith(f"backend {AUTO.name}")
+    assert f"auto chose {AUTO.name}: {AUTO.availability().reason}" in record["reason"]
+    assert chosen.startswith(f"backend {AUTO.name}")
 
 
 @pytest.mark.skipif(registry.get("tensorrt").availability().ok, reason="this machine can run TensorRT")

@@ -25,7 +25,10 @@ def get(name: str) -> Backend:
 def usable(backend: Backend, precision: str) -> Availability:
     """Whether ``backend`` runs here and runs ``precision`` accurately here."""
     available = backend.availability()
-    return backend.supports(precision) if available.ok else available
+    if not available.ok:
+        return available
+    supported = backend.supports(precision)
+    return available if supported.ok else supported
 
 
 def resolve(requested: str, precision: str = "fp32") -> tuple[Backend, str]:
