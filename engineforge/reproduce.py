@@ -36,8 +36,10 @@ RECORD = "reports/reproduce.json"
 # How far a measured figure may move between kinds of CPU, by field name; every other field must be equal.
 # Measured on digits' export check (max |PyTorch-ORT| over 66 samples): 6.68e-06 on an AMD EPYC (AVX2), 5.25e-06 on
 # a Xeon (AVX-512, AMX), 4.77e-06 on the EPYC with PyTorch forced to other kernels; max_rel 5.4e-05 to 1.4e-04 over
-# the same runs. The tolerances are about 5x the widest spread seen and 1/10 of the check's own atol and rtol.
-TOLERANCE = {"max_abs": 1e-5, "mean_abs": 1e-5, "max_rel": 5e-4}
+# the same runs. The OpenVINO engine's max_rel against the ONNX Runtime reference in accuracy.json: 2.5e-04 native,
+# 8.3e-04 with oneDNN (which OpenVINO's CPU plugin uses too) forced to SSE4.1: the relative error of logits near 0.
+# Tolerances: max_abs/mean_abs ~5x the widest spread seen, max_rel ~3x.
+TOLERANCE = {"max_abs": 1e-5, "mean_abs": 1e-5, "max_rel": 2.5e-3}
 
 
 def outs(lock: dict[str, Any], stage: str) -> dict[str, str]:

@@ -17,7 +17,16 @@ from stages.core.run import compose as run_compose
 
 ROOT = Path(__file__).resolve().parents[1]
 # `dvc exp run` overrides that keep an end-to-end run's benchmark short.
-QUICK = ["-S", "benchmark.duration_s=0.3", "-S", "benchmark.warmup_ms=20", "-S", "benchmark.rounds=1"]
+QUICK = [
+    "-S",
+    "benchmark.duration_s=0.3",
+    "-S",
+    "benchmark.warmup_ms=20",
+    "-S",
+    "benchmark.rounds=1",
+    "-S",
+    "backend.tune_s=2",
+]
 # PyTorch forced onto other kernels than this CPU's best (ATen's baseline, oneDNN and MKL at SSE4): float results
 # move in their last bits as on another kind of CPU, which no test machine can be switched to.
 OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}

@@ -48,11 +48,17 @@ def test_switching_back_restores_and_each_change_reruns_only_what_it_reaches(dvc
 
 
 def test_why_tells_skip_restore_run_and_pending_before_dvc_repro(dvc_repo: Path):
-    exp_run(dvc_repo, "precision=int8")
-    exp_run(dvc_repo)
+    """On one backend throughout (under auto, int8 may move to another backend here: why would say so)."""
+    exp_run(dvc_repo, "backend=onnxruntime", "precision=int8")
+    exp_run(dvc_repo, "backend=onnxruntime")
     quick = QUICK[1::2]  # the -S values
     cfg = compose(
-        "precision=int8", "target=edge-b", "benchmark.min_iterations=12", *quick, config_dir=dvc_repo / "conf"
+        "backend=onnxruntime",
+        "precision=int8",
+        "target=edge-b",
+        "benchmark.min_iterations=12",
+        *quick,
+        config_dir=dvc_repo / "conf",
     )
     OmegaConf.save(cfg, dvc_repo / "params.yaml")  # what `dvc exp run -S ...` would compose
     lines = run([sys.executable, "-m", "engineforge.why"], dvc_repo).stdout.splitlines()

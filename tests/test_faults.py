@@ -193,7 +193,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def engine_file(root: Path) -> Path:
-    return root / "build/digits/engine/engine.onnx"
+    """The engine file the manifest names (engine.blob for OpenVINO, engine.onnx for ONNX Runtime)."""
+    folder = root / "build/digits/engine"
+    return folder / read_json(folder / "manifest.json")["engine"]
 
 
 @pytest.mark.slow
@@ -203,7 +205,7 @@ def test_corrupted_engine_is_refused_then_repro_and_checkout_restore_it(built: P
         with open(engine_file(built), "ab") as f:
             f.write(b"tampered")
         line = one_line_error(stage("compare", built))
-        assert "sha256" in line and "engine.onnx" in line, line
+        assert "sha256" in line and engine_file(built).name in line, line
         run(restore, built)
         assert sha256(engine_file(built)) == manifest["engine_sha256"]
 
