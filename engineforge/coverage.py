@@ -82,7 +82,7 @@ def run_model(
 
     try:
         cfg = at(precisions[0])
-        for module in (env, export, simplify):
+        for module in (export, simplify):
             call_stage(module, cfg)
     except PipelineError as e:
         return [{"model": name, "precision": p, "result": f"stopped: {e}"} for p in precisions]
@@ -91,8 +91,9 @@ def run_model(
         cfg = at(chosen)
         row = {"model": name, "precision": chosen}
         try:
-            for module in (precision, build):
+            for module in (env, precision, build):  # env per precision: auto may choose another backend
                 call_stage(module, cfg)
+            row["backend"] = read_json(cfg.paths.env)["backend"]
             try:
                 call_stage(compare, cfg)
             except PipelineError as e:  # a failed gate still wrote accuracy.json
@@ -112,7 +113,7 @@ def run_model(
                 "metric": accuracy["task"]["metric"],
                 "delta_pt": 100 * accuracy["task"]["delta"],
                 "engine_ms": p50["engine"],
-                "speedup": p50["onnxruntime_fp32"] / p50["engine"],
+                "speedup": {b: p50[b] / p50["engine"] for b in p50 if b != "engine"},
                 "p50_ms": every,
             }
         )
@@ -124,20 +125,29 @@ def short(result: str) -> str:
     return re.sub(r"^gate failed: accuracy gate failed: (.*?) \(.*$", r"gate failed: \1", result)
 
 
+BASELINES = ("onnxruntime_fp32", "openvino_default", "pytorch_eager")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    """The Markdown table of ``rows``."""
+    """The Markdown table of ``rows``: the engine's p50 at batch 1 and its speed-up over each baseline."""
     lines = [
-        "| model | precision | gate | task metric drop (pt) | engine p50 bs1 (ms) | vs onnxruntime_fp32 |",
-        "|---|---|---|---|---|---|",
+        "| model | precision | backend | gate | task metric drop (pt) | engine p50 bs1 (ms) | "
+        + " | ".join(f"vs {b}" for b in BASELINES)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(BASELINES),
     ]
     for r in rows:
         r = r | {"result": short(r["result"])}
         if "metric" not in r:
-            lines.append(f"| {r['model']} | {r['precision']} | {r['result']} | | | |")
+            lines.append(
+                f"| {r['model']} | {r['precision']} | {r.get('backend', '')} | {r['result']} | | |"
+                + " |" * len(BASELINES)
+            )
             continue
+        ratios = " | ".join(f"{r['speedup'][b]:.2f}×" if b in r["speedup"] else "" for b in BASELINES)
         lines.append(
-            f"| {r['model']} | {r['precision']} | {r['result']} | {r['delta_pt']:.2f} ({r['metric']}) | "
-            f"{r['engine_ms']:.3f} | {r['speedup']:.2f}× |"
+            f"| {r['model']} | {r['precision']} | {r['backend']} | {r['result']} | {r['delta_pt']:.2f} ({r['metric']}) | "
+            f"{r['engine_ms']:.3f} | {ratios} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -149,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus = zoo.models() | {p.stem: (p.stem, {}) for p in Path("conf/model").glob("*.yaml") if p.stem in BUILT_IN}
     parser = argparse.ArgumentParser(prog="python -m engineforge.coverage", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"models (default: the corpus; any of {', '.join(corpus)})")
-    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=(*PRECISIONS, "bf16"))
     parser.add_argument("--no-write", action="store_true", help=f"print the table, do not write {TABLE}")
     parser.add_argument("-S", "--set", action="append", default=[], help="a config override for every run")
     parser.add_argument("--json", action="store_true", help="also print every row as JSON (p50 per batch size)")

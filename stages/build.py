@@ -79,6 +79,9 @@ def main(cfg: DictConfig) -> str:
     diff = first_difference(env["fingerprint"], backend.fingerprint())
     if diff:
         raise PipelineError(f"{cfg.paths.env} is stale ({diff[0]} changed): run `dvc repro`, which reruns env")
+    supported = backend.supports(cfg.precision.name)
+    if not supported.ok:  # env chose the backend for another precision (a stage run by hand)
+        raise PipelineError(f"precision={cfg.precision.name} on {backend.name}: {supported.reason}")
     manifest = build_engine(backend, Path(cfg.paths.precise), cfg, env, Path(cfg.paths.engine))
     size = (Path(cfg.paths.engine) / manifest["engine"]).stat().st_size
     return f"{backend.name} {cfg.precision.name} engine ({size / 1024:.0f} KiB) -> {cfg.paths.engine}/"
