@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from omegaconf import DictConfig, OmegaConf
 
 from stages import build, env, export, precision, simplify
 from stages.backends import registry
@@ -37,6 +38,20 @@ def digits(tmp_path_factory: pytest.TempPathFactory):
         for module in (env, export, simplify, precision, build):
             run_stage(module, cfg)
         yield root, cfg
+
+
+def env_record() -> dict:
+    """What build_engine takes from env.json: this machine's OpenVINO fingerprint."""
+    return {"fingerprint": OpenVinoBackend().fingerprint(), "target": None}
+
+
+def built_at(root: Path, engine: Path, *overrides: str) -> tuple[DictConfig, dict]:
+    """Run the precision stage and build digits with ``overrides`` into ``engine``; the config and the manifest."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        cfg = compose(*OVERRIDES, *overrides, config_dir=root / "conf")
+        run_stage(precision, cfg)
+        return cfg, build.build_engine(OpenVinoBackend(), root / cfg.paths.precise, cfg, env_record(), engine)
 
 
 def feed_of(cfg, batch: int = 8) -> dict[str, np.ndarray]:
@@ -96,12 +111,8 @@ def test_tune_keeps_the_fastest_candidate_and_the_default_when_the_budget_is_spe
 
 
 def test_tune_false_builds_the_configured_settings_untimed(digits, tmp_path):
-    root, cfg = digits
-    off = compose(
-        *OVERRIDES, "backend.tune=false", "backend.openvino.inference_num_threads=1", config_dir=root / "conf"
-    )
-    record = {"fingerprint": OpenVinoBackend().fingerprint(), "target": None}
-    manifest = build.build_engine(OpenVinoBackend(), root / cfg.paths.precise, off, record, tmp_path / "engine")
+    root, _ = digits
+    _, manifest = built_at(root, tmp_path / "engine", "backend.tune=false", "backend.openvino.inference_num_threads=1")
     assert manifest["tuning"] is None and manifest["settings"]["inference_num_threads"] == 1
 
 
@@ -125,21 +136,15 @@ def test_bf16_without_bf16_instructions_stops_in_one_line(digits, tmp_path):
         bf16 = compose(*OVERRIDES, "precision=bf16", config_dir=root / "conf")
         with pytest.raises(PipelineError, match="precision=bf16: OpenVINO runs bf16 only on CPUs with avx512_bf16"):
             precision.main(bf16)
-        record = {"fingerprint": OpenVinoBackend().fingerprint(), "target": None}
         with pytest.raises(PipelineError, match="OpenVINO compiled it in f32, not bf16"):  # pinned, never silent
-            build.build_engine(OpenVinoBackend(), root / cfg.paths.precise, bf16, record, tmp_path / "engine")
+            build.build_engine(OpenVinoBackend(), root / cfg.paths.precise, bf16, env_record(), tmp_path / "engine")
 
 
 @pytest.mark.skipif(not HAS_BF16, reason=f"bf16 execution needs one of {', '.join(BF16_ISA)}; this CPU has neither")
 def test_bf16_runs_in_bf16_where_the_cpu_has_it(digits, tmp_path):
     root, cfg = digits
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        bf16 = compose(*OVERRIDES, "precision=bf16", config_dir=root / "conf")
-        run_stage(precision, bf16)
-        record = {"fingerprint": OpenVinoBackend().fingerprint(), "target": None}
-        engine = tmp_path / "engine"
-        manifest = build.build_engine(OpenVinoBackend(), root / bf16.paths.precise, bf16, record, engine)
+    engine = tmp_path / "engine"
+    _, manifest = built_at(root, engine, "precision=bf16")
     assert manifest["settings"]["inference_precision"] == "bf16"
     feed = feed_of(cfg)
     with registry.get("openvino").runner(engine) as runner:
@@ -194,13 +199,8 @@ def test_int8_without_vnni_skips_openvino_in_auto_and_refuses_it_by_name():
 def test_fp16_engine_is_fed_and_read_by_the_onnx_graphs_names(digits, tmp_path):
     """The float16 cast renames nothing the user sees, though OpenVINO may call the input port by its Cast's name."""
     root, cfg = digits
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        fp16 = compose(*OVERRIDES, "precision=fp16", config_dir=root / "conf")
-        run_stage(precision, fp16)
-        record = {"fingerprint": OpenVinoBackend().fingerprint(), "target": None}
-        engine = tmp_path / "engine"
-        build.build_engine(OpenVinoBackend(), root / fp16.paths.precise, fp16, record, engine)
+    engine = tmp_path / "engine"
+    built_at(root, engine, "precision=fp16")
     feed = feed_of(cfg)
     with registry.get("openvino").runner(engine) as runner:
         assert list(runner.get_input_metadata()) == ["image"]
@@ -208,3 +208,17 @@ def test_fp16_engine_is_fed_and_read_by_the_onnx_graphs_names(digits, tmp_path):
         registry.get("openvino").timed_call(runner, feed, cfg.benchmark)()
     want = ort_outputs(root / cfg.paths.simplified, [feed])["logits"]
     np.testing.assert_allclose(got["logits"], want, atol=1e-2, rtol=1e-2)
+
+
+def test_why_names_the_isa_an_amx_built_env_differs_in(digits, tmp_path, monkeypatch):
+    """A teammate's build/env.json from an AMX machine, pulled here: why says which fingerprint field moves."""
+    from engineforge import why
+
+    root, cfg = digits
+    theirs = read_json(root / cfg.paths.env)
+    theirs["fingerprint"]["device"]["cpu"]["isa"] = ["amx_bf16", "amx_int8", "amx_tile", "avx2", "avx512_vnni"]
+    monkeypatch.chdir(tmp_path)
+    Path(cfg.paths.env).parent.mkdir(parents=True)
+    Path(cfg.paths.env).write_text(json.dumps(theirs))
+    changes = why.env_changes(OmegaConf.to_container(cfg))
+    assert changes[cfg.paths.env].startswith("fingerprint.device.cpu.isa: ['amx_bf16', 'amx_int8'")

@@ -142,7 +142,8 @@ def test_stage_cannot_read_undeclared_params(tiny, tmp_path):
         restricted.precision.name = "int8"
     plain = load_params("env", params, ROOT / "dvc.yaml", plain=True)  # the env stage's light path
     paths = {k: cfg.paths[k] for k in ("backend_choice", "build", "env", "timing_cache")}
-    assert plain == {"backend": OmegaConf.to_container(cfg.backend), "target": None, "paths": paths}
+    declared = {"backend": OmegaConf.to_container(cfg.backend), "precision": {"name": cfg.precision.name}}
+    assert plain == declared | {"target": None, "paths": paths}
     params.write_text(OmegaConf.to_yaml(cfg).replace("target: null", ""))
     with pytest.raises(PipelineError, match="has no key 'target'"):
         load_params("env", params, ROOT / "dvc.yaml", plain=True)

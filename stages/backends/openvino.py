@@ -93,11 +93,7 @@ def candidates(settings: Mapping[str, Any], cores: int) -> list[dict[str, Any]]:
         {"performance_hint": "LATENCY", "inference_num_threads": t, "num_streams": 1} for t in thread_counts(cores)
     ]
     options.append({"performance_hint": "THROUGHPUT", "inference_num_threads": cores, "num_streams": 0})
-    unique: list[dict[str, Any]] = []
-    for option in options:
-        if option not in unique:
-            unique.append(option)
-    return unique
+    return [o for i, o in enumerate(options) if o not in options[:i]]
 
 
 def graph_names(onnx: Path) -> list[str]:
