@@ -111,7 +111,7 @@ def run_if(*, tensorrt: bool = False, gpu: bool = False, backend: str | None = N
     """Skip unless the machine has what the test needs, with a reason a person can act on."""
     reasons = []
     if tensorrt and importlib.util.find_spec("tensorrt") is None:
-        reasons.append("TensorRT is not installed (pip install -e '.[tensorrt]')")
+        reasons.append("TensorRT is not installed (pip install -e '.[tensorrt-cu12]' or '.[tensorrt-cu13]')")
     if gpu and not (shutil.which("nvidia-smi") and os.path.exists("/dev/nvidia0")):
         reasons.append("no NVIDIA GPU visible")
     if backend is not None:

@@ -141,10 +141,17 @@ def test_int8_writes_qdq_with_per_channel_weights_in_the_asked_encoding(root, en
         assert np.abs(constants[node.input[0]].astype(np.int32)).max() == limit
     zero_points = [constants[n.input[2]] for n in activations]
     assert all(z.shape == () for z in zero_points)  # per-tensor activations
-    if encoding == "s8s8":  # TensorRT's form: signed and symmetric, zero point 0 everywhere
+    int32_fed = [
+        n.name
+        for n in onnx.load(cfg.paths.precise).graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in constants and constants[n.input[0]].dtype == np.int32
+    ]
+    if encoding == "s8s8":  # TensorRT's form: signed and symmetric, zero point 0 everywhere, float biases
         assert all(z.dtype == np.int8 and z == 0 for z in zero_points)
-    else:  # ONNX Runtime CPU's form: unsigned activations
+        assert int32_fed == []  # TensorRT's parser refuses an int32 bias into DequantizeLinear
+    else:  # ONNX Runtime CPU's form: unsigned activations, int32 biases (both Gemms')
         assert all(z.dtype == np.uint8 for z in zero_points)
+        assert len(int32_fed) == 2
     report = read_json(cfg.paths.precision_report)
     model = onnx.load(cfg.paths.precise)
     gemms = {n.name for n in model.graph.node if n.op_type == "Gemm"}

@@ -277,3 +277,16 @@ def test_manifest_records_the_profile_and_compare_runs_its_edges(tiny):
         ("min", 1, "eval"),
         ("max", cfg.model.max_batch, "eval"),
     ]
+
+
+def test_tensorrt_provider_engines_are_optimized_offline_without_it_at_basic():
+    """ONNX Runtime cannot save a model holding TensorRT-compiled nodes: the build optimizes on the other providers,
+    at most at `basic` (higher levels bake in CPU-only layouts), and TensorRT joins when the engine loads."""
+    from stages.backends.onnxruntime import offline_providers, provider_options
+
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert offline_providers(gpu) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert offline_providers(["TensorrtExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert offline_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    trt = provider_options(gpu, Path("build/m/engine"))[0]
+    assert trt["trt_engine_cache_path"] == trt["trt_timing_cache_path"] == str(Path("build/m/engine/trt_ep_cache"))

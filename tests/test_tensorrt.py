@@ -15,7 +15,7 @@ from stages.backends.tensorrt import ENGINE_FILE, profile_index
 from stages.backends.trt_plan import build_plan, loaders, timing_cache_key, version_problem
 from stages.build import build_spec
 from stages.core.errors import PipelineError
-from tests.helpers import AUTO, QUICK, compose, python_module, run, run_if
+from tests.helpers import AUTO, QUICK, ROOT, compose, python_module, run, run_if
 
 # What a GPU machine's env.json holds (the shape TensorRTBackend.fingerprint() returns): the plan's input.
 H100 = {
@@ -152,7 +152,9 @@ def test_backend_tensorrt_without_tensorrt_is_one_line_and_exit_1(repo: Path):
     assert proc.returncode == 1
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("engineforge env: error: backend.name=tensorrt: tensorrt does not import (")
-    assert line.endswith("pip install -e '.[tensorrt]' (the tensorrt and cuda-python packages)")
+    assert line.endswith(
+        "pip install -e '.[tensorrt-cu12]' or '.[tensorrt-cu13]' (by the CUDA version nvidia-smi prints)"
+    )
 
 
 @on_gpu
@@ -182,3 +184,16 @@ def test_engine_for_another_gpu_is_refused_and_timing_cache_is_reused(dvc_repo):
     manifest_path.write_text(json.dumps(manifest))
     proc = python_module("stages.compare", dvc_repo, check=False)
     assert proc.returncode == 1 and "was built for device.gpu=NVIDIA A100-SXM4-80GB" in proc.stderr
+
+
+def test_tensorrt_extras_pin_one_cuda_major_each():
+    """A plain `tensorrt` resolves to CUDA 13 builds (driver R580+): each extra keeps TensorRT, cuda-python and the
+    CUDA runtime on one CUDA major."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "tensorrt" not in extras
+    for major, runtime in (("12", "nvidia-cuda-runtime-cu12>=12.6,<13"), ("13", "nvidia-cuda-runtime>=13,<14")):
+        extra = extras[f"tensorrt-cu{major}"]
+        assert any(r.startswith(f"tensorrt-cu{major}>=") for r in extra) and runtime in extra
+        assert f"cuda-python>={major}" in " ".join(extra) and f"<{int(major) + 1}" in " ".join(extra)

@@ -117,6 +117,7 @@ class TimedInference:
             self.context.execute_async_v3(int(self.stream))
             graph = check(rt.cudaStreamEndCapture(self.stream))
             self.graph = check(rt.cudaGraphInstantiate(graph, 0))
+            check(rt.cudaGraphDestroy(graph))  # the executable graph holds what it needs; the captured one leaks
         self.samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
 
     def _buffer(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:

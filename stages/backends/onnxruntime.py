@@ -48,6 +48,12 @@ def provider_options(providers: list[str], engine_dir: Path | None) -> list[dict
     return options
 
 
+def offline_providers(providers: list[str]) -> list[str]:
+    """The providers the offline optimization runs on: all but TensorRT's, whose compiled nodes ONNX Runtime cannot
+    serialize ("Unable to serialize model as it contains compiled nodes"); TensorRT joins when the engine loads."""
+    return [p for p in providers if p != "TensorrtExecutionProvider"] or ["CPUExecutionProvider"]
+
+
 def open_session(model: Path, options: Any, providers: list[str], engine_dir: Path | None = None) -> Any:
     """An InferenceSession on ``providers``; refused in one line when ONNX Runtime silently fell back from the
     first provider asked for (it does when, e.g., the CUDA or TensorRT libraries do not load)."""
@@ -199,7 +205,7 @@ class OnnxRuntimeBackend:
             try:
                 options = session_options(settings["intra_op_num_threads"], level)
                 options.optimized_model_filepath = str(out / ENGINE_FILE)
-                open_session(onnx, options, settings["providers"])
+                open_session(onnx, options, offline_providers(settings["providers"]))
                 got = self._session(out / ENGINE_FILE, settings, "disabled", out).run(None, feed)
                 error = relative_error(got, expected)
             except PipelineError:

@@ -17,7 +17,7 @@ from stages.core.errors import PipelineError, first_line
 
 NAME = "tensorrt"
 ENGINE_FILE = "engine.plan"
-INSTALL = "pip install -e '.[tensorrt]' (the tensorrt and cuda-python packages)"
+INSTALL = "pip install -e '.[tensorrt-cu12]' or '.[tensorrt-cu13]' (by the CUDA version nvidia-smi prints)"
 
 
 def profile_index(profiles: list[dict], feed: Mapping[str, Any]) -> int:

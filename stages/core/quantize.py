@@ -181,7 +181,13 @@ def write_int8(
                 nodes_to_exclude=list(exclude),
                 calibrate_method=method,
                 calibration_cache_path=cache,
-                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+                extra_options={
+                    "ActivationSymmetric": symmetric,
+                    "WeightSymmetric": True,
+                    # s8s8 is TensorRT's form: its ONNX parser rejects an int32 bias feeding DequantizeLinear
+                    # ("only activation types allowed as input to this layer"), so biases stay float there
+                    "QuantizeBias": encoding != "s8s8",
+                },
             )
         except Exception as e:  # the quantizer raises plain exceptions on graphs it cannot handle
             raise PipelineError(f"cannot quantize {source}: {first_line(e, 200)}") from e
