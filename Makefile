@@ -4,7 +4,10 @@ PY := $(VENV)/bin/python
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: pipeline test setup lint params
+.PHONY: pipeline test setup setup-gpu lint params help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
 pipeline: setup  ## set everything up, run the pipeline on the default model, record its reports for CI's check
 	dvc repro
@@ -13,13 +16,27 @@ pipeline: setup  ## set everything up, run the pipeline on the default model, re
 test: setup  ## set everything up, then run the test suite
 	pytest
 
-lint: setup
+lint: setup  ## ruff check and format check
 	ruff check . && ruff format --check .
 
 params: setup  ## recompose params.yaml from conf/ (what `dvc exp run` does) after editing conf/
 	$(PY) -c 'import os; from dvc.utils.hydra import compose_and_dump as c; c("params.yaml", os.path.abspath("conf"), None, "config", "", [])'
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed  ## create .venv with the pinned toolchain and the dev tools
+
+# onnxruntime-gpu on PyPI: 1.26.0 is the last built for CUDA 12 (its `cuda` extra pins nvidia-cuda-runtime-cu12),
+# 1.27+ are built for CUDA 13. Both providers link libnvinfer.so.10: TRT=10 keeps ONNX Runtime's TensorRT provider
+# usable (TensorRT 11 serves backend=tensorrt alone). README "GPU".
+ORT_GPU_12 := 1.26.0
+ORT_GPU_13 := 1.31.1
+CUDA ?=
+TRT ?=
+setup-gpu: setup  ## CUDA=12|13 (the CUDA Version nvidia-smi prints) [TRT=10]: TensorRT, onnxruntime-gpu, then gpu_check
+	@test "$(CUDA)" = 12 || test "$(CUDA)" = 13 || { echo "make setup-gpu: set CUDA=12 or CUDA=13, the CUDA Version nvidia-smi prints" >&2; exit 2; }
+	$(PY) -m pip install -q -e '.[dev,tensorrt-cu$(CUDA)]' $(if $(TRT),'tensorrt-cu$(CUDA)==$(TRT).*')
+	$(PY) -m pip uninstall -q -y onnxruntime onnxruntime-gpu  # one module, two distributions: never both
+	$(PY) -m pip install -q 'onnxruntime-gpu[cuda,cudnn]==$(ORT_GPU_$(CUDA))'
+	$(PY) -m engineforge.gpu_check
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

@@ -20,7 +20,7 @@ from tests.helpers import AUTO, QUICK, ROOT, compose, python_module, run, run_if
 # What a GPU machine's env.json holds (the shape TensorRTBackend.fingerprint() returns): the plan's input.
 H100 = {
     "backend": "tensorrt",
-    "cuda": {"cuda_driver_api": "12.8", "cuda_runtime": "12.8"},
+    "cuda": {"driver_api": "12.8", "tensorrt_build": "12"},
     "device": {"compute_capability": "9.0", "driver": "570.86.15", "gpu": "NVIDIA H100 80GB HBM3"},
     "version": "10.9.0.34",
 }

@@ -5,12 +5,14 @@ Nothing here runs on a machine without an NVIDIA GPU; imports are lazy so the CP
 """
 
 import ctypes
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stages.backends.cuda_setup import cuda_version, driver_problem, tensorrt_cuda_major
 from stages.core.errors import PipelineError
 
 PHASES = ("h2d", "compute", "d2h")  # timed on the GPU between consecutive events
@@ -29,13 +31,14 @@ def check(result: tuple) -> Any:
     """Unwrap cuda-python's ``(error, *values)``; a CUDA error becomes one line naming it."""
     err, *values = result
     if int(err) != 0:
-        name = cudart().cudaGetErrorName(err)[1]
-        raise PipelineError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}")
+        raise PipelineError(f"CUDA error {error_name(err)}")
     return values[0] if len(values) == 1 else tuple(values) or None
 
 
-def _version(number: int) -> str:
-    return f"{number // 1000}.{number % 1000 // 10}"  # 12040 -> 12.4
+def error_name(err: Any) -> str:
+    """CUDA's name for an error code (cudaErrorInsufficientDriver...)."""
+    name = cudart().cudaGetErrorName(err)[1]
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def driver_version() -> str:
@@ -63,6 +66,27 @@ def device_count() -> int:
         return 0
 
 
+def why_no_device() -> str:
+    """One line saying why CUDA sees no device: cuda-python missing, no driver, a driver older than the CUDA major
+    installed (cuda-python's runtime or TensorRT's libraries), or the error cudaGetDeviceCount returned."""
+    try:
+        rt = cudart()
+    except ImportError as e:
+        return f"cuda-python does not import ({e})"
+    driver, runtime = int(check(rt.cudaDriverGetVersion())), int(check(rt.cudaRuntimeGetVersion()))
+    if driver == 0:
+        return "no NVIDIA driver is loaded (cudaDriverGetVersion returns 0): needs an NVIDIA GPU and its driver"
+    trt_major = tensorrt_cuda_major()
+    newest = max(runtime, int(trt_major) * 1000 if trt_major else 0)
+    if problem := driver_problem(driver, newest):
+        return problem
+    err = rt.cudaGetDeviceCount()[0]
+    if int(err) != 0:
+        return f"cudaGetDeviceCount failed with {error_name(err)}"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return f"no CUDA device visible (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "no CUDA device"
+
+
 def device_facts(index: int = 0) -> dict[str, str]:
     """GPU name and compute capability, CUDA runtime and driver-API versions, and the kernel driver version."""
     rt = cudart()
@@ -70,11 +94,22 @@ def device_facts(index: int = 0) -> dict[str, str]:
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
     return {
         "compute_capability": f"{props.major}.{props.minor}",
-        "cuda_driver_api": _version(check(rt.cudaDriverGetVersion())),
-        "cuda_runtime": _version(check(rt.cudaRuntimeGetVersion())),
+        "cuda_driver_api": cuda_version(check(rt.cudaDriverGetVersion())),
+        "cuda_python_runtime": cuda_version(check(rt.cudaRuntimeGetVersion())),
         "driver": driver_version(),
         "gpu": name.rstrip("\0").strip(),
     }
+
+
+def host_dtype(trt_dtype: Any) -> np.dtype:
+    """The numpy type of a TensorRT tensor type; bfloat16 (which ``tensorrt.nptype`` refuses) is ml_dtypes'."""
+    import tensorrt as trt
+
+    if trt_dtype == trt.bfloat16:
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(trt.nptype(trt_dtype))
 
 
 class TimedInference:
@@ -97,15 +132,15 @@ class TimedInference:
         self.context = engine.create_execution_context()
         self.context.set_optimization_profile_async(profile, int(self.stream))
         self.device, self.pinned, self.copies_in, self.copies_out = [], [], [], []
-        for name, array in feed.items():
+        for name, array in feed.items():  # buffers take the engine's tensor types, whatever the feed's are
             self.context.set_input_shape(name, array.shape)
-            host = self._buffer(name, array.shape, array.dtype)
+            host = self._buffer(name, array.shape, host_dtype(engine.get_tensor_dtype(name)))
             host[...] = array
             self.copies_in.append((self.device[-1], host))
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-                dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+                dtype = host_dtype(engine.get_tensor_dtype(name))
                 host = self._buffer(name, tuple(self.context.get_tensor_shape(name)), dtype)
                 self.copies_out.append((self.device[-1], host))
         self._copy(self.copies_in, to_device=True)

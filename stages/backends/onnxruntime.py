@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from stages.backends.base import Availability, BuildSpec, TimedCall, quiet_polygraphy, verified_engine
+from stages.backends.cuda_setup import onnxruntime_conflict, preload_gpu_libraries
 from stages.core.device import cpu_fingerprint
 from stages.core.errors import PipelineError, first_line
 from stages.core.onnx_io import load_onnx, unsupported_op
@@ -56,7 +57,10 @@ def offline_providers(providers: list[str]) -> list[str]:
 
 def open_session(model: Path, options: Any, providers: list[str], engine_dir: Path | None = None) -> Any:
     """An InferenceSession on ``providers``; refused in one line when ONNX Runtime silently fell back from the
-    first provider asked for (it does when, e.g., the CUDA or TensorRT libraries do not load)."""
+    first provider asked for (it does when, e.g., the CUDA or TensorRT libraries do not load). The TensorRT
+    and CUDA providers get their libraries loaded first (``cuda_setup.preload_gpu_libraries``)."""
+    if problem := preload_gpu_libraries(providers):
+        raise PipelineError(f"backend.onnxruntime.providers: {problem}")
     session = _ort().InferenceSession(
         str(model), options, providers=providers, provider_options=provider_options(providers, engine_dir)
     )
@@ -101,10 +105,13 @@ def resolve_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     available = _ort().get_available_providers()
     missing = [p for p in settings["providers"] if p not in available]
     if missing or not settings["providers"]:
+        gpu = "; GPU providers need onnxruntime-gpu (README GPU)" if set(missing) & set(GPU_PROVIDERS) else ""
         raise PipelineError(
             f"backend.onnxruntime.providers: {', '.join(missing) or 'empty list'} not available in this "
-            f"onnxruntime; available: {', '.join(available)}"
+            f"onnxruntime; available: {', '.join(available)}{gpu}"
         )
+    if set(settings["providers"]) & set(GPU_PROVIDERS) and (conflict := onnxruntime_conflict()):
+        raise PipelineError(f"backend.onnxruntime.providers: {conflict}")
     threads = settings["intra_op_num_threads"] or cpu_fingerprint()["cores"]
     return {
         "execution_mode": mode,

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from stages.backends.base import Availability, BuildSpec, TimedCall, quiet_polygraphy, verified_engine
-from stages.backends.cuda import device_count, device_facts
+from stages.backends.cuda import device_count, device_facts, why_no_device
+from stages.backends.cuda_setup import cuda_number, driver_problem, expose_cudart, installed, tensorrt_cuda_major
 from stages.backends.trt_plan import build_plan, loaders
 from stages.core.artifacts import atomic_path, sha256
 from stages.core.errors import PipelineError, first_line
@@ -50,8 +51,11 @@ class TensorRTBackend:
         if int(trt.__version__.split(".")[0]) < 10:
             return Availability(False, f"TensorRT {trt.__version__} is too old: strongly typed builds need 10 or 11")
         if device_count() == 0:
-            return Availability(False, "no CUDA device visible (needs an NVIDIA GPU, its driver and cuda-python)")
+            return Availability(False, why_no_device())
         facts = device_facts()
+        major = tensorrt_cuda_major()
+        if major and (problem := driver_problem(cuda_number(facts["cuda_driver_api"]), int(major) * 1000)):
+            return Availability(False, f"TensorRT's libraries are built for CUDA {major}, but {problem}")
         return Availability(True, f"TensorRT {trt.__version__} on {facts['gpu']} (sm {facts['compute_capability']})")
 
     def supports(self, precision: str) -> Availability:
@@ -59,11 +63,14 @@ class TensorRTBackend:
         return Availability(True)
 
     def fingerprint(self) -> dict[str, Any]:
-        """TensorRT's version, the CUDA runtime and driver versions, the GPU and its compute capability."""
+        """What an engine depends on: TensorRT's version and the CUDA major its libraries were built for, the
+        driver (and the CUDA it supports), the GPU and its compute capability. cuda-python's own runtime only
+        times and copies, so it is recorded in the manifest (``build``), not keyed."""
         import tensorrt as trt
 
         facts = device_facts()
-        cuda = {k: facts.pop(k) for k in ("cuda_runtime", "cuda_driver_api")}
+        facts.pop("cuda_python_runtime")
+        cuda = {"driver_api": facts.pop("cuda_driver_api"), "tensorrt_build": tensorrt_cuda_major() or "unknown"}
         return {"backend": NAME, "cuda": cuda, "device": facts, "version": trt.__version__}
 
     def build(self, onnx: Path, spec: BuildSpec, out: Path) -> dict[str, Any]:
@@ -81,6 +88,7 @@ class TensorRTBackend:
             tmp.write_bytes(bytes(engine))
         used = None if cache is None else {"path": str(cache), "sha256_before": before, "reused": before is not None}
         return {
+            "cuda_python": installed("cuda-python") | {"runtime": device_facts()["cuda_python_runtime"]},
             "engine": ENGINE_FILE,
             "profiles": plan["profiles"],
             "settings": plan["settings"],
@@ -94,6 +102,7 @@ class TensorRTBackend:
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
         quiet_polygraphy()
+        expose_cudart()  # Polygraphy's CUDA stream needs libcudart, which CUDA 13's wheel puts where it does not look
         manifest, path = verified_engine(engine, self.fingerprint())
         runner = TrtRunner(EngineFromBytes(BytesFromPath(str(path))), name=name)
         runner.profiles = manifest["profiles"]

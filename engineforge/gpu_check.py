@@ -1,0 +1,197 @@
+"""GPU check: what the first TensorRT run needs, one line per item, before `dvc exp run -S backend=tensorrt`::
+
+    python -m engineforge.gpu_check
+
+Each line is PASS (with what was found), FAIL (with the fix) or SKIP (with why it does not apply). The engine items
+build a tiny model through the pipeline's own code (the TensorRT plan and Polygraphy loader chain, the s8s8
+quantizer, ONNX Runtime's session options), so a PASS means the pipeline's path ran, not a sample's. Exit 0 unless an
+item that applies failed; on a machine without an NVIDIA GPU the GPU items are SKIPs, and the exit is 0.
+"""
+
+import ctypes
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engineforge.tiny import PROFILE, ROOT, cpu_reference, feed, s8s8_model, tiny_model, worst
+from stages.backends import cuda, cuda_setup, registry
+from stages.backends.base import quiet_polygraphy
+from stages.backends.onnxruntime import check_provider, open_session, session_options
+from stages.backends.tensorrt import INSTALL
+from stages.backends.trt_plan import build_plan, loaders
+from stages.core.errors import PipelineError, first_line
+from stages.core.run import compose, quiet_libraries
+
+
+class Skip(Exception):
+    """The item does not apply here; the message says why."""
+
+
+class GpuCheck:
+    """The items, in order; each returns its PASS detail or raises Skip / PipelineError (FAIL)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.passed = tmp, set()
+        self.driver_found = cuda.driver_version()
+
+    def needs(self, *items: str) -> None:
+        missing = [i for i in items if i not in self.passed]
+        if missing:
+            raise Skip(f"needs {', '.join(missing)}")
+
+    def gpu_only(self, what: str) -> None:
+        if self.driver_found == "unknown":
+            raise Skip(f"no NVIDIA driver here (no NVML, no /proc/driver/nvidia/version): {what} only matters on a GPU")
+
+    def onnxruntime(self) -> str:
+        if problem := cuda_setup.onnxruntime_conflict():
+            raise PipelineError(problem)
+        import onnxruntime as ort
+
+        name = next(iter(cuda_setup.installed("onnxruntime-gpu", "onnxruntime")))
+        return f"{name} {ort.__version__}: {', '.join(ort.get_available_providers())}"
+
+    def driver(self) -> str:
+        self.gpu_only("the driver")
+        detail = f"NVIDIA driver {self.driver_found}"
+        try:
+            rt = cuda.cudart()
+        except ImportError:
+            return f"{detail} (its CUDA version is read once cuda-python is installed)"
+        supported = int(cuda.check(rt.cudaDriverGetVersion()))
+        runtime = int(cuda.check(rt.cudaRuntimeGetVersion()))
+        trt_major = cuda_setup.tensorrt_cuda_major()
+        for what, version in (("cuda-python", runtime), ("TensorRT", int(trt_major or 0) * 1000)):
+            if problem := cuda_setup.driver_problem(supported, version):
+                raise PipelineError(f"{what}: {problem}")
+        built = f"; TensorRT's libraries are for CUDA {trt_major}" if trt_major else ""
+        return f"{detail} supports CUDA {cuda_setup.cuda_version(supported)}{built}"
+
+    def tensorrt(self) -> str:
+        try:
+            import tensorrt as trt
+        except ImportError as e:
+            self.gpu_only("TensorRT")
+            raise PipelineError(f"tensorrt does not import ({e}): {INSTALL}") from e
+        if int(trt.__version__.split(".")[0]) < 10:
+            raise PipelineError(f"TensorRT {trt.__version__} is too old: strongly typed builds need 10 or 11")
+        return f"TensorRT {trt.__version__} (libraries for CUDA {cuda_setup.tensorrt_cuda_major() or 'unknown'})"
+
+    def cuda_python(self) -> str:
+        try:
+            rt = cuda.cudart()
+        except ImportError as e:
+            self.gpu_only("cuda-python")
+            raise PipelineError(f"cuda-python does not import ({e}): {INSTALL}") from e
+        version = cuda_setup.installed("cuda-python").get("cuda-python", "?")
+        return f"cuda-python {version}, runtime CUDA {cuda_setup.cuda_version(cuda.check(rt.cudaRuntimeGetVersion()))}"
+
+    def libcudart(self) -> str:
+        found = cuda_setup.expose_cudart()
+        if found is None:
+            self.gpu_only("libcudart")
+            raise PipelineError(
+                "no libcudart.so* for Polygraphy: pip install nvidia-cuda-runtime-cu12 (CUDA 12) "
+                "or nvidia-cuda-runtime (CUDA 13), or put the toolkit's lib64 on LD_LIBRARY_PATH"
+            )
+        try:
+            ctypes.CDLL(str(found))
+        except OSError as e:
+            raise PipelineError(f"{found} does not load: {first_line(e)}") from e
+        return f"{found} loads, where Polygraphy's CUDA wrapper looks"
+
+    def device(self) -> str:
+        self.gpu_only("a CUDA device")
+        self.needs("cuda-python")
+        if cuda.device_count() == 0:
+            raise PipelineError(cuda.why_no_device())
+        facts = cuda.device_facts()
+        return f"{facts['gpu']}, compute capability {facts['compute_capability']}"
+
+    def build(self, onnx: Path, cache_dir: Path | None = None) -> tuple[Any, str | None]:
+        """``onnx`` built by the pipeline's plan and loader chain into a deserialized engine; its timing cache."""
+        from omegaconf import OmegaConf
+        from polygraphy.backend.trt import EngineFromBytes
+
+        quiet_polygraphy()
+        settings = OmegaConf.to_container(compose("backend=tensorrt", config_dir=ROOT / "conf").backend.tensorrt)
+        plan = build_plan(settings, PROFILE, registry.get("tensorrt").fingerprint(), cache_dir)
+        return EngineFromBytes(bytes(loaders(plan, onnx)()))(), plan["timing_cache"]
+
+    def engine(self) -> str:
+        self.needs("tensorrt", "libcudart", "device")
+        from polygraphy.backend.trt import TrtRunner
+
+        onnx = tiny_model(self.tmp / "tiny.onnx")
+        engine, _ = self.build(onnx)
+        with TrtRunner(engine) as runner:
+            got = runner.infer(feed())["y"]
+        error = worst(got, cpu_reference(onnx, feed()))
+        if error > 1e-2:
+            raise PipelineError(f"the engine's output differs from ONNX Runtime's by {error:.3g} (atol 1e-2)")
+        return f"strongly typed fp32 engine built, serialized, deserialized and run: max |diff| {error:.2e}"
+
+    def int8(self) -> str:
+        self.needs("engine")
+        model = s8s8_model(tiny_model(self.tmp / "tiny.onnx"), self.tmp / "tiny.s8s8.onnx")
+        self.build(model)
+        return "the precision stage's s8s8 Q/DQ model parses and builds strongly typed"
+
+    def ort_tensorrt(self) -> str:
+        import onnxruntime as ort
+
+        if "TensorrtExecutionProvider" not in ort.get_available_providers():
+            raise Skip("this onnxruntime has no TensorRT provider (optional: onnxruntime-gpu, README GPU)")
+        self.needs("device")
+        onnx = tiny_model(self.tmp / "tiny.onnx")
+        providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        session = open_session(onnx, session_options(0, "basic"), providers, self.tmp)
+        check_provider(session, providers[0])
+        error = worst(session.run(None, feed())[0], cpu_reference(onnx, feed()))
+        return f"ONNX Runtime {ort.__version__} runs on TensorrtExecutionProvider: max |diff| {error:.2e}"
+
+    def timing_cache(self) -> str:
+        self.needs("engine")
+        onnx = tiny_model(self.tmp / "tiny.onnx")
+        start = time.perf_counter()
+        _, cache = self.build(onnx, self.tmp / "timing")
+        first = time.perf_counter() - start
+        if cache is None or not Path(cache).is_file():
+            raise PipelineError(f"the build wrote no timing cache in {self.tmp / 'timing'}")
+        start = time.perf_counter()
+        self.build(onnx, self.tmp / "timing")
+        took = time.perf_counter() - start
+        return (
+            f"{Path(cache).name} written ({Path(cache).stat().st_size} B) and reused: {first:.1f} s, then {took:.1f} s"
+        )
+
+
+def run_checks(out: Callable[[str], None] = print) -> int:
+    """Run every item, print one line each; 1 when an item that applies failed, else 0."""
+    failed = False
+    quiet_libraries()  # the quantizer's advice and TensorRT's log would break the one line per item
+    with tempfile.TemporaryDirectory(prefix="engineforge-gpu-check-") as tmp:
+        check = GpuCheck(Path(tmp))
+        items = {
+            "onnxruntime": check.onnxruntime, "driver": check.driver, "tensorrt": check.tensorrt,
+            "cuda-python": check.cuda_python, "libcudart": check.libcudart, "device": check.device,
+            "engine": check.engine, "int8": check.int8, "ort-tensorrt": check.ort_tensorrt,
+            "timing-cache": check.timing_cache,
+        }  # fmt: skip
+        for name, item in items.items():
+            try:
+                status, detail = "PASS", item()
+                check.passed.add(name)
+            except Skip as e:
+                status, detail = "SKIP", str(e)
+            except Exception as e:  # a FAIL line names the cause and the fix; the next item still runs
+                status, detail, failed = "FAIL", first_line(e), True
+            out(f"{status} {name:<13}{detail}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_checks())
