@@ -26,7 +26,7 @@ setup: $(VENV)/.installed  ## create .venv with the pinned toolchain and the dev
 
 # onnxruntime-gpu on PyPI: 1.26.0 is the last built for CUDA 12 (its `cuda` extra pins nvidia-cuda-runtime-cu12),
 # 1.27+ are built for CUDA 13. Both providers link libnvinfer.so.10: TRT=10 keeps ONNX Runtime's TensorRT provider
-# usable (TensorRT 11 serves backend=tensorrt alone). README "GPU".
+# usable (TensorRT 11 serves backend=tensorrt alone). docs/gpu.md.
 ORT_GPU_12 := 1.26.0
 ORT_GPU_13 := 1.31.1
 CUDA ?=

@@ -144,7 +144,7 @@ class GpuCheck:
         import onnxruntime as ort
 
         if "TensorrtExecutionProvider" not in ort.get_available_providers():
-            raise Skip("this onnxruntime has no TensorRT provider (optional: onnxruntime-gpu, README GPU)")
+            raise Skip("this onnxruntime has no TensorRT provider (optional: onnxruntime-gpu, docs/gpu.md)")
         self.needs("device")
         onnx = tiny_model(self.tmp / "tiny.onnx")
         providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -103,7 +103,7 @@ def test_a_driver_older_than_the_cuda_major_is_one_line_with_the_fix():
     assert cuda_setup.driver_problem(0, 13000) is None  # no driver: said elsewhere
     assert cuda_setup.driver_problem(cuda_setup.cuda_number("12.4"), 13000) == (
         "the NVIDIA driver supports CUDA up to 12.4 but the installed CUDA runtime is 13.0: "
-        "pip install -e '.[tensorrt-cu12]' (README GPU), or update the driver to R580 or newer"
+        "pip install -e '.[tensorrt-cu12]' (docs/gpu.md), or update the driver to R580 or newer"
     )
     assert cuda_setup.driver_problem(11080, 12060).endswith("12.6: update the driver to R525 or newer")
 

@@ -83,7 +83,7 @@ def onnxruntime_conflict() -> str | None:
     listed = " and ".join(f"{name} {version}" for name, version in both.items())
     return (
         f"{listed} are both installed and share one module: "
-        "pip uninstall -y onnxruntime onnxruntime-gpu, then install one (README GPU)"
+        "pip uninstall -y onnxruntime onnxruntime-gpu, then install one (docs/gpu.md)"
     )
 
 
@@ -122,7 +122,7 @@ def driver_problem(driver: int, runtime: int) -> str | None:
     have, need = driver // 1000, runtime // 1000
     if driver == 0 or have >= need:
         return None
-    extra = f"pip install -e '.[tensorrt-cu{have}]' (README GPU), or " if f"cu{have}" in EXTRAS else ""
+    extra = f"pip install -e '.[tensorrt-cu{have}]' (docs/gpu.md), or " if f"cu{have}" in EXTRAS else ""
     return (
         f"the NVIDIA driver supports CUDA up to {cuda_version(driver)} but the installed CUDA runtime is "
         f"{cuda_version(runtime)}: {extra}update the driver to {MIN_DRIVER.get(need, 'a newer release')}"
@@ -162,7 +162,7 @@ def preload_gpu_libraries(providers: list[str]) -> str | None:
         if need and need != have:
             return (
                 f"ONNX Runtime {ort.__version__}'s TensorRT provider links libnvinfer.so.{need}, but TensorRT "
-                f"{tensorrt.__version__} is installed: make setup-gpu CUDA=<12|13> TRT={need} (README GPU)"
+                f"{tensorrt.__version__} is installed: make setup-gpu CUDA=<12|13> TRT={need} (docs/gpu.md)"
             )
     if set(providers) & {"TensorrtExecutionProvider", "CUDAExecutionProvider"} and hasattr(ort, "preload_dlls"):
         ort.preload_dlls()

@@ -105,7 +105,7 @@ def resolve_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     available = _ort().get_available_providers()
     missing = [p for p in settings["providers"] if p not in available]
     if missing or not settings["providers"]:
-        gpu = "; GPU providers need onnxruntime-gpu (README GPU)" if set(missing) & set(GPU_PROVIDERS) else ""
+        gpu = "; GPU providers need onnxruntime-gpu (docs/gpu.md)" if set(missing) & set(GPU_PROVIDERS) else ""
         raise PipelineError(
             f"backend.onnxruntime.providers: {', '.join(missing) or 'empty list'} not available in this "
             f"onnxruntime; available: {', '.join(available)}{gpu}"
