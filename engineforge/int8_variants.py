@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from stages.benchmark import measure
 from stages.core import calibration
-from stages.core.data import batch_of, load_dataset
+from stages.core.data import batch_of, check_batch, load_dataset
+from stages.core.markdown import table
 from stages.core.quantize import write_int8
 from stages.core.run import compose, quiet_libraries
-from stages.report import table
+from stages.core.timing import measure
+
+CALIBRATION = "precision.int8.calibration"
 
 # label -> (int8 setting overrides, encoding, pre-process first, threads)
 VARIANTS = {
@@ -58,13 +60,14 @@ def main(argv: list[str] | None = None) -> None:
     quiet_libraries()
     cfg = compose("precision=int8", *args.overrides)
     int8, source = cfg.precision.int8, Path(cfg.paths.simplified)
-    batches, _ = calibration.calibration_batches(cfg.model, int8.calibration)
+    batches, _ = calibration.calibration_batches(cfg.model, int8.calibration, CALIBRATION)
+    check_batch(cfg.model, args.batch, "--batch")
     feed = batch_of(cfg.model, load_dataset(cfg.model, "test"), args.batch)
     with tempfile.TemporaryDirectory(prefix="engineforge-variants-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(source), str(pre))
-        ranges = {s: calibration.calibrate(s, batches, int8.calibration) for s in (source, pre)}
-        method = calibration.method_of(int8.calibration)
+        ranges = {s: calibration.calibrate(s, batches, int8.calibration, CALIBRATION) for s in (source, pre)}
+        method = calibration.method_of(int8.calibration, CALIBRATION)
         sessions = {"fp32": session(source, 2), "fp32, 1 thread": session(source, 1)}
         for i, (label, (overrides, encoding, preprocess, threads)) in enumerate(VARIANTS.items()):
             src, out = (pre if preprocess else source), Path(tmp) / f"v{i}.onnx"

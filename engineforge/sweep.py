@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from stages.core.artifacts import atomic_path, write_text
 from stages.core.errors import PipelineError
-from stages.report import table
+from stages.core.markdown import table
 
 ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
 

@@ -55,8 +55,8 @@ def s8s8_model(source: Path, out: Path) -> Path:
     from stages.core.quantize import write_int8
 
     int8 = compose("precision=int8", config_dir=ROOT / "conf").precision.int8
-    ranges = calibrate(source, [feed(32, seed) for seed in range(4)], int8.calibration)
-    write_int8(source, ranges, method_of(int8.calibration), "s8s8", int8, out)
+    ranges = calibrate(source, [feed(32, seed) for seed in range(4)], int8.calibration, "precision.int8.calibration")
+    write_int8(source, ranges, method_of(int8.calibration, "precision.int8.calibration"), "s8s8", int8, out)
     return out
 
 

@@ -11,7 +11,6 @@ default session) are measured in the same run, and what each ran with is recorde
 import csv
 import os
 import platform
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,54 +26,10 @@ from stages.core.data import batch_of, check_batch, load_dataset
 from stages.core.metrics import EAGER, ENGINE
 from stages.core.model import load_model
 from stages.core.run import run_stage
+from stages.core.timing import measure, summarize
 
 Factory = Callable[[ExitStack, dict], TimedCall]
 CURVE = [*range(0, 90, 5), 90, 95, 99, 99.9, 100]  # percentiles written for `dvc plots`
-
-
-def measure(call: Callable[[], object], warmup_s: float, duration_s: float, min_iterations: int) -> dict[str, Any]:
-    """Time ``call`` trtexec-style; return per-inference latencies (ms) and the wall time of the measured run."""
-    end = time.perf_counter() + warmup_s
-    call()
-    while time.perf_counter() < end:
-        call()
-    take = getattr(call, "take", None)  # GPU backends: device times per phase (H2D, compute, D2H)
-    if take:
-        take()  # drop the warm-up's
-    samples = []
-    start = time.perf_counter_ns()
-    deadline = start + int(duration_s * 1e9)
-    now = start
-    while now < deadline or len(samples) < min_iterations:
-        before = time.perf_counter_ns()
-        call()
-        now = time.perf_counter_ns()
-        samples.append(now - before)
-    run = {"latency_ms": np.asarray(samples, dtype=np.float64) / 1e6, "wall_s": (now - start) / 1e9}
-    return run | ({"device_ms": take()} if take else {})
-
-
-def distribution(values: np.ndarray) -> dict[str, float]:
-    """min, mean, p50/p90/p95/p99 and max, rounded to 10 ns."""
-    stats = {"min": values.min(), "mean": values.mean(), "max": values.max()}
-    stats |= {f"p{p}": float(np.percentile(values, p)) for p in (50, 90, 95, 99)}
-    return {k: round(float(v), 5) for k, v in stats.items()}
-
-
-def summarize(run: dict[str, Any], batch: int) -> dict[str, Any]:
-    """Host latency statistics (for a GPU engine also the GPU time of each phase, as trtexec reports them),
-    inferences/s and samples/s of one measured run."""
-    lat = run["latency_ms"]
-    qps = len(lat) / run["wall_s"]
-    summary = {
-        "latency_ms": distribution(lat),
-        "qps": round(qps, 2),
-        "samples_per_s": round(qps * batch, 2),
-        "iterations": len(lat),
-    }
-    if "device_ms" in run:  # trtexec: H2D latency, GPU compute time, D2H latency
-        summary["gpu_ms"] = {phase: distribution(v) for phase, v in run["device_ms"].items() if len(v)}
-    return summary
 
 
 def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any]) -> dict[str, Factory]:
@@ -146,7 +101,7 @@ def main(cfg: DictConfig) -> str:
 
     bench, model = cfg.benchmark, cfg.model
     for batch in bench.batch_sizes:
-        check_batch(model, batch)
+        check_batch(model, batch, "benchmark.batch_sizes")
     manifest = read_json(Path(cfg.paths.engine) / "manifest.json")
     threads = len(os.sched_getaffinity(0))  # eager PyTorch as a user runs it: every core
     data = load_dataset(model, "test")

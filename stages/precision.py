@@ -34,6 +34,8 @@ from stages.core.quantize import (
 )
 from stages.core.run import run_stage
 
+CALIBRATION = "precision.int8.calibration"  # where the calibration settings live, for error messages
+
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 AUTO = "auto"
 
@@ -63,13 +65,19 @@ def int8(cfg: DictConfig, source: Path, out: Path) -> dict[str, Any]:
     """Calibrate ``source``, encode it as Q/DQ into ``out`` (with the fallback loop); return the report fields."""
     settings = cfg.precision.int8
     encoding = encoding_for(settings.encoding, cfg.paths.backend_choice)
-    method = calibration.method_of(settings.calibration)
-    batches, data = calibration.calibration_batches(cfg.model, settings.calibration)
+    method = calibration.method_of(settings.calibration, CALIBRATION)
+    batches, data = calibration.calibration_batches(cfg.model, settings.calibration, CALIBRATION)
     with tempfile.TemporaryDirectory(prefix="engineforge-opset-") as tmp:
         graph, opset = with_qdq_opset(source, Path(tmp))
-        ranges = calibration.calibrate(graph, batches, settings.calibration)
+        ranges = calibration.calibrate(graph, batches, settings.calibration, CALIBRATION)
         encode = partial(write_int8, graph, ranges, method, encoding, settings)
-        evaluate = fallback.Evaluator(cfg, graph, load_dataset(cfg.model, "test"))
+        evaluate = fallback.Evaluator(
+            cfg.model,
+            cfg.precision.task_budget,
+            settings.fallback_search.batch_size,
+            graph,
+            load_dataset(cfg.model, "test"),
+        )
         record = fallback.run(
             out, encode, evaluate, bool(settings.fallback), settings.fallback_search, list(settings.op_types)
         )

@@ -7,14 +7,9 @@ from omegaconf import DictConfig
 
 from stages.backends.base import MANIFEST
 from stages.core.artifacts import atomic_path, read_json, write_text
+from stages.core.markdown import table
 from stages.core.metrics import ENGINE
 from stages.core.run import run_stage
-
-
-def table(header: list[str], rows: list[list[Any]]) -> str:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
 def speedups(bench: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -177,7 +177,7 @@ def test_calibration_provenance_follows_the_data(root):
     provenance = {}
     for label, change in [("a", {}), ("again", {}), ("seed", {"seed": 1}), ("split", {"split": "test"})]:
         settings = OmegaConf.merge(base.precision.int8.calibration, change)
-        _, data = calibration.calibration_batches(base.model, settings)
+        _, data = calibration.calibration_batches(base.model, settings, "precision.int8.calibration")
         provenance[label] = data["data_sha256"]
     assert provenance["a"] == provenance["again"]
     assert len({provenance["a"], provenance["seed"], provenance["split"]}) == 3

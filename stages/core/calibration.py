@@ -22,29 +22,28 @@ from stages.core.errors import PipelineError, first_line
 from stages.core.specs import input_specs
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-KEY = "precision.int8.calibration"
 
 
-def method_of(calibration: DictConfig) -> Any:
-    """ONNX Runtime's CalibrationMethod for ``calibration.method``."""
+def method_of(calibration: DictConfig, key: str) -> Any:
+    """ONNX Runtime's CalibrationMethod for ``calibration.method``; ``key`` is where the user set it."""
     from onnxruntime.quantization import CalibrationMethod
 
     if calibration.method not in METHODS:
-        raise PipelineError(f"{KEY}.method: {calibration.method!r} is not one of {', '.join(METHODS)}")
+        raise PipelineError(f"{key}.method: {calibration.method!r} is not one of {', '.join(METHODS)}")
     return CalibrationMethod[METHODS[calibration.method]]
 
 
-def calibration_batches(model: DictConfig, calibration: DictConfig) -> tuple[list[dict], dict[str, Any]]:
+def calibration_batches(model: DictConfig, calibration: DictConfig, key: str) -> tuple[list[dict], dict[str, Any]]:
     """``calibration.samples`` samples of the split, drawn with ``calibration.seed``, as feed dicts; and their
-    provenance (split, samples, seed and the sha256 of the arrays actually used)."""
+    provenance (split, samples, seed and the sha256 of the arrays actually used). Errors name ``key``."""
     if calibration.samples < 1 or calibration.batch_size < 1:
-        raise PipelineError(f"{KEY}.samples and .batch_size must be at least 1")
+        raise PipelineError(f"{key}.samples and .batch_size must be at least 1")
     data = load_dataset(model, calibration.split)  # checks names, dtypes, shapes and lengths
     names = [spec.name for spec in input_specs(model)]
     available = len(data[names[0]])
     if available < calibration.samples:
         raise PipelineError(
-            f"{KEY}.samples: {calibration.samples} asked, but the calibration data of model {model.name!r} "
+            f"{key}.samples: {calibration.samples} asked, but the calibration data of model {model.name!r} "
             f"({data_source(model, calibration.split)}) has {available}"
         )
     index = np.sort(np.random.default_rng(calibration.seed).permutation(available)[: calibration.samples])
@@ -73,11 +72,11 @@ class _Reader:
         return next(self.batches, None)
 
 
-def calibrate(onnx: Path, batches: list[dict], calibration: DictConfig) -> dict[str, tuple[float, float]]:
+def calibrate(onnx: Path, batches: list[dict], calibration: DictConfig, key: str) -> dict[str, tuple[float, float]]:
     """Run ONNX Runtime's calibrator over ``batches``: tensor name -> (min, max) for every float tensor."""
     from onnxruntime.quantization.calibrate import create_calibrator
 
-    method = method_of(calibration)
+    method = method_of(calibration, key)
     options = {"percentile": calibration.percentile} if calibration.method == "percentile" else {}
     with tempfile.TemporaryDirectory(prefix="engineforge-calibrate-") as tmp, contextlib.redirect_stdout(io.StringIO()):
         try:

@@ -188,15 +188,15 @@ def feeds(model: "DictConfig", data: dict[str, np.ndarray], batch_size: int, lim
 
 
 def batch_of(model: "DictConfig", data: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """One feed dict of exactly ``batch_size`` samples, repeating the data if it is shorter."""
-    check_batch(model, batch_size)
+    """One feed dict of exactly ``batch_size`` samples, repeating the data if it is shorter (callers check the
+    size against the model first: ``check_batch``)."""
     names = [s.name for s in input_specs(model)]
     index = np.arange(batch_size) % len(data[names[0]])
     return {n: np.ascontiguousarray(data[n][index]) for n in names}
 
 
-def check_batch(model: "DictConfig", batch_size: int, key: str = "benchmark.batch_sizes") -> None:
-    """A batch size must be positive, within ``model.max_batch`` and fit a fixed batch axis."""
+def check_batch(model: "DictConfig", batch_size: int, key: str) -> None:
+    """A batch size must be positive, within ``model.max_batch`` and fit a fixed batch axis; errors name ``key``."""
     if not 1 <= batch_size <= model.max_batch:
         raise PipelineError(
             f"{key}: batch size {batch_size} is outside 1..{model.max_batch}, the limit of model "

@@ -3,7 +3,7 @@
 Sensitivity of a node = the normalised squared error of the task output (against the float reference) when that
 node alone is quantized. Rounds move the ``step`` next most sensitive nodes to float and re-encode with the same
 calibration (the ranges are measured on the float graph, so excluding a node does not change them), until the
-task metric is within ``precision.task_budget`` or ``max_nodes`` nodes are excluded (never all of them: a model
+task metric is within the task budget or ``max_nodes`` nodes are excluded (never all of them: a model
 with no quantized node is not int8); if the budget never holds, the most accurate round is kept, and compare's
 gate reports the miss. Every round is recorded.
 """
@@ -29,11 +29,20 @@ Encoder = Callable[..., None]
 class Evaluator:
     """The task metric of a candidate model on the eval data, against the float reference's outputs."""
 
-    def __init__(self, cfg: DictConfig, reference: Path, data: dict[str, np.ndarray]) -> None:
-        self.model, self.budget = cfg.model, cfg.precision.task_budget
-        self.batches = feeds(cfg.model, data, cfg.precision.int8.fallback_search.batch_size)
+    def __init__(
+        self, model: DictConfig, budget: float, batch_size: int, reference: Path, data: dict[str, np.ndarray]
+    ) -> None:
+        """Args:
+        model: the model's section (``cfg.model``): inputs, task output and metric.
+        budget: the largest allowed drop of the task metric.
+        batch_size: samples per evaluation batch.
+        reference: the float model every candidate is compared with.
+        data: the eval split.
+        """
+        self.model, self.budget = model, budget
+        self.batches = feeds(model, data, batch_size)
         self.labels = data.get(LABELS)
-        self.output = task_output(cfg.model, str(reference))
+        self.output = task_output(model, str(reference))
         self.reference = ort_outputs(reference, self.batches)[self.output]
 
     def __call__(self, candidate: Path) -> dict[str, Any]:

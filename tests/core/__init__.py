@@ -1,0 +1,1 @@
+"""Unit tests of stages/core: fast, no DVC, no model runs."""
