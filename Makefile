@@ -16,8 +16,8 @@ pipeline: setup  ## set everything up, run the pipeline on the default model, re
 test: setup  ## set everything up, then run the test suite
 	pytest
 
-lint: setup  ## ruff check and format check
-	ruff check . && ruff format --check .
+lint: setup  ## ruff check, format check and the type checker (what .ci/run runs before the tests)
+	ruff check . && ruff format --check . && mypy
 
 params: setup  ## recompose params.yaml from conf/ (what `dvc exp run` does) after editing conf/
 	$(PY) -c 'import os; from dvc.utils.hydra import compose_and_dump as c; c("params.yaml", os.path.abspath("conf"), None, "config", "", [])'

@@ -23,7 +23,7 @@ from stages.backends.onnxruntime import check_provider, open_session, session_op
 from stages.backends.tensorrt import INSTALL
 from stages.backends.trt_plan import build_plan, loaders
 from stages.core.errors import PipelineError, first_line
-from stages.core.run import compose, quiet_libraries
+from stages.core.run import compose, plain, quiet_libraries
 
 
 class Skip(Exception):
@@ -34,7 +34,7 @@ class GpuCheck:
     """The items, in order; each returns its PASS detail or raises Skip / PipelineError (FAIL)."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp, self.passed = tmp, set()
+        self.tmp, self.passed = tmp, set[str]()
         self.driver_found = cuda.driver_version()
 
     def needs(self, *items: str) -> None:
@@ -113,11 +113,10 @@ class GpuCheck:
 
     def build(self, onnx: Path, cache_dir: Path | None = None) -> tuple[Any, str | None]:
         """``onnx`` built by the pipeline's plan and loader chain into a deserialized engine; its timing cache."""
-        from omegaconf import OmegaConf
         from polygraphy.backend.trt import EngineFromBytes
 
         quiet_polygraphy()
-        settings = OmegaConf.to_container(compose("backend=tensorrt", config_dir=ROOT / "conf").backend.tensorrt)
+        settings = plain(compose("backend=tensorrt", config_dir=ROOT / "conf").backend.tensorrt)
         plan = build_plan(settings, PROFILE, registry.get("tensorrt").fingerprint(), cache_dir)
         return EngineFromBytes(bytes(loaders(plan, onnx)()))(), plan["timing_cache"]
 

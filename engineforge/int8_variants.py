@@ -12,10 +12,11 @@ threads. Prints a Markdown table: p50 latency and speed-up over FP32 at the same
 
 import argparse
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from stages.core import calibration
 from stages.core.data import batch_of, check_batch, load_dataset
@@ -71,12 +72,14 @@ def main(argv: list[str] | None = None) -> None:
         sessions = {"fp32": session(source, 2), "fp32, 1 thread": session(source, 1)}
         for i, (label, (overrides, encoding, preprocess, threads)) in enumerate(VARIANTS.items()):
             src, out = (pre if preprocess else source), Path(tmp) / f"v{i}.onnx"
-            write_int8(src, ranges[src], method, encoding, OmegaConf.merge(int8, overrides), out)
+            variant = OmegaConf.merge(int8, overrides)
+            assert isinstance(variant, DictConfig)
+            write_int8(src, ranges[src], method, encoding, variant, out)
             sessions[label] = session(out, threads)
         times: dict[str, list[np.ndarray]] = {name: [] for name in sessions}
         for _ in range(args.rounds):  # interleaved, so the machine's drift hits every variant alike
             for name, sess in sessions.items():
-                times[name].append(measure(lambda s=sess: s.run(None, feed), 0.2, args.seconds, 3)["latency_ms"])
+                times[name].append(measure(partial(sess.run, None, feed), 0.2, args.seconds, 3)["latency_ms"])
     p50 = {name: float(np.median(np.concatenate(runs))) for name, runs in times.items()}
     rows = []
     for name, value in p50.items():

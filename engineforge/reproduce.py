@@ -63,7 +63,8 @@ def report_differences(path: str, committed: Any, fresh: Any) -> tuple[list[str]
     Returns:
         The differences (one line each), and the measured figures that moved within their tolerance.
     """
-    found, tolerated = [], []
+    found: list[str] = []
+    tolerated: list[str] = []
     for key, old, new in differences(committed, fresh):
         tol = TOLERANCE.get(key.rsplit(".", 1)[-1])
         measured = tol is not None and all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new))
@@ -89,7 +90,8 @@ def lock_differences(
     Returns:
         The differences, and the measured figures that moved within their tolerance.
     """
-    found, tolerated = [], []
+    found: list[str] = []
+    tolerated: list[str] = []
     for stage in DETERMINISTIC:
         old, new = outs(committed, stage), outs(fresh, stage)
         if not old:

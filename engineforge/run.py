@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from stages.core.errors import PipelineError, first_line
-from stages.core.run import compose
+from stages.core.run import compose, plain
 from stages.core.schema import check_types, expected
 
 SET = ("-S", "--set-param")
@@ -70,7 +70,7 @@ def check(overrides: list[str], conf_dir: str | Path = "conf") -> None:
         cfg = compose(*overrides, config_dir=conf_dir)
     except Exception as e:  # Hydra's and OmegaConf's exception types
         raise explain(overrides, conf_dir) from e
-    check_types(OmegaConf.to_container(cfg), conf_dir=str(conf_dir))
+    check_types(plain(cfg), conf_dir=str(conf_dir))
     for key in NEEDS.get(cfg.model.source, ()):
         if cfg.model[key] is None:
             raise PipelineError(

@@ -20,7 +20,7 @@ def tiny_model(path: Path) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    weights = {
+    weights: dict[str, np.ndarray] = {
         "w1": rng.standard_normal((WIDTH, 32)).astype(np.float32) / 4,
         "b1": rng.standard_normal(32).astype(np.float32),
         "w2": rng.standard_normal((32, 4)).astype(np.float32) / 6,

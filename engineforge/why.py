@@ -24,6 +24,7 @@ from stages import env
 from stages.backends.base import differences, first_difference
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
+from stages.core.run import plain
 
 PARAMS, LOCK, DVC = "params.yaml", "dvc.lock", "dvc.yaml"
 
@@ -33,7 +34,7 @@ def param_changes(stage: str, keys: dict[str, Any], lock: dict[str, Any], params
     recorded = lock.get("stages", {}).get(stage, {}).get("params", {}).get(PARAMS, {})
     lines = []
     for key in keys:
-        new = OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(params, key)}))["v"]
+        new = plain({"v": OmegaConf.select(params, key)})["v"]
         found = [f"{k}: {old!r} -> {now!r}" for k, old, now in differences(recorded.get(key), new, f"{key}.")]
         more = [f"and {len(found) - most} more under {key}"] if len(found) > most else []
         lines += found[:most] + more if found else [f"{key}: changed"]

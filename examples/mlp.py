@@ -48,8 +48,8 @@ def main(out: Path = OUT) -> None:
     out.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter's notice
     torch.save(net.state_dict(), out / "mlp.pt")
-    np.savez(out / "mlp_eval.npz", **test)
-    np.savez(out / "mlp_calibration.npz", **train)
+    np.savez(out / "mlp_eval.npz", allow_pickle=False, **test)
+    np.savez(out / "mlp_calibration.npz", allow_pickle=False, **train)
     torch.onnx.export(
         net.eval(),
         (torch.from_numpy(test["x"][:2]),),

@@ -36,7 +36,7 @@ def bert() -> nn.Module:
     from transformers import BertConfig, BertForSequenceClassification
 
     _seeded()
-    config = BertConfig(
+    config = BertConfig(  # type: ignore[call-arg]  # num_labels reaches PretrainedConfig through **kwargs
         vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
         max_position_embeddings=64, num_labels=4,
     )  # fmt: skip
@@ -48,7 +48,7 @@ def vit() -> nn.Module:
     from transformers import ViTConfig, ViTForImageClassification
 
     _seeded()
-    config = ViTConfig(
+    config = ViTConfig(  # type: ignore[call-arg]  # num_labels reaches PretrainedConfig through **kwargs
         image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=128, num_labels=10,
     )  # fmt: skip
@@ -60,7 +60,9 @@ def convnet() -> nn.Module:
     from transformers import ResNetConfig, ResNetForImageClassification
 
     _seeded()
-    config = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_labels=10)
+    config = ResNetConfig(  # type: ignore[call-arg]  # num_labels reaches PretrainedConfig through **kwargs
+        embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_labels=10
+    )
     return Positional(ResNetForImageClassification(config), ["pixel_values"])
 
 

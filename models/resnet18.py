@@ -103,6 +103,7 @@ def multiply_accumulates() -> int:
     def count(module: nn.Module, _: tuple, out: torch.Tensor) -> None:
         nonlocal total
         weight = module.weight
+        assert isinstance(weight, torch.Tensor)
         total += int(weight.numel() * (out.shape[2] * out.shape[3] if out.dim() == 4 else 1))
 
     for module in net.modules():

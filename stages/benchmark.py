@@ -69,7 +69,12 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any]) -> dict[str, 
         stack.enter_context(torch.inference_mode())
         notes[EAGER] = {"device": device, "threads": threads, "torch": torch.__version__}
         if device == "cuda":  # the same GPU as the engine; wait for it, as the engine's timed call does
-            return lambda: (net(*tensors), torch.cuda.synchronize())
+
+            def on_gpu() -> None:
+                net(*tensors)
+                torch.cuda.synchronize()
+
+            return on_gpu
         return lambda: net(*tensors)
 
     factories: dict[str, Factory] = {ENGINE: engine}
@@ -116,7 +121,7 @@ def main(cfg: DictConfig) -> str:
             feed = batch_of(model, data, batch)
             with ExitStack() as stack:
                 calls = {name: factory(stack, feed) for name, factory in factories.items()}
-                runs = {name: [] for name in calls}
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in calls}
                 for r in range(rounds):  # interleaved, so drift of a shared machine hits every runtime alike
                     for name, call in calls.items():
                         progress.set_postfix_str(f"bs{batch} {name} round {r + 1}/{rounds}")

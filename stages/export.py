@@ -10,6 +10,7 @@ are given (else its own inputs and dynamic axes are used), run once in ONNX Runt
 import contextlib
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ from stages.core.specs import check_against_file, input_specs, output_dynamic_ax
 STACK_TRACE = "pkg.torch.onnx.stack_trace"  # per-node metadata the dynamo exporter writes
 
 
-def torch_outputs(net: object, batches: list[dict[str, np.ndarray]], names: list[str]) -> dict[str, np.ndarray]:
+def torch_outputs(
+    net: Callable[..., Any], batches: list[dict[str, np.ndarray]], names: list[str]
+) -> dict[str, np.ndarray]:
     """Run the PyTorch model over ``batches``; return each named output concatenated."""
     import torch
 

@@ -131,7 +131,10 @@ class TimedInference:
         self.events = [check(rt.cudaEventCreate()) for _ in range(4)]
         self.context = engine.create_execution_context()
         self.context.set_optimization_profile_async(profile, int(self.stream))
-        self.device, self.pinned, self.copies_in, self.copies_out = [], [], [], []
+        self.device: list[Any] = []  # device pointers (cudaMalloc), freed by close()
+        self.pinned: list[Any] = []  # pinned host pointers (cudaMallocHost)
+        self.copies_in: list[tuple[Any, np.ndarray]] = []
+        self.copies_out: list[tuple[Any, np.ndarray]] = []
         for name, array in feed.items():  # buffers take the engine's tensor types, whatever the feed's are
             self.context.set_input_shape(name, array.shape)
             host = self._buffer(name, array.shape, host_dtype(engine.get_tensor_dtype(name)))
@@ -163,7 +166,7 @@ class TimedInference:
         self.pinned.append(pinned)
         self.context.set_tensor_address(name, int(device))
         raw = (ctypes.c_byte * max(nbytes, 1)).from_address(int(pinned))
-        return np.frombuffer(raw, dtype=dtype, count=nbytes // dtype.itemsize).reshape(shape)
+        return np.frombuffer(memoryview(raw), dtype=dtype, count=nbytes // dtype.itemsize).reshape(shape)
 
     def _copy(self, pairs: list, to_device: bool) -> None:
         kinds = self.rt.cudaMemcpyKind

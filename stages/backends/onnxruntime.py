@@ -136,7 +136,7 @@ def relative_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         if not np.isfinite(a).all():
             return float("inf")
-        errors.append(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+        errors.append(float(np.linalg.norm(a - b)) / max(float(np.linalg.norm(b)), 1e-12))
     return float(max(errors, default=0.0))
 
 

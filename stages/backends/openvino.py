@@ -213,7 +213,7 @@ class OpenVinoBackend:
             if key not in compiled:
                 try:
                     compiled[key] = core.compile_model(
-                        model, DEVICE, properties(option | {"inference_precision": wanted})
+                        model, DEVICE, properties({**option, "inference_precision": wanted})
                     )
                 except Exception as e:  # OpenVINO's own exception types
                     raise PipelineError(f"OpenVINO cannot compile {onnx}: {first_line(e, 200)}") from e

@@ -39,7 +39,7 @@ def resolve(requested: str, precision: str = "fp32") -> tuple[Backend, str]:
         if not available.ok:
             raise PipelineError(f"backend.name={requested}: {available.reason}")
         return backend, f"requested by backend.name={requested}"
-    skipped = []
+    skipped: list[str] = []
     for name in BACKENDS:
         backend = get(name)
         available = usable(backend, precision)

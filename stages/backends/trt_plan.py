@@ -108,7 +108,7 @@ def build_plan(
     if problem:
         raise PipelineError(problem)
     use_cache = s.timing_cache and timing_cache_dir is not None
-    cache = str(Path(timing_cache_dir) / timing_cache_key(fingerprint)) if use_cache else None
+    cache = str(Path(timing_cache_dir) / timing_cache_key(fingerprint)) if use_cache and timing_cache_dir else None
     return {"profiles": profiles, "settings": settings, "strongly_typed": True, "timing_cache": cache}
 
 

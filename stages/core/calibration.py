@@ -87,10 +87,10 @@ def calibrate(onnx: Path, batches: list[dict], calibration: DictConfig, key: str
             ranges = calibrator.compute_data()
         except Exception as e:  # onnxruntime raises its own types when the model or data do not fit
             raise PipelineError(f"calibration of {onnx} failed: {first_line(e, 200)}") from e
-    table = {
-        name: tuple(float(np.asarray(v).reshape(-1)[0]) for v in ranges[name].range_value)
-        for name in sorted(ranges.keys())
-    }
+    table: dict[str, tuple[float, float]] = {}
+    for name in sorted(ranges.keys()):
+        low, high = (float(np.asarray(v).reshape(-1)[0]) for v in ranges[name].range_value)
+        table[name] = (low, high)
     if not table:
         raise PipelineError(f"calibration of {onnx} found no float tensor to measure: the model cannot be quantized")
     return table

@@ -1,6 +1,7 @@
 """Eval and calibration data for ``cfg.model``: a recipe's splits, the user's ``.npz`` files, or seeded random
 inputs when a model comes without data; checked against the model's inputs, and cut into feed dicts."""
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,7 @@ def from_factory(model: "DictConfig", role: str) -> dict[str, np.ndarray] | None
     import torch
 
     names = [s.name for s in input_specs(model)]
+    join: Callable[..., np.ndarray]
     if isinstance(made, torch.utils.data.DataLoader):
         items, join = list(made), np.concatenate
     elif hasattr(made, "__getitem__") and hasattr(made, "__len__"):

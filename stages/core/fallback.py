@@ -55,7 +55,7 @@ class Evaluator:
         batches = self.batches[: int(np.searchsorted(sizes, count)) + 1]  # the fewest batches holding ``count``
         got = ort_outputs(candidate, batches)[self.output].astype(np.float64)
         want = self.reference[: len(got)].astype(np.float64)
-        return float(np.mean((got - want) ** 2) / max(np.mean(want**2), 1e-30))
+        return float(np.mean((got - want) ** 2)) / max(float(np.mean(want**2)), 1e-30)
 
 
 def sensitivities(nodes: list[str], encode: Encoder, evaluate: Evaluator, count: int) -> dict[str, float]:

@@ -33,6 +33,8 @@ def load_recipe(model: "DictConfig") -> ModuleType:
 def _import_file(path: Path) -> ModuleType:
     name = f"engineforge_recipe_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PipelineError(f"model.code: {path} is not a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

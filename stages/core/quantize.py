@@ -80,10 +80,11 @@ def drop_repeated_nodes(graph: Any) -> None:
     writing ``<initializer>_cast_to_fp32``: a graph that shares a weight (the dynamo exporter stores identical
     initializers once; tied weights) would break single assignment and not load.
     """
-    seen, kept = set(), []
+    seen: set[tuple] = set()
+    kept = []
     for node in graph.node:
-        key = (node.op_type, node.domain, tuple(node.input), tuple(node.output))
-        key += tuple(a.SerializeToString(deterministic=True) for a in node.attribute)
+        attributes = tuple(a.SerializeToString(deterministic=True) for a in node.attribute)
+        key = (node.op_type, node.domain, tuple(node.input), tuple(node.output), attributes)
         if key not in seen:
             seen.add(key)
             kept.append(node)
@@ -94,10 +95,11 @@ def drop_repeated_nodes(graph: Any) -> None:
 
 def topological_sort(graph: Any) -> None:
     """Reorder ``graph.node`` in place so every node follows the producers of its inputs (stable otherwise)."""
+    ordered: list[Any]
     ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     pending, ordered = list(graph.node), []
     while pending:
-        rest = []
+        rest: list[Any] = []
         for node in pending:
             (ordered if all(name in ready for name in node.input) else rest).append(node)
             if ordered and ordered[-1] is node:
@@ -140,7 +142,7 @@ def write_int8(
     encoding: str,
     int8: DictConfig,
     out: Path,
-    exclude: list[str] = (),
+    exclude: Sequence[str] = (),
     only: list[str] | None = None,
 ) -> None:
     """Write ``source`` as an explicit Q/DQ model in ``encoding`` using the calibrated ``ranges``.
@@ -234,7 +236,7 @@ def activation_table(model: Any, ranges: dict[str, tuple[float, float]]) -> dict
     from onnx import numpy_helper
 
     constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    table = {name: {"min": lo, "max": hi} for name, (lo, hi) in ranges.items()}
+    table: dict[str, dict[str, Any]] = {name: {"min": lo, "max": hi} for name, (lo, hi) in ranges.items()}
     for node in model.graph.node:
         if node.op_type == QDQ[0] and node.input[0] in table and node.input[1] in constants:
             zero_point = constants.get(node.input[2]) if len(node.input) > 2 else None

@@ -95,6 +95,23 @@ def compose(*overrides: str, config_dir: str | os.PathLike[str] = "conf") -> "Di
     return cfg
 
 
+def plain(cfg: Any) -> dict[str, Any]:
+    """A config (DictConfig, or a dict holding configs) as plain, resolved dicts and lists.
+
+    Args:
+        cfg: a composed config or any part of it that is a mapping.
+
+    Returns:
+        The same tree with no OmegaConf containers left.
+    """
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg, resolve=True)
+    if not isinstance(tree, dict):
+        raise TypeError(f"expected a mapping, got {type(tree).__name__}")
+    return {str(k): v for k, v in tree.items()}
+
+
 def quiet_libraries() -> None:
     """Keep library chatter (exporter progress, deprecation notes) out of the stage's one-line log.
 

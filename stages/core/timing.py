@@ -18,7 +18,7 @@ def measure(call: Callable[[], object], warmup_s: float, duration_s: float, min_
     take = getattr(call, "take", None)  # GPU backends: device times per phase (H2D, compute, D2H)
     if take:
         take()  # drop the warm-up's
-    samples = []
+    samples: list[int] = []
     start = time.perf_counter_ns()
     deadline = start + int(duration_s * 1e9)
     now = start
