@@ -1,4 +1,4 @@
-"""Bring your own model: README's worked examples (examples/mlp.py) through the real pipeline with `dvc exp run`."""
+"""Bring your own model: the worked examples of docs/models.md (examples/mlp.py) through the real pipeline with `dvc exp run`."""
 
 import json
 import os

@@ -92,7 +92,7 @@ def test_digits_fp16_end_to_end(dvc_repo: Path):
 
 
 def test_queued_precision_sweep_lands_in_one_table(dvc_repo: Path):
-    """The README's sweep: queue fp32, fp16 and int8, run the queue, tabulate `dvc exp show --json`."""
+    """The sweep of docs/precision.md: queue fp32, fp16 and int8, run the queue, tabulate `dvc exp show --json`."""
     run(["dvc", "exp", "run", "--queue", "-S", "precision=fp32,fp16,int8", *QUICK], dvc_repo)
     run(["dvc", "queue", "start", "-j", "1"], dvc_repo)
     deadline = time.monotonic() + 900

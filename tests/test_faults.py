@@ -1,4 +1,4 @@
-"""README "When things go wrong": every row of the fault matrix, on real files, real stages and real DVC runs.
+"""docs/faults.md: every row of the fault matrix, on real files, real stages and real DVC runs.
 
 Each user mistake must end in exit code 1 and one line naming the problem, with no traceback and no artifact a
 later stage could take for valid; what was built before stays intact.
