@@ -19,7 +19,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from stages.core import calibration
-from stages.core.data import batch_of, check_batch, load_dataset
+from stages.core.batches import batch_of, check_batch
+from stages.core.data import load_dataset
 from stages.core.markdown import table
 from stages.core.quantize import write_int8
 from stages.core.run import compose, quiet_libraries

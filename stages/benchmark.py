@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from stages.backends import registry
 from stages.backends.base import TimedCall
 from stages.core.artifacts import atomic_path, read_json, write_json
-from stages.core.data import batch_of, check_batch, load_dataset
+from stages.core.batches import batch_of, check_batch
+from stages.core.data import load_dataset
 from stages.core.metrics import EAGER, ENGINE
 from stages.core.model import load_model
 from stages.core.run import run_stage

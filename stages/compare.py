@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 from stages.backends import registry
 from stages.backends.onnxruntime import default_session_runner
 from stages.core.artifacts import read_json, write_json
-from stages.core.data import LABELS, batch_of, data_source, feeds, is_synthetic, load_dataset
+from stages.core.batches import batch_of, feeds
+from stages.core.data import LABELS, data_source, is_synthetic, load_dataset
 from stages.core.errors import PipelineError
 from stages.core.metrics import task_metric
 from stages.core.profiles import random_feed

@@ -18,7 +18,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from stages.core.artifacts import atomic_path, write_json
-from stages.core.data import data_source, feeds, load_dataset
+from stages.core.batches import feeds
+from stages.core.data import data_source, load_dataset
 from stages.core.errors import PipelineError, first_line
 from stages.core.model import SOURCES, check_forward, load_model
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs

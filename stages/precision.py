@@ -19,17 +19,17 @@ from omegaconf import DictConfig
 
 from stages.core import calibration, fallback
 from stages.core.artifacts import atomic_path, read_json, sha256, write_json
+from stages.core.batches import feeds
 from stages.core.bfloat16 import write_bf16
-from stages.core.data import data_source, feeds, load_dataset
+from stages.core.data import data_source, load_dataset
 from stages.core.errors import PipelineError
+from stages.core.float16 import float16_overflow, write_fp16
 from stages.core.onnx_io import load_onnx, op_counts, ort_outputs
 from stages.core.quantize import (
     ENCODINGS,
     activation_table,
-    float16_overflow,
     quantized_nodes,
     with_qdq_opset,
-    write_fp16,
     write_int8,
 )
 from stages.core.run import run_stage

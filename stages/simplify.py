@@ -3,7 +3,8 @@
 from omegaconf import DictConfig
 
 from stages.core.artifacts import atomic_path, write_json
-from stages.core.data import feeds, load_dataset
+from stages.core.batches import feeds
+from stages.core.data import load_dataset
 from stages.core.errors import PipelineError, first_line
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs
 from stages.core.run import run_stage

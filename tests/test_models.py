@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 from models import digits, textenc
 from models.train import FLOOR, committed_record, same_training_kind, train
 from stages.core.artifacts import sha256
-from stages.core.data import batch_of, feeds, load_dataset
+from stages.core.batches import batch_of, feeds
+from stages.core.data import load_dataset
 from stages.core.device import cpu_fingerprint, cpu_kind
 from stages.core.errors import PipelineError
 from stages.core.model import load_model

@@ -15,8 +15,9 @@ from stages.backends import registry
 from stages.backends.base import MANIFEST
 from stages.backends.openvino import BF16_ISA, VNNI_ISA, OpenVinoBackend, execution_precision, properties
 from stages.core.artifacts import read_json
+from stages.core.batches import batch_of
 from stages.core.bfloat16 import BFLOAT16, FLOAT16, write_bf16
-from stages.core.data import batch_of, load_dataset
+from stages.core.data import load_dataset
 from stages.core.device import cpu_fingerprint
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs

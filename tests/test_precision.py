@@ -15,8 +15,9 @@ from stages.backends import registry
 from stages.core import calibration
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
+from stages.core.float16 import write_fp16
 from stages.core.onnx_io import ort_outputs
-from stages.core.quantize import quantized_nodes, write_fp16
+from stages.core.quantize import quantized_nodes
 from tests.helpers import FAST_BENCH, add_fixture_model, compose, copy_repo, run_stage
 
 # What encoding=auto gives here: u8s7 on x86 CPUs without VNNI, u8s8 with it (the ONNX Runtime backend decides).

@@ -14,7 +14,8 @@ from examples import zoo
 from stages import build as build_stage
 from stages import compare, env, export, precision, simplify
 from stages.core.artifacts import read_json
-from stages.core.data import feeds, load_dataset
+from stages.core.batches import feeds
+from stages.core.data import load_dataset
 from stages.core.errors import PipelineError
 from stages.core.specs import InputSpec, signature_shapes
 from tests.helpers import ROOT, compose

@@ -21,8 +21,17 @@ def atomic_path(path: str | os.PathLike[str], directory: bool = False) -> Iterat
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on failure remove it.
 
     An interrupted stage therefore never leaves a half-written file (or folder) under the real name; what a killed
-    run left under a temporary name is removed by ``sweep_temporaries`` (the env stage). A full disk or a permission error while writing
-    is a PipelineError naming ``path``.
+    run left under a temporary name is removed by ``sweep_temporaries`` (the env stage).
+
+    Args:
+        path: the artifact's real name.
+        directory: yield an empty folder instead of a file.
+
+    Yields:
+        Path: where to write; renamed onto ``path`` when the block ends without an exception.
+
+    Raises:
+        PipelineError: a full disk or a permission error while writing, naming ``path``.
     """
     path = Path(path)
     try:
@@ -51,6 +60,9 @@ def sweep_temporaries(folder: str | os.PathLike[str]) -> None:
     """Remove what killed runs left under temporary names (``.<name>.*.tmp``) anywhere below ``folder``.
 
     Only safe while no stage is writing: the env stage calls it, first in every `dvc repro`, under DVC's repo lock.
+
+    Args:
+        folder: the build folder.
     """
     for stale in sorted(Path(folder).rglob(".*.tmp"), reverse=True):
         _remove(stale)
@@ -67,23 +79,50 @@ def _about(error: OSError, tmp: Path) -> bool:
 
 
 def to_json(data: Any) -> str:
-    """Deterministic JSON: sorted keys, two-space indent, trailing newline."""
+    """Deterministic JSON: sorted keys, two-space indent, trailing newline.
+
+    Args:
+        data: plain data; numpy scalars and paths are converted.
+
+    Returns:
+        str: the text, identical for equal data.
+    """
     return json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n"
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Atomically write ``data`` as deterministic JSON."""
+    """Atomically write ``data`` as deterministic JSON.
+
+    Args:
+        path: the file to write.
+        data: plain data (``to_json``).
+    """
     write_text(path, to_json(data))
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Atomically write ``text`` (UTF-8)."""
+    """Atomically write ``text`` (UTF-8).
+
+    Args:
+        path: the file to write.
+        text: its content.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON artifact; a missing or unreadable file is a PipelineError naming it."""
+    """Read a JSON artifact.
+
+    Args:
+        path: the file to read.
+
+    Returns:
+        Any: the parsed content.
+
+    Raises:
+        PipelineError: the file is missing (run `dvc repro`) or unreadable, naming it.
+    """
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as e:
@@ -93,7 +132,14 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes."""
+    """Hex sha256 of a file's bytes.
+
+    Args:
+        path: the file.
+
+    Returns:
+        str: 64 hex digits.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.core.quantize import write_fp16
+from stages.core.float16 import write_fp16
 
 FLOAT, FLOAT16, BFLOAT16 = 1, 10, 16  # onnx.TensorProto data types
 BF16_OPSET = 22  # the first opset whose Conv, Gemm, pooling... accept bfloat16

@@ -17,7 +17,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from stages.core.artifacts import sha256
-from stages.core.data import data_source, feeds, load_dataset
+from stages.core.batches import feeds
+from stages.core.data import data_source, load_dataset
 from stages.core.errors import PipelineError, first_line
 from stages.core.specs import input_specs
 
@@ -25,7 +26,15 @@ METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
 def method_of(calibration: DictConfig, key: str) -> Any:
-    """ONNX Runtime's CalibrationMethod for ``calibration.method``; ``key`` is where the user set it."""
+    """ONNX Runtime's CalibrationMethod for ``calibration.method``.
+
+    Args:
+        calibration: the calibration settings.
+        key: where the user set them, for errors (``precision.int8.calibration``).
+
+    Returns:
+        CalibrationMethod: MinMax, Entropy or Percentile.
+    """
     from onnxruntime.quantization import CalibrationMethod
 
     if calibration.method not in METHODS:
@@ -35,7 +44,19 @@ def method_of(calibration: DictConfig, key: str) -> Any:
 
 def calibration_batches(model: DictConfig, calibration: DictConfig, key: str) -> tuple[list[dict], dict[str, Any]]:
     """``calibration.samples`` samples of the split, drawn with ``calibration.seed``, as feed dicts; and their
-    provenance (split, samples, seed and the sha256 of the arrays actually used). Errors name ``key``."""
+    provenance.
+
+    Args:
+        model: the model's config section.
+        calibration: the calibration settings (split, samples, seed, batch_size).
+        key: where the user set them, for errors.
+
+    Returns:
+        tuple: the feed dicts, and the provenance (split, data source, samples, seed, sha256 of the arrays used).
+
+    Raises:
+        PipelineError: fewer samples than asked, or a non-positive count.
+    """
     if calibration.samples < 1 or calibration.batch_size < 1:
         raise PipelineError(f"{key}.samples and .batch_size must be at least 1")
     data = load_dataset(model, calibration.split)  # checks names, dtypes, shapes and lengths
@@ -73,7 +94,20 @@ class _Reader:
 
 
 def calibrate(onnx: Path, batches: list[dict], calibration: DictConfig, key: str) -> dict[str, tuple[float, float]]:
-    """Run ONNX Runtime's calibrator over ``batches``: tensor name -> (min, max) for every float tensor."""
+    """Run ONNX Runtime's calibrator over ``batches``: tensor name -> (min, max) for every float tensor.
+
+    Args:
+        onnx: the float model.
+        batches: feed dicts (``calibration_batches``).
+        calibration: the calibration settings (method, percentile).
+        key: where the user set them, for errors.
+
+    Returns:
+        dict[str, tuple[float, float]]: tensor name -> (min, max), sorted by name.
+
+    Raises:
+        PipelineError: the calibrator failed, or found no float tensor.
+    """
     from onnxruntime.quantization.calibrate import create_calibrator
 
     method = method_of(calibration, key)
@@ -97,7 +131,16 @@ def calibrate(onnx: Path, batches: list[dict], calibration: DictConfig, key: str
 
 
 def provenance(onnx: Path, data: dict[str, Any], calibration: DictConfig) -> dict[str, Any]:
-    """Everything a calibration depends on: the float model, the data actually used and the method."""
+    """Everything a calibration depends on: the float model, the data actually used and the method.
+
+    Args:
+        onnx: the float model.
+        data: the data's provenance (``calibration_batches``).
+        calibration: the calibration settings.
+
+    Returns:
+        dict: model sha256, the data's provenance, method (and percentile), onnxruntime version.
+    """
     import onnxruntime
 
     record = {"model_sha256": sha256(onnx), **data, "method": calibration.method}

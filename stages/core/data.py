@@ -1,37 +1,33 @@
 """Eval and calibration data for ``cfg.model``: a recipe's splits, the user's ``.npz`` files, or seeded random
-inputs when a model comes without data; checked against the model's inputs, and cut into feed dicts."""
+inputs when a model comes without data; checked against the model's inputs (batches: ``stages.core.batches``; the user's files: ``user_data``)."""
 
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stages.core.errors import PipelineError
 from stages.core.model import load_recipe
 from stages.core.specs import axis_sizes, input_specs
+from stages.core.user_data import LABELS, given, user_data
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-LABELS = "labels"
 ROLES = {"test": "eval", "train": "calibration"}  # a recipe's split -> the model.data key that replaces it
 SYNTHETIC = {"test": 128, "train": 512}  # samples of seeded random data, per split (512: the calibration default)
 
 
-def given(model: "DictConfig", role: str) -> str | None:
-    """``model.data.<role>``, or None when it is unset (``???``) or null."""
-    from omegaconf import OmegaConf
-
-    data = model.get("data")
-    if data is None or OmegaConf.is_missing(data, role) or data.get(role) is None:
-        return None
-    return str(data[role])
-
-
 def data_source(model: "DictConfig", split: str) -> str:
     """Where ``split`` data comes from, for reports (the order ``load_dataset`` tries): a file, the data factory, a
-    recipe split, or seeded random inputs."""
+    recipe's split, or seeded random inputs.
+
+    Args:
+        model: the model's config section.
+        split: ``test`` (eval) or ``train`` (calibration).
+
+    Returns:
+        str: a short description.
+    """
     role = ROLES.get(split, split)
     factory = model.get("data", {}).get("factory")
     own, fallback = given(model, role), given(model, "eval") if role == "calibration" else None
@@ -45,7 +41,15 @@ def data_source(model: "DictConfig", split: str) -> str:
 
 
 def is_synthetic(model: "DictConfig", split: str) -> bool:
-    """True when ``split`` data is seeded random, not real samples."""
+    """True when ``split`` data is seeded random, not real samples.
+
+    Args:
+        model: the model's config section.
+        split: ``test`` or ``train``.
+
+    Returns:
+        bool: whether the data is synthetic.
+    """
     return data_source(model, split).startswith("seeded random")
 
 
@@ -73,68 +77,17 @@ def load_dataset(model: "DictConfig", split: str) -> dict[str, np.ndarray]:
     return data
 
 
-def user_data(model: "DictConfig", role: str) -> tuple[dict[str, np.ndarray], str] | None:
-    """(arrays, where from) of ``role`` (eval or calibration) from the user: ``model.data.<role>`` (.npz), else
-    ``model.data.factory(role)``; None when neither gives any."""
-    path = given(model, role)
-    if path:
-        return read_npz(path, f"model.data.{role}"), f"model.data.{role} {path}"
-    factory = model.get("data", {}).get("factory")
-    made = from_factory(model, role) if factory else None
-    return None if made is None else (made, f"model.data.factory {factory}({role!r})")
-
-
-def from_factory(model: "DictConfig", role: str) -> dict[str, np.ndarray] | None:
-    """``model.data.factory(role)`` as arrays: it may return a dict of arrays (named as the inputs, optionally
-    ``labels``), a ``torch.utils.data.Dataset`` of ``(inputs..., [label])`` samples, a ``DataLoader`` of such
-    batches, or None for a role it has no data for (calibration then uses the eval data)."""
-    from stages.core.model import import_function
-
-    key = "model.data.factory"
-    made = import_function(model.data.factory, key, model.code)(role)
-    if made is None or isinstance(made, dict):
-        return None if made is None else {k: _array(v) for k, v in made.items()}
-    import torch
-
-    names = [s.name for s in input_specs(model)]
-    join: Callable[..., np.ndarray]
-    if isinstance(made, torch.utils.data.DataLoader):
-        items, join = list(made), np.concatenate
-    elif hasattr(made, "__getitem__") and hasattr(made, "__len__"):
-        items, join = [made[i] for i in range(len(made))], np.stack
-    else:
-        raise PipelineError(f"{key}({role!r}) returned {type(made).__name__}: return a dict of arrays or a Dataset")
-    columns = list(zip(*(item if isinstance(item, tuple | list) else (item,) for item in items), strict=True))
-    if len(columns) not in (len(names), len(names) + 1):
-        raise PipelineError(f"{key}({role!r}): items have {len(columns)} parts; expected ({', '.join(names)}[, label])")
-    data = {name: join([_array(x) for x in column]) for name, column in zip(names, columns, strict=False)}
-    if len(columns) > len(names):
-        data[LABELS] = join([_array(x) for x in columns[-1]])
-    return data
-
-
-def _array(value: Any) -> np.ndarray:
-    """A tensor, array or number as a numpy array."""
-    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
-
-
-def read_npz(path: str, key: str) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` file; pickled objects are refused (``allow_pickle=False``)."""
-    if not Path(path).is_file():
-        raise PipelineError(f"{key}: no such file {path}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except ValueError as e:
-        if "pickle" in str(e):
-            raise PipelineError(f"{key}: {path} holds pickled objects; refused (save plain arrays)") from e
-        raise PipelineError(f"{key}: {path} is not a readable .npz file ({e})") from e
-    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError for a damaged file
-        raise PipelineError(f"{key}: {path} is not a readable .npz file ({type(e).__name__}: {e})") from e
-
-
 def check_data(model: "DictConfig", data: dict[str, np.ndarray], where: str) -> None:
-    """Every input has a non-empty array of its dtype and shape; all arrays (and ``labels``) have one length."""
+    """Every input has a non-empty array of its dtype and shape; all arrays (and ``labels``) have one length.
+
+    Args:
+        model: the model's config section.
+        data: array name -> array.
+        where: the data's source, for errors.
+
+    Raises:
+        PipelineError: the first array that does not fit, naming it.
+    """
     lengths = {}
     for spec in input_specs(model):
         if spec.name not in data:
@@ -163,49 +116,17 @@ def check_data(model: "DictConfig", data: dict[str, np.ndarray], where: str) -> 
 
 def synthetic(model: "DictConfig", split: str) -> dict[str, np.ndarray]:
     """Seeded random inputs for a model without data (``random_feed``: floats standard normal, integers 0 or 1)
-    of ``SYNTHETIC[split]`` samples, also when the model fixes its batch (``feeds`` cuts them to it); no labels."""
+    of ``SYNTHETIC[split]`` samples, also when the model fixes its batch (``feeds`` cuts them to it); no labels.
+
+    Args:
+        model: the model's config section.
+        split: ``test`` or ``train``.
+
+    Returns:
+        dict[str, np.ndarray]: input name -> array.
+    """
     from stages.core.profiles import random_feed
 
     specs = input_specs(model)
     shapes = {s.name: (SYNTHETIC[split], *axis_sizes(s, 1, model.dims)[1:]) for s in specs}  # N, whatever the batch
     return random_feed(shapes, {s.name: s.dtype for s in specs}, seed=list(SYNTHETIC).index(split))
-
-
-def fixed_batch(model: "DictConfig") -> int | None:
-    """The batch size the model's graph fixes (an int first axis of an input), or None when it is dynamic."""
-    return next((s.shape[0] for s in input_specs(model) if s.shape and isinstance(s.shape[0], int)), None)
-
-
-def feeds(model: "DictConfig", data: dict[str, np.ndarray], batch_size: int, limit: int = 0) -> list[dict]:
-    """Split ``data`` into input feed dicts of ``batch_size`` samples (the last may be smaller). A model that fixes
-    its batch gets batches of exactly that size; samples that do not fill a last one are left out."""
-    names = [s.name for s in input_specs(model)]
-    total = len(data[names[0]]) if limit <= 0 else min(limit, len(data[names[0]]))
-    fixed = fixed_batch(model)
-    if fixed is not None:
-        batch_size, total = fixed, total - total % fixed
-        if total == 0:
-            raise PipelineError(f"model {model.name!r} takes batches of {fixed}; its data has fewer samples")
-    return [{n: np.ascontiguousarray(data[n][i : i + batch_size]) for n in names} for i in range(0, total, batch_size)]
-
-
-def batch_of(model: "DictConfig", data: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """One feed dict of exactly ``batch_size`` samples, repeating the data if it is shorter (callers check the
-    size against the model first: ``check_batch``)."""
-    names = [s.name for s in input_specs(model)]
-    index = np.arange(batch_size) % len(data[names[0]])
-    return {n: np.ascontiguousarray(data[n][index]) for n in names}
-
-
-def check_batch(model: "DictConfig", batch_size: int, key: str) -> None:
-    """A batch size must be positive, within ``model.max_batch`` and fit a fixed batch axis; errors name ``key``."""
-    if not 1 <= batch_size <= model.max_batch:
-        raise PipelineError(
-            f"{key}: batch size {batch_size} is outside 1..{model.max_batch}, the limit of model "
-            f"{model.name!r} (model.max_batch)"
-        )
-    fixed = fixed_batch(model)
-    if fixed is not None and fixed != batch_size:
-        raise PipelineError(
-            f"{key}: batch size {batch_size}, but model {model.name!r} has a fixed batch of {fixed}; use {fixed}"
-        )

@@ -33,7 +33,11 @@ ISA_FLAGS = [
 
 
 def cpu_fingerprint() -> dict[str, Any]:
-    """The CPU as a runtime sees it: architecture, model name, relevant ISA flags, usable cores."""
+    """The CPU as a runtime sees it: architecture, model name, relevant ISA flags, usable cores.
+
+    Returns:
+        dict: ``arch``, ``model``, ``isa`` (sorted flags kernels dispatch on) and ``cores`` (this process's).
+    """
     model, flags = None, set()
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
@@ -53,12 +57,25 @@ def cpu_fingerprint() -> dict[str, Any]:
 
 def cpu_kind(cpu: dict[str, Any]) -> tuple[str, ...]:
     """What makes two CPUs compute alike: the architecture and the ISA flags kernels dispatch on (not the model
-    name or the core count). Float kernels sum in another order on another kind, so results differ in the last
-    bits; on the same kind and toolchain they are identical."""
+    name or the core count).
+
+    Args:
+        cpu: a ``cpu_fingerprint``.
+
+    Returns:
+        tuple[str, ...]: the architecture, then the flags.
+    """
     return (cpu.get("arch") or "unknown", *sorted(cpu.get("isa", [])))
 
 
 def cpu_label(cpu: dict[str, Any]) -> str:
-    """One readable line for a CPU: ``AMD EPYC (x86_64: avx avx2 ...)``."""
+    """One readable line for a CPU: ``AMD EPYC (x86_64: avx avx2 ...)``.
+
+    Args:
+        cpu: a ``cpu_fingerprint``.
+
+    Returns:
+        str: model name, architecture and ISA flags.
+    """
     arch, *isa = cpu_kind(cpu)
     return f"{cpu.get('model') or 'unknown CPU'} ({arch}: {' '.join(isa) or 'baseline ISA'})"

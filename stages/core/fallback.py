@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from stages.core.data import LABELS, feeds
+from stages.core.batches import feeds
+from stages.core.data import LABELS
 from stages.core.metrics import task_metric
 from stages.core.onnx_io import load_onnx, ort_outputs
 from stages.core.quantize import check_int8, quantized_nodes
@@ -59,7 +60,17 @@ class Evaluator:
 
 
 def sensitivities(nodes: list[str], encode: Encoder, evaluate: Evaluator, count: int) -> dict[str, float]:
-    """Node -> error of the task output when only that node is quantized, most sensitive first."""
+    """Node -> error of the task output when only that node is quantized, most sensitive first.
+
+    Args:
+        nodes: the quantized nodes to rank.
+        encode: writes a Q/DQ model (``only=[node]`` quantizes one node).
+        evaluate: the task metric and error against the float reference.
+        count: eval samples each error is measured on.
+
+    Returns:
+        dict[str, float]: node -> normalised squared error, descending.
+    """
     scores = {}
     with tempfile.TemporaryDirectory(prefix="engineforge-sensitivity-") as tmp:
         for node in nodes:
@@ -76,9 +87,17 @@ def run(
     ``settings.step`` most sensitive nodes (of ``op_types``, the quantized types) and encode again, up to
     ``settings.max_nodes``.
 
+    Args:
+        out: where the chosen Q/DQ model is written.
+        encode: writes a Q/DQ model, with ``exclude=[...]`` nodes kept in float.
+        evaluate: the task metric against the float reference.
+        enabled: whether to search at all (``precision.int8.fallback``).
+        settings: the search's settings (``step``, ``max_nodes``, ``sensitivity_samples``).
+        op_types: the quantized op types.
+
     Returns:
-        enabled, rounds (excluded count + task metric of each), kept (the index of the round written to ``out``),
-        the excluded nodes and every node's sensitivity.
+        dict: enabled, rounds (excluded count + task metric of each), kept (the index of the round written to
+        ``out``), the excluded nodes and every node's sensitivity.
     """
     encode(out)
     check_int8(load_onnx(out))

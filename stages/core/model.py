@@ -19,7 +19,14 @@ SOURCES = ("recipe", "factory", "onnx")  # model.source: how the export stage ge
 
 
 def load_recipe(model: "DictConfig") -> ModuleType:
-    """Import the recipe module at ``model.code`` (a file path, so recipes may live anywhere)."""
+    """Import the recipe module at ``model.code`` (a file path, so recipes may live anywhere).
+
+    Args:
+        model: the model's config section.
+
+    Returns:
+        ModuleType: the recipe, with ``build()`` and ``dataset(split)``.
+    """
     path = Path(model.code)
     if not path.is_file():
         options = sorted(p.stem for p in Path("conf/model").glob("*.yaml"))
@@ -67,12 +74,26 @@ def import_function(spec: str | None, key: str, code: str) -> Any:
 
 
 def load_factory(model: "DictConfig") -> Any:
-    """The model factory ``model.factory`` (see ``import_function``)."""
+    """The model factory ``model.factory`` (see ``import_function``).
+
+    Args:
+        model: the model's config section (``source: factory``).
+
+    Returns:
+        Callable: returns an ``nn.Module`` when called with no arguments.
+    """
     return import_function(model.factory, "model.factory", model.code)
 
 
 def build_module(model: "DictConfig") -> Any:
-    """The untrained (or recipe-seeded) ``torch.nn.Module`` of ``model``."""
+    """The untrained (or recipe-seeded) ``torch.nn.Module`` of ``model``.
+
+    Args:
+        model: the model's config section.
+
+    Returns:
+        torch.nn.Module: not yet loaded with weights.
+    """
     import torch
 
     if model.source == "recipe":
@@ -123,7 +144,15 @@ def load_model(model: "DictConfig") -> Any:
 
 def check_forward(net: Any, model: "DictConfig") -> None:
     """Run ``net`` once on zeros of the shapes and dtypes in ``model.inputs``: a config that does not fit the
-    model fails here with the inputs named, instead of deep inside the exporter."""
+    model becomes one line.
+
+    Args:
+        net: the model.
+        model: the model's config section.
+
+    Raises:
+        PipelineError: the forward pass failed, naming the inputs given.
+    """
     import torch
 
     specs = input_specs(model)

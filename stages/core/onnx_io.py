@@ -49,7 +49,14 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> Any:
 
 
 def all_tensors(graph: Any) -> Iterator[Any]:
-    """Every tensor stored in ``graph``: initializers and tensor attributes, subgraphs included."""
+    """Every tensor stored in ``graph``: initializers and tensor attributes, subgraphs included.
+
+    Args:
+        graph: a GraphProto.
+
+    Yields:
+        TensorProto: each stored tensor.
+    """
     yield from graph.initializer
     for node in graph.node:
         for attribute in node.attribute:
@@ -62,7 +69,17 @@ def all_tensors(graph: Any) -> Iterator[Any]:
 
 def unsupported_op(error: Exception, model: Any, runtime: str, where: str) -> PipelineError:
     """A runtime's failure to load ``model`` as one line; when it names an operator of the graph, the line names
-    that operator and its node."""
+    that operator and its node.
+
+    Args:
+        error: the runtime's exception.
+        model: the ModelProto it failed on.
+        runtime: the runtime's name for the line (``onnxruntime``, ``openvino``).
+        where: what was loaded (a path, or "the model").
+
+    Returns:
+        PipelineError: to raise.
+    """
     message = " ".join(str(error).split())
     if "onnxruntime_src" in message:  # drop the C++ source location and signature ONNX Runtime puts first
         message = message.split("failed:", 1)[0] + "failed: " + message.rsplit(") ", 1)[-1]
@@ -75,7 +92,14 @@ def unsupported_op(error: Exception, model: Any, runtime: str, where: str) -> Pi
 
 
 def op_counts(model: Any) -> dict[str, int]:
-    """Operator type -> number of nodes in the main graph."""
+    """Operator type -> number of nodes in the main graph.
+
+    Args:
+        model: a ModelProto.
+
+    Returns:
+        dict[str, int]: sorted by operator type.
+    """
     return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
 
 
@@ -83,8 +107,19 @@ def ort_outputs(
     model: str | os.PathLike[str] | bytes, feeds: list[dict[str, np.ndarray]], as_written: bool = False
 ) -> dict[str, np.ndarray]:
     """Run ``model`` in a default CPU session over ``feeds``; return each output concatenated over batches.
-    ``as_written``: with graph optimizations off, so every node computes in the types the graph gives it (the
-    optimizer moves float16 work to float32 on CPUs without float16 kernels)."""
+
+    Args:
+        model: an ONNX file or its bytes.
+        feeds: input name -> array, one dict per batch.
+        as_written: with graph optimizations off, so every node computes in the types the graph gives it (the
+            optimizer moves float16 work to float32 on CPUs without float16 kernels).
+
+    Returns:
+        dict[str, np.ndarray]: output name -> every batch's output, concatenated.
+
+    Raises:
+        PipelineError: ONNX Runtime cannot load or run the model (``unsupported_op`` names the operator).
+    """
     import onnx
     import onnxruntime as ort
 
@@ -110,7 +145,20 @@ def ort_outputs(
 def compare_outputs(
     expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], atol: float, rtol: float
 ) -> dict[str, dict[str, Any]]:
-    """Per-output max absolute/relative difference and whether every element is within atol + rtol*|expected|."""
+    """Per-output max absolute/relative difference and whether every element is within atol + rtol*|expected|.
+
+    Args:
+        expected: output name -> the reference's array.
+        actual: output name -> the candidate's array.
+        atol: absolute tolerance.
+        rtol: relative tolerance.
+
+    Returns:
+        dict: output name -> ``max_abs``, ``max_rel`` and ``passed`` (False also on NaN or Inf).
+
+    Raises:
+        PipelineError: an output is missing or has another shape.
+    """
     report = {}
     for name, want in expected.items():
         if name not in actual:

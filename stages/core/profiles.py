@@ -18,7 +18,15 @@ Profile = dict[str, dict[str, list[int]]]
 
 def default_profile(model: Any, batch_sizes: Sequence[int]) -> Profile:
     """One profile from the model's dynamic axes: batch 1 .. ``model.max_batch``, tuned (opt) for the largest
-    benchmark batch size; every other dynamic axis 1 .. its ``model.dims`` size, tuned for that size."""
+    benchmark batch size; every other dynamic axis 1 .. its ``model.dims`` size, tuned for that size.
+
+    Args:
+        model: the model's config section.
+        batch_sizes: the benchmark's batch sizes.
+
+    Returns:
+        Profile: input name -> min/opt/max shapes.
+    """
     profile: Profile = {}
     opt_batch = min(max(batch_sizes, default=1), model.max_batch)
     for spec in input_specs(model):
@@ -33,7 +41,17 @@ def default_profile(model: Any, batch_sizes: Sequence[int]) -> Profile:
 def resolve_profiles(configured: Sequence[Mapping] | None, model: Any, batch_sizes: Sequence[int], key: str) -> list:
     """The profiles to build: ``configured`` (checked against the model's inputs) or the default one.
 
-    ``key`` names the config entry in errors, e.g. ``backend.tensorrt.profiles``.
+    Args:
+        configured: the backend's configured profiles, or None/empty for the default.
+        model: the model's config section.
+        batch_sizes: the benchmark's batch sizes.
+        key: the config entry errors name, e.g. ``backend.tensorrt.profiles``.
+
+    Returns:
+        list[Profile]: at least one.
+
+    Raises:
+        PipelineError: a profile that misses an input, has another rank, moves a fixed axis or is not min <= opt <= max.
     """
     if not configured:
         return [default_profile(model, batch_sizes)]
@@ -63,7 +81,16 @@ def resolve_profiles(configured: Sequence[Mapping] | None, model: Any, batch_siz
 
 def random_feed(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, Any], seed: int = 0) -> dict:
     """Seeded inputs of the given shapes: floats standard normal, integers 0 or 1 (valid ids and mask values
-    for every model here)."""
+    for every model here).
+
+    Args:
+        shapes: input name -> shape.
+        dtypes: input name -> numpy dtype (or its name).
+        seed: the generator's seed.
+
+    Returns:
+        dict[str, np.ndarray]: input name -> array.
+    """
     rng = np.random.default_rng(seed)
     feed = {}
     for name, shape in shapes.items():

@@ -1,15 +1,9 @@
-"""Graph precision: the FP16 cast and the INT8 Q/DQ encodings (one calibration, the form each backend runs fast).
-
-FP16 uses the float16 converter that ships inside onnxruntime (``onnxruntime.transformers.float16``, the same code
-as onnxconverter-common): no extra dependency, it keeps float32 inputs and outputs (``keep_io_types``) and keeps
-listed op types in float32 (``op_block_list``) with Casts around them. ModelOpt's AutoCast chooses float32
-islands from data instead, but needs nvidia-modelopt installed without its dependencies (its ``[onnx]`` extra
-replaces onnxruntime and onnx); an explicit list of fragile op types is what a user can read and override.
-
-INT8 writes explicit QuantizeLinear/DequantizeLinear pairs with ONNX Runtime's ``quantize_static`` (QDQ format),
-fed the precomputed ranges through its calibration cache so it never calibrates again. Encodings:
-``u8s8`` (uint8 asymmetric activations, int8 symmetric per-channel weights: what ONNX Runtime's CPU kernels run
-fast) and ``s8s8`` (int8 symmetric activations and weights, every zero point 0: what TensorRT consumes).
+"""Graph precision for int8: explicit QuantizeLinear/DequantizeLinear pairs with ONNX Runtime's ``quantize_static``
+(QDQ format), fed the precomputed ranges through its calibration cache so it never calibrates again (one
+calibration, the form each backend runs fast). Encodings: ``u8s8`` (uint8 asymmetric activations, int8 symmetric
+per-channel weights: what ONNX Runtime's CPU kernels run fast), ``u8s7`` (the same with 7-bit weights, for x86
+without VNNI) and ``s8s8`` (int8 symmetric activations and weights, every zero point 0, float biases: what
+TensorRT consumes). The float16 cast is ``stages.core.float16``.
 """
 
 import tempfile
@@ -28,94 +22,18 @@ ENCODINGS = {"u8s8": ("QUInt8", False, False), "u8s7": ("QUInt8", False, True), 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
-def write_fp16(source: Path, keep_float32: list[str], out: Path) -> list[str]:
-    """Cast ``source`` to float16 (float32 inputs and outputs) into ``out``; return the op types kept in float32."""
-    import onnx
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
-    blocked = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(keep_float32))
-    try:
-        model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, op_block_list=blocked)
-    except Exception as e:  # the converter raises plain exceptions on graphs it cannot handle
-        raise PipelineError(f"cannot cast {source} to float16: {first_line(e, 200)}") from e
-    drop_repeated_nodes(model.graph)  # a shared initializer gets one identical Cast per float32-kept consumer
-    topological_sort(model.graph)  # the converter appends its input Casts after their consumers
-    onnx.save(model, str(out))
-    present = {node.op_type for node in model.graph.node}
-    return sorted(present & set(keep_float32))
-
-
-def float16_overflow(fp16: Path, batches: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """The first node (graph order) of a float16 model whose output is Inf or NaN on ``batches``.
-
-    Args:
-        fp16: the float16 model.
-        batches: input feeds (a few eval batches).
-
-    Returns:
-        (node name or output name, op type), or None when the model's outputs are finite.
-    """
-    import onnx
-
-    from stages.core.onnx_io import ort_outputs
-
-    model = onnx.load(str(fp16))
-    if all(np.isfinite(v).all() for v in ort_outputs(model.SerializeToString(), batches, as_written=True).values()):
-        return None
-    listed = {o.name for o in model.graph.output}
-    producers = [(n, name) for n in model.graph.node for name in n.output if name]
-    model.graph.output.extend(onnx.ValueInfoProto(name=name) for _, name in producers if name not in listed)
-    values = ort_outputs(model.SerializeToString(), batches, as_written=True)
-    for node, name in producers:
-        value = values.get(name)
-        if value is not None and value.dtype.kind == "f" and not np.isfinite(value).all():
-            return node.name or name, node.op_type
-    return None
-
-
-def drop_repeated_nodes(graph: Any) -> None:
-    """Keep one of each set of nodes that are the same computation (op, inputs, outputs, attributes), in place.
-
-    The float16 converter casts an initializer back to float32 for each float32-kept node that reads it, every Cast
-    writing ``<initializer>_cast_to_fp32``: a graph that shares a weight (the dynamo exporter stores identical
-    initializers once; tied weights) would break single assignment and not load.
-    """
-    seen: set[tuple] = set()
-    kept = []
-    for node in graph.node:
-        attributes = tuple(a.SerializeToString(deterministic=True) for a in node.attribute)
-        key = (node.op_type, node.domain, tuple(node.input), tuple(node.output), attributes)
-        if key not in seen:
-            seen.add(key)
-            kept.append(node)
-    if len(kept) < len(graph.node):
-        del graph.node[:]
-        graph.node.extend(kept)
-
-
-def topological_sort(graph: Any) -> None:
-    """Reorder ``graph.node`` in place so every node follows the producers of its inputs (stable otherwise)."""
-    ordered: list[Any]
-    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        rest: list[Any] = []
-        for node in pending:
-            (ordered if all(name in ready for name in node.input) else rest).append(node)
-            if ordered and ordered[-1] is node:
-                ready.update(node.output)
-        if len(rest) == len(pending):
-            raise PipelineError(f"graph {graph.name!r} has a cycle or an input nothing produces: {rest[0].name!r}")
-        pending = rest
-    del graph.node[:]
-    graph.node.extend(ordered)
-
-
 QDQ_OPSET = 13  # per-channel DequantizeLinear (its axis attribute) needs opset 13
 
 
 def with_qdq_opset(source: Path, folder: Path) -> tuple[Path, int]:
     """``source``, or a copy converted to ``QDQ_OPSET`` in ``folder`` when its opset is older; and its opset.
+
+    Args:
+        source: the float model.
+        folder: where a converted copy is written (same file name).
+
+    Returns:
+        tuple[Path, int]: the model to quantize, and ``source``'s original opset.
 
     Raises:
         PipelineError: ONNX's version converter cannot convert the graph.
@@ -207,7 +125,12 @@ def float_readers_read_float(graph: Any, keep_float: set[str]) -> None:
     """Rewire, in place, the nodes of a type in ``keep_float`` that read an activation's Q/DQ copy, to read the
     float activation itself. ONNX Runtime's quantizer hands the dequantized tensor to every reader of a tensor it
     quantizes for one node, so a residual Add or a LayerNormalization beside a MatMul would take its rounding
-    error; TensorRT's and ONNX Runtime's transformer recipes keep those in float."""
+    error; TensorRT's and ONNX Runtime's transformer recipes keep those in float.
+
+    Args:
+        graph: the Q/DQ model's GraphProto.
+        keep_float: op types that read float.
+    """
     weights = {t.name for t in graph.initializer}
     q_input = {n.output[0]: n.input[0] for n in graph.node if n.op_type == QDQ[0] and n.input[0] not in weights}
     float_of = {n.output[0]: q_input[n.input[0]] for n in graph.node if n.op_type == QDQ[1] and n.input[0] in q_input}
@@ -219,8 +142,16 @@ def float_readers_read_float(graph: Any, keep_float: set[str]) -> None:
 
 
 def quantized_nodes(model: Any, op_types: Sequence[str] = ()) -> list[str]:
-    """Names of the nodes that read a dequantized tensor, in graph order (the nodes INT8 quantized); with
-    ``op_types`` (``precision.int8.op_types``), only those of these types (a Reshape reading a Q/DQ copy is not)."""
+    """Names of the nodes that read a dequantized tensor, in graph order (the nodes INT8 quantized).
+
+    Args:
+        model: a Q/DQ ModelProto.
+        op_types: only nodes of these types (``precision.int8.op_types``; a Reshape reading a Q/DQ copy is not
+            quantized compute); empty for every type.
+
+    Returns:
+        list[str]: node names.
+    """
     dequantized = {out for node in model.graph.node if node.op_type == QDQ[1] for out in node.output}
     return [
         node.name
@@ -232,7 +163,15 @@ def quantized_nodes(model: Any, op_types: Sequence[str] = ()) -> list[str]:
 
 
 def activation_table(model: Any, ranges: dict[str, tuple[float, float]]) -> dict[str, dict[str, Any]]:
-    """Tensor -> calibrated range plus the scale and zero point the Q/DQ model quantizes it with (when it does)."""
+    """Tensor -> calibrated range plus the scale and zero point the Q/DQ model quantizes it with (when it does).
+
+    Args:
+        model: the Q/DQ ModelProto.
+        ranges: tensor name -> calibrated (min, max).
+
+    Returns:
+        dict: tensor name -> ``min``, ``max`` and, where quantized, ``scale``, ``zero_point`` and ``type``.
+    """
     from onnx import numpy_helper
 
     constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
@@ -249,7 +188,14 @@ def activation_table(model: Any, ranges: dict[str, tuple[float, float]]) -> dict
 
 
 def check_int8(model: Any) -> None:
-    """A model the quantizer left without any Q/DQ node cannot run as int8: say so in one line."""
+    """A model the quantizer left without any Q/DQ node cannot run as int8: say so in one line.
+
+    Args:
+        model: the Q/DQ ModelProto.
+
+    Raises:
+        PipelineError: nothing was quantized, naming the graph's op types and the keys to change.
+    """
     if not quantized_nodes(model):
         ops = sorted({node.op_type for node in model.graph.node})
         raise PipelineError(

@@ -27,7 +27,15 @@ DVC_FILE = "dvc.yaml"
 
 
 def declared_params(stage: str, dvc_file: str | os.PathLike[str] = DVC_FILE) -> list[str]:
-    """The params.yaml keys that ``stage`` declares in dvc.yaml."""
+    """The params.yaml keys that ``stage`` declares in dvc.yaml.
+
+    Args:
+        stage: the stage's name in dvc.yaml.
+        dvc_file: the pipeline file.
+
+    Returns:
+        list[str]: dotted keys, in dvc.yaml's order.
+    """
     try:
         stages = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8"))["stages"]
         entries = stages[stage].get("params", [])
@@ -43,7 +51,15 @@ def declared_params(stage: str, dvc_file: str | os.PathLike[str] = DVC_FILE) -> 
 
 
 def select(tree: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
-    """A nested dict holding only ``keys`` (dotted paths) of ``tree``."""
+    """A nested dict holding only ``keys`` (dotted paths) of ``tree``.
+
+    Args:
+        tree: the whole config as plain data.
+        keys: the dotted keys to keep.
+
+    Returns:
+        dict[str, Any]: the subset, nested as in ``tree``.
+    """
     out: dict[str, Any] = {}
     for key in keys:
         node: Any = tree
@@ -74,7 +90,14 @@ def load_params(stage: str, params_file: str = PARAMS_FILE, dvc_file: str = DVC_
 
 
 def frozen(tree: Mapping[str, Any]) -> "DictConfig":
-    """``tree`` as a read-only, struct-mode DictConfig: a stage reading an undeclared key fails loudly."""
+    """``tree`` as a read-only, struct-mode DictConfig: a stage reading an undeclared key fails loudly.
+
+    Args:
+        tree: plain data.
+
+    Returns:
+        DictConfig: read-only and in struct mode.
+    """
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.create(dict(tree))
@@ -84,7 +107,15 @@ def frozen(tree: Mapping[str, Any]) -> "DictConfig":
 
 
 def compose(*overrides: str, config_dir: str | os.PathLike[str] = "conf") -> "DictConfig":
-    """Compose ``config_dir`` with Hydra overrides and resolve it, as `dvc exp run -S ...` writes params.yaml."""
+    """Compose ``config_dir`` with Hydra overrides and resolve it, as `dvc exp run -S ...` writes params.yaml.
+
+    Args:
+        overrides: Hydra overrides (``precision=int8``, ``benchmark.rounds=3``).
+        config_dir: the folder holding ``config.yaml``.
+
+    Returns:
+        DictConfig: the resolved config.
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
@@ -126,7 +157,11 @@ def quiet_libraries() -> None:
 def run_stage(name: str, main: Callable[[Any], str], plain: bool = False) -> None:
     """Entry point of ``python -m stages.<name>``: one line on success, one line and exit 1 on a user error.
 
-    ``main`` gets the stage's parameters from ``load_params`` (a dict with ``plain``, else a DictConfig).
+    Args:
+        name: the stage's name in dvc.yaml.
+        main: the stage's function; it gets the stage's params (a dict with ``plain``, else a DictConfig) and
+            returns the line to print.
+        plain: hand ``main`` a plain dict (no OmegaConf import: the env stage runs on every `dvc repro`).
     """
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     quiet_libraries()

@@ -17,7 +17,14 @@ KINDS = {"null": "null", "bool": "true or false", "int": "an integer", "float": 
 
 
 def kind(value: Any) -> str:
-    """``null``, ``bool``, ``int``, ``float``, ``str``, ``list``, ``dict`` or ``any`` (interpolation or ???)."""
+    """``null``, ``bool``, ``int``, ``float``, ``str``, ``list``, ``dict`` or ``any`` (interpolation or ???).
+
+    Args:
+        value: a config value.
+
+    Returns:
+        str: its kind.
+    """
     if value is None:
         return "null"
     if isinstance(value, str) and ("${" in value or value == MISSING):
@@ -29,7 +36,15 @@ def kind(value: Any) -> str:
 
 
 def leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted key, value) of every node of ``tree``, dicts included (and walked into)."""
+    """(dotted key, value) of every node of ``tree``, dicts included (and walked into).
+
+    Args:
+        tree: nested mappings.
+        prefix: prepended to every key.
+
+    Yields:
+        tuple[str, Any]: dotted key and value.
+    """
     for key, value in tree.items():
         if key == "defaults" and not prefix:
             continue
@@ -41,7 +56,14 @@ def leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any
 
 @functools.cache
 def expected(conf_dir: str = "conf") -> dict[str, tuple[frozenset[str], str]]:
-    """Dotted key -> (the kinds its values have over every option in ``conf_dir``, one file that sets it)."""
+    """Dotted key -> (the kinds its values have over every option in ``conf_dir``, one file that sets it).
+
+    Args:
+        conf_dir: the config folder.
+
+    Returns:
+        dict: dotted key -> (kinds, a file that sets it).
+    """
     table: dict[str, tuple[set[str], str]] = {}
     root = Path(conf_dir)
     for path in sorted(root.rglob("*.yaml")):
@@ -55,7 +77,17 @@ def expected(conf_dir: str = "conf") -> dict[str, tuple[frozenset[str], str]]:
 
 def check_types(tree: Mapping[str, Any], keys: list[str] | None = None, conf_dir: str = "conf") -> None:
     """Each value under ``keys`` (all of ``tree`` if None) must have a kind some option of conf/ gives it, and no
-    value but the optional data files may be left unset (???)."""
+    value but the optional data files may be left unset (???).
+
+    Args:
+        tree: the composed config as plain data.
+        keys: the dotted keys to check; None checks every key.
+        conf_dir: the config folder whose YAML files say which kinds each key takes.
+
+    Raises:
+        PipelineError: the first wrong value (its key, the value, what is expected and a file that sets it) or the
+            first unset one.
+    """
     schema = expected(str(Path(conf_dir).resolve())) if Path(conf_dir).is_dir() else {}
     roots = keys if keys is not None else list(tree)
     for root in roots:

@@ -32,7 +32,17 @@ class InputSpec:
 
 
 def input_specs(model: "DictConfig") -> list[InputSpec]:
-    """The inputs declared in ``model.inputs``, or read from ``model.path`` when that is null."""
+    """The inputs declared in ``model.inputs``, or read from ``model.path`` when that is null.
+
+    Args:
+        model: the model's config section.
+
+    Returns:
+        list[InputSpec]: in the model's input order.
+
+    Raises:
+        PipelineError: an unknown dtype, naming its entry.
+    """
     if model.inputs is None:
         return list(onnx_interface(model.path)[0])
     specs = []
@@ -60,7 +70,15 @@ def output_dynamic_axes(model: "DictConfig") -> dict[str, dict[int, str]]:
 
 
 def task_output(model: "DictConfig", graph: str | None = None) -> str:
-    """The output the task metric reads: ``model.task.output``, or the first output when that is null."""
+    """The output the task metric reads: ``model.task.output``, or the first output when that is null.
+
+    Args:
+        model: the model's config section.
+        graph: the ONNX file to read output names from when ``model.outputs`` is null.
+
+    Returns:
+        str: an output name.
+    """
     return model.task.output or output_names(model, graph)[0]
 
 
@@ -118,7 +136,15 @@ def onnx_interface(path: str) -> tuple[tuple[InputSpec, ...], tuple[str, ...]]:
 
 
 def check_against_file(given: list[InputSpec], path: str) -> None:
-    """Every input in ``given`` (the config) must fit the ONNX file: names, dtypes, ranks and fixed sizes."""
+    """Every input in ``given`` (the config) must fit the ONNX file: names, dtypes, ranks and fixed sizes.
+
+    Args:
+        given: the inputs ``model.inputs`` declares.
+        path: the ONNX file.
+
+    Raises:
+        PipelineError: the first input that does not fit, with what the file expects.
+    """
     actual = {s.name: s for s in onnx_interface(path)[0]}
     if [s.name for s in given] != list(actual):
         raise PipelineError(f"model.inputs: names {[s.name for s in given]} given, {path} has {list(actual)}")
@@ -134,7 +160,19 @@ def check_against_file(given: list[InputSpec], path: str) -> None:
 
 
 def axis_sizes(spec: InputSpec, batch: int, dims: Any) -> tuple[int, ...]:
-    """A concrete shape of ``spec``: the first dynamic axis is the batch, others take ``model.dims``."""
+    """A concrete shape of ``spec``: the first dynamic axis is the batch, others take ``model.dims``.
+
+    Args:
+        spec: one input.
+        batch: the batch size.
+        dims: ``model.dims``: dynamic axis name -> size.
+
+    Returns:
+        tuple[int, ...]: the shape.
+
+    Raises:
+        PipelineError: a dynamic axis ``dims`` has no size for.
+    """
     shape = []
     for axis, dim in enumerate(spec.shape):
         if isinstance(dim, int):

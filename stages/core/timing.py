@@ -10,7 +10,19 @@ import numpy as np
 
 
 def measure(call: Callable[[], object], warmup_s: float, duration_s: float, min_iterations: int) -> dict[str, Any]:
-    """Time ``call`` trtexec-style; return per-inference latencies (ms) and the wall time of the measured run."""
+    """Time ``call`` trtexec-style: warm up for ``warmup_s``, then run back to back for at least ``duration_s``
+    and at least ``min_iterations`` calls.
+
+    Args:
+        call: one inference; a GPU call may also have ``take()`` (device times per phase since the last take).
+        warmup_s: seconds of untimed calls first (at least one call).
+        duration_s: the least time measured.
+        min_iterations: the fewest calls measured.
+
+    Returns:
+        dict: ``latency_ms`` (one float per call), ``wall_s`` (the measured run's wall time) and, for a GPU call,
+        ``device_ms`` (phase -> times).
+    """
     end = time.perf_counter() + warmup_s
     call()
     while time.perf_counter() < end:
@@ -32,7 +44,14 @@ def measure(call: Callable[[], object], warmup_s: float, duration_s: float, min_
 
 
 def distribution(values: np.ndarray) -> dict[str, float]:
-    """min, mean, p50/p90/p95/p99 and max, rounded to 10 ns."""
+    """min, mean, p50/p90/p95/p99 and max, rounded to 10 ns.
+
+    Args:
+        values: latencies in ms.
+
+    Returns:
+        dict[str, float]: statistic name -> value.
+    """
     stats = {"min": values.min(), "mean": values.mean(), "max": values.max()}
     stats |= {f"p{p}": float(np.percentile(values, p)) for p in (50, 90, 95, 99)}
     return {k: round(float(v), 5) for k, v in stats.items()}
@@ -40,7 +59,15 @@ def distribution(values: np.ndarray) -> dict[str, float]:
 
 def summarize(run: dict[str, Any], batch: int) -> dict[str, Any]:
     """Host latency statistics (for a GPU engine also the GPU time of each phase, as trtexec reports them),
-    inferences/s and samples/s of one measured run."""
+    inferences/s and samples/s of one measured run.
+
+    Args:
+        run: what ``measure`` returned (or several runs pooled).
+        batch: samples per inference.
+
+    Returns:
+        dict: ``latency_ms`` (``distribution``), ``qps``, ``samples_per_s``, ``iterations`` and maybe ``gpu_ms``.
+    """
     lat = run["latency_ms"]
     qps = len(lat) / run["wall_s"]
     summary = {

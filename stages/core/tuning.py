@@ -16,8 +16,18 @@ SAMPLES = 50  # timed calls per candidate and batch size, when its time slice al
 
 
 def time_call(call: Callable[[], object], seconds: float, low: int = 3, high: int = SAMPLES) -> list[float]:
-    """Latencies (ms) of ``call`` after two warm-up calls: ``high`` calls, or fewer (at least ``low``) when they
-    would take more than ``seconds``. A small model is timed in milliseconds, a large one within its slice."""
+    """Latencies of ``call`` after two warm-up calls: ``high`` calls, or fewer (at least ``low``) when they
+    would take more than ``seconds``. A small model is timed in milliseconds, a large one within its slice.
+
+    Args:
+        call: one inference.
+        seconds: the time slice.
+        low: the fewest calls timed.
+        high: the most calls timed.
+
+    Returns:
+        list[float]: one latency in ms per timed call.
+    """
     call()
     call()
     samples: list[float] = []
@@ -31,7 +41,15 @@ def time_call(call: Callable[[], object], seconds: float, low: int = 3, high: in
 
 def score(p50: Mapping[int, float], best: Mapping[int, float]) -> float:
     """How far a candidate is from the best at each batch size: the geometric mean of its p50 / the best p50
-    (1.0 = fastest everywhere), so every batch size counts alike whatever its absolute latency."""
+    (1.0 = fastest everywhere), so every batch size counts alike whatever its absolute latency.
+
+    Args:
+        p50: batch size -> the candidate's median latency.
+        best: batch size -> the best median latency of any candidate.
+
+    Returns:
+        float: 1.0 or more.
+    """
     return float(np.exp(np.mean([np.log(p50[b] / best[b]) for b in best])))
 
 
@@ -71,5 +89,12 @@ def tune(candidates: Sequence[Settings], open_call: Opener, batch_sizes: Sequenc
 
 
 def thread_counts(cores: int) -> list[int]:
-    """Thread counts worth timing on ``cores`` cores: all of them, and half (memory-bound graphs often win)."""
+    """Thread counts worth timing on ``cores`` cores: all of them, and half (memory-bound graphs often win).
+
+    Args:
+        cores: the cores this process may use.
+
+    Returns:
+        list[int]: distinct counts, largest first.
+    """
     return sorted({cores, max(1, cores // 2)}, reverse=True)

@@ -5,8 +5,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from stages.core.errors import PipelineError
+from stages.core.float16 import topological_sort
 from stages.core.onnx_io import compare_outputs, unsupported_op
-from stages.core.quantize import topological_sort
 
 
 def graph(nodes):
