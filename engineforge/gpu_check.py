@@ -19,7 +19,7 @@ from typing import Any
 from engineforge.tiny import PROFILE, ROOT, cpu_reference, feed, s8s8_model, tiny_model, worst
 from stages.backends import cuda, cuda_setup, registry
 from stages.backends.base import quiet_polygraphy
-from stages.backends.onnxruntime import check_provider, open_session, session_options
+from stages.backends.ort_session import check_provider, open_session, session_options
 from stages.backends.tensorrt import INSTALL
 from stages.backends.trt_plan import build_plan, loaders
 from stages.core.errors import PipelineError, first_line

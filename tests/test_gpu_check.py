@@ -120,7 +120,7 @@ def test_the_tensorrt_provider_library_names_the_libnvinfer_it_needs(tmp_path):
 @pytest.mark.skipif(cuda_setup.installed("tensorrt-cu12-libs", "tensorrt-cu13-libs") != {}, reason="has TensorRT")
 def test_onnxruntime_tensorrt_provider_without_tensorrt_is_one_line(tmp_path):
     from engineforge.tiny import tiny_model
-    from stages.backends.onnxruntime import open_session, session_options
+    from stages.backends.ort_session import open_session, session_options
 
     with pytest.raises(PipelineError, match=r"^backend.onnxruntime.providers: ONNX Runtime's TensorRT provider needs"):
         open_session(tiny_model(tmp_path / "t.onnx"), session_options(0, "basic"), ["TensorrtExecutionProvider"])

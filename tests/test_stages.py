@@ -246,7 +246,7 @@ def test_export_holds_no_install_paths(tiny):
 
 
 def test_a_session_that_fell_back_from_the_asked_provider_is_refused(tiny):
-    from stages.backends.onnxruntime import check_provider, open_session, session_options
+    from stages.backends.ort_session import check_provider, open_session, session_options
 
     root, cfg = tiny
     session = open_session(root / cfg.paths.simplified, session_options(1, "all"), ["CPUExecutionProvider"])
@@ -274,7 +274,7 @@ def test_manifest_records_the_profile_and_compare_runs_its_edges(tiny):
 def test_tensorrt_provider_engines_are_optimized_offline_without_it_at_basic():
     """ONNX Runtime cannot save a model holding TensorRT-compiled nodes: the build optimizes on the other providers,
     at most at `basic` (higher levels bake in CPU-only layouts), and TensorRT joins when the engine loads."""
-    from stages.backends.onnxruntime import offline_providers, provider_options
+    from stages.backends.ort_session import offline_providers, provider_options
 
     gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert offline_providers(gpu) == ["CUDAExecutionProvider", "CPUExecutionProvider"]

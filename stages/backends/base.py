@@ -3,13 +3,16 @@
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from stages.core.artifacts import read_json, sha256
 from stages.core.errors import PipelineError
 from stages.core.profiles import Profile, random_feed
+
+if TYPE_CHECKING:
+    from polygraphy.backend.base import BaseRunner
 
 MANIFEST = "manifest.json"
 
@@ -118,7 +121,7 @@ class Backend(Protocol):
             dict: manifest fields, at least ``engine`` (the engine file's name inside ``out``) and ``settings``.
         """
 
-    def runner(self, engine: Path, name: str = "engine") -> Any:
+    def runner(self, engine: Path, name: str = "engine") -> "BaseRunner":
         """A Polygraphy runner for the engine folder ``engine`` (verified against its manifest first).
 
         Args:
@@ -129,7 +132,7 @@ class Backend(Protocol):
             BaseRunner: not yet activated.
         """
 
-    def baseline_runner(self, onnx: Path, name: str) -> Any:
+    def baseline_runner(self, onnx: Path, name: str) -> "BaseRunner":
         """A Polygraphy runner over ``onnx`` with this runtime's untuned defaults (what a user runs instead).
 
         Args:
@@ -140,7 +143,7 @@ class Backend(Protocol):
             BaseRunner: not yet activated.
         """
 
-    def timed_call(self, runner: Any, feed: dict[str, np.ndarray], settings: Mapping[str, Any]) -> TimedCall:
+    def timed_call(self, runner: "BaseRunner", feed: dict[str, np.ndarray], settings: Mapping[str, Any]) -> TimedCall:
         """The call a benchmark times: one inference of the activated ``runner`` on ``feed``.
 
         Args:

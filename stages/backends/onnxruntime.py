@@ -8,92 +8,33 @@ for this CPU's instruction set, so the manifest's fingerprint includes the CPU.
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stages.backends.base import Availability, BuildSpec, TimedCall, quiet_polygraphy, verified_engine
-from stages.backends.cuda_setup import onnxruntime_conflict, preload_gpu_libraries
+from stages.backends.cuda_setup import onnxruntime_conflict
+from stages.backends.ort_session import (
+    GPU_PROVIDERS,
+    LEVELS,
+    MODES,
+    bound_session,
+    offline_providers,
+    onnxruntime_module,
+    open_session,
+    session_options,
+)
 from stages.core.device import cpu_fingerprint
 from stages.core.errors import PipelineError, first_line
 from stages.core.onnx_io import load_onnx, unsupported_op
 from stages.core.tuning import thread_counts, tune
 
+if TYPE_CHECKING:
+    from polygraphy.backend.base import BaseRunner
+
 NAME = "onnxruntime"
 ENGINE_FILE = "engine.onnx"
-LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
-LEVELS["all"] = "ORT_ENABLE_ALL"
-MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 SMOKE_TOLERANCE = 0.1  # largest relative error (L2) of an optimized engine against its unoptimized graph
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-TRT_EP_CACHE = "trt_ep_cache"  # inside the engine folder: the TensorRT provider's engines and timing cache
-
-
-def provider_options(providers: list[str], engine_dir: Path | None) -> list[dict[str, str]]:
-    """Options per provider: the TensorRT provider caches its engines and timing cache inside the engine folder,
-    so DVC owns them with the engine (never a side directory)."""
-    options = []
-    for name in providers:
-        if name == "TensorrtExecutionProvider" and engine_dir is not None:
-            cache = str(engine_dir / TRT_EP_CACHE)
-            options.append(
-                {
-                    "trt_engine_cache_enable": "True",
-                    "trt_engine_cache_path": cache,
-                    "trt_timing_cache_enable": "True",
-                    "trt_timing_cache_path": cache,
-                }
-            )
-        else:
-            options.append({})
-    return options
-
-
-def offline_providers(providers: list[str]) -> list[str]:
-    """The providers the offline optimization runs on: all but TensorRT's, whose compiled nodes ONNX Runtime cannot
-    serialize ("Unable to serialize model as it contains compiled nodes"); TensorRT joins when the engine loads."""
-    return [p for p in providers if p != "TensorrtExecutionProvider"] or ["CPUExecutionProvider"]
-
-
-def open_session(model: Path, options: Any, providers: list[str], engine_dir: Path | None = None) -> Any:
-    """An InferenceSession on ``providers``; refused in one line when ONNX Runtime silently fell back from the
-    first provider asked for (it does when, e.g., the CUDA or TensorRT libraries do not load). The TensorRT
-    and CUDA providers get their libraries loaded first (``cuda_setup.preload_gpu_libraries``)."""
-    if problem := preload_gpu_libraries(providers):
-        raise PipelineError(f"backend.onnxruntime.providers: {problem}")
-    session = _ort().InferenceSession(
-        str(model), options, providers=providers, provider_options=provider_options(providers, engine_dir)
-    )
-    check_provider(session, providers[0])
-    return session
-
-
-def check_provider(session: Any, wanted: str) -> None:
-    """Fail unless ``wanted`` is the provider the session actually runs on first."""
-    running = session.get_providers()
-    if not running or running[0] != wanted:
-        raise PipelineError(
-            f"backend.onnxruntime.providers: asked for {wanted} but ONNX Runtime runs on "
-            f"{', '.join(running) or 'nothing'} (it falls back silently when a provider's libraries do not load)"
-        )
-
-
-def _ort() -> Any:
-    import onnxruntime
-
-    return onnxruntime
-
-
-def session_options(threads: int, level: str, mode: str = "sequential") -> Any:
-    """SessionOptions with ``threads`` intra-op threads (0: ONNX Runtime's default), optimization ``level`` and
-    execution ``mode`` (parallel runs independent branches at once)."""
-    ort = _ort()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
-    options.execution_mode = getattr(ort.ExecutionMode, MODES[mode])
-    options.log_severity_level = 3  # errors only
-    return options
 
 
 def resolve_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,7 +43,7 @@ def resolve_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     for key, value, allowed in (("graph_optimization_level", level, LEVELS), ("execution_mode", mode, MODES)):
         if value not in allowed:
             raise PipelineError(f"backend.onnxruntime.{key}: {value!r} is not one of {', '.join(allowed)}")
-    available = _ort().get_available_providers()
+    available = onnxruntime_module().get_available_providers()
     missing = [p for p in settings["providers"] if p not in available]
     if missing or not settings["providers"]:
         gpu = "; GPU providers need onnxruntime-gpu (docs/gpu.md)" if set(missing) & set(GPU_PROVIDERS) else ""
@@ -176,7 +117,7 @@ class OnnxRuntimeBackend:
     def availability(self) -> Availability:
         """ONNX Runtime is available wherever it imports."""
         try:
-            ort = _ort()
+            ort = onnxruntime_module()
         except ImportError as e:
             return Availability(False, f"onnxruntime does not import ({e}): pip install onnxruntime")
         return Availability(True, f"onnxruntime {ort.__version__} with {', '.join(ort.get_available_providers())}")
@@ -187,7 +128,7 @@ class OnnxRuntimeBackend:
 
     def fingerprint(self) -> dict[str, Any]:
         """ONNX Runtime's version and providers, and the CPU."""
-        ort = _ort()
+        ort = onnxruntime_module()
         return {
             "backend": NAME,
             "device": {"cpu": cpu_fingerprint()},
@@ -251,7 +192,7 @@ class OnnxRuntimeBackend:
         except Exception as e:  # onnxruntime's own exception types
             raise unsupported_op(e, load_onnx(model, check=False), "onnxruntime", str(model)) from e
 
-    def runner(self, engine: Path, name: str = "engine") -> Any:
+    def runner(self, engine: Path, name: str = "engine") -> "BaseRunner":
         """An OnnxrtRunner over the verified engine in the folder ``engine``."""
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
@@ -259,32 +200,13 @@ class OnnxRuntimeBackend:
         manifest, path = verified_engine(engine, self.fingerprint())
         return OnnxrtRunner(SessionFromEngine(path, manifest["settings"]), name=name)
 
-    def baseline_runner(self, onnx: Path, name: str) -> Any:
+    def baseline_runner(self, onnx: Path, name: str) -> "BaseRunner":
         """A default CPU InferenceSession on ``onnx``: ONNX Runtime's own defaults, nothing tuned."""
         return default_session_runner(onnx, name)
 
-    def timed_call(self, runner: Any, feed: dict[str, np.ndarray], settings: Mapping[str, Any]) -> TimedCall:
+    def timed_call(self, runner: "BaseRunner", feed: dict[str, np.ndarray], settings: Mapping[str, Any]) -> TimedCall:
         """IO-bound ``run_with_iobinding``: inputs and preallocated outputs are bound once, outside the timing."""
         return bound_session(runner.sess, feed)
-
-
-def bound_session(sess: Any, feed: Mapping[str, np.ndarray]) -> TimedCall:
-    """``run_with_iobinding`` on a binding of ``feed`` and of outputs preallocated from one run."""
-    ort = _ort()
-    outputs = sess.run(None, dict(feed))  # learn the output shapes once
-    binding = sess.io_binding()
-    values = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in feed.items()}
-    for name, value in values.items():
-        binding.bind_ortvalue_input(name, value)
-    for meta, array in zip(sess.get_outputs(), outputs, strict=True):
-        values[meta.name] = ort.OrtValue.ortvalue_from_numpy(array)
-        binding.bind_ortvalue_output(meta.name, values[meta.name])
-    run_options = ort.RunOptions()
-
-    def call(keep_alive: tuple = (feed, outputs, values)) -> None:  # the bound buffers must outlive the call
-        sess.run_with_iobinding(binding, run_options)
-
-    return call
 
 
 def default_session_runner(onnx: str | os.PathLike[str], name: str) -> Any:

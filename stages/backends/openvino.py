@@ -7,20 +7,17 @@ AMX and AVX512_BF16 CPUs by default, so every build pins ``INFERENCE_PRECISION_H
 """
 
 import io
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from polygraphy.backend.base import BaseRunner
-from polygraphy.common import TensorMetadata
 
 from stages.backends.base import Availability, BuildSpec, TimedCall, quiet_polygraphy, verified_engine
+from stages.backends.ov_runner import OpenVinoRunner, bound_request, compiled_settings, graph_names
 from stages.core.device import cpu_fingerprint, cpu_label
 from stages.core.errors import PipelineError, first_line
-from stages.core.specs import onnx_interface
 from stages.core.tuning import thread_counts, tune
 
 NAME = "openvino"
@@ -38,25 +35,6 @@ def _ov() -> Any:
     import openvino
 
     return openvino
-
-
-def property_text(value: Any) -> str:
-    """An OpenVINO property as plain text: an element type by its short name (``f32``), an enum by its member's
-    name (``LATENCY``), anything else as ``str``."""
-    if hasattr(value, "get_type_name"):
-        return str(value.get_type_name())
-    return str(getattr(value, "name", value))
-
-
-def compiled_settings(compiled: Any) -> dict[str, Any]:
-    """What a compiled model actually runs with: execution precision, hint, threads, streams."""
-    read = compiled.get_property
-    return {
-        "inference_precision": property_text(read("INFERENCE_PRECISION_HINT")),
-        "performance_hint": property_text(read("PERFORMANCE_HINT")),
-        "inference_num_threads": int(read("INFERENCE_NUM_THREADS")),
-        "num_streams": int(read("NUM_STREAMS")),
-    }
 
 
 def properties(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,56 +72,6 @@ def candidates(settings: Mapping[str, Any], cores: int) -> list[dict[str, Any]]:
     ]
     options.append({"performance_hint": "THROUGHPUT", "inference_num_threads": cores, "num_streams": 0})
     return [o for i, o in enumerate(options) if o not in options[:i]]
-
-
-def graph_names(onnx: Path) -> list[str]:
-    """The ONNX graph's input and output names: what a port is called in every report (OpenVINO's own name for a
-    port can be another tensor of it, e.g. the float16 cast's ``graph_input_cast_0``)."""
-    inputs, outputs = onnx_interface(str(onnx))
-    return [spec.name for spec in inputs] + list(outputs)
-
-
-def port_name(port: Any, names: Sequence[str]) -> str:
-    """``port``'s name in the ONNX graph (one of ``names``), else OpenVINO's."""
-    return next((n for n in names if n in port.get_names()), port.get_any_name())
-
-
-class OpenVinoRunner(BaseRunner):
-    """Polygraphy's runner interface over a compiled model that ``load`` returns on activation; ports are named as
-    in the ONNX graph (``names``)."""
-
-    def __init__(self, load: Callable[[], Any], name: str, names: Sequence[str]) -> None:
-        super().__init__(name=name, prefix="openvino-runner")
-        self._load, self.names = load, list(names)
-
-    def activate_impl(self) -> None:
-        """Compile or import the model, and make one infer request."""
-        self.compiled = self._load()
-        self.request = self.compiled.create_infer_request()
-
-    def get_input_metadata_impl(self) -> TensorMetadata:
-        """Input names, dtypes and shapes (None for a dynamic axis)."""
-        meta = TensorMetadata()
-        for port in self.compiled.inputs:
-            shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
-            meta.add(port_name(port, self.names), dtype=port.get_element_type().to_dtype(), shape=shape)
-        return meta
-
-    def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> OrderedDict:
-        """One synchronous inference; outputs copied out of the request's buffers."""
-        start = time.perf_counter()
-        inputs = {port_name(port, self.names): port for port in self.compiled.inputs}
-        results = self.request.infer({inputs[name]: array for name, array in feed_dict.items()})
-        self.inference_time = time.perf_counter() - start
-        return OrderedDict((port_name(port, self.names), np.array(results[port])) for port in self.compiled.outputs)
-
-    def describe(self) -> dict[str, Any]:
-        """What the compiled model runs with (the benchmark records it for a baseline's untuned defaults)."""
-        return compiled_settings(self.compiled)
-
-    def deactivate_impl(self) -> None:
-        """Release the request and the compiled model."""
-        del self.request, self.compiled
 
 
 class OpenVinoBackend:
@@ -239,7 +167,7 @@ class OpenVinoBackend:
             built["note"] = f"this CPU has no {'/'.join(FP16_ISA)}: the float16 graph's weights run in f32"
         return built | {"tuning": tuning}
 
-    def runner(self, engine: Path, name: str = "engine") -> Any:
+    def runner(self, engine: Path, name: str = "engine") -> "BaseRunner":
         """A runner that imports the verified blob (no compile from ONNX) with the settings it was built with."""
         quiet_polygraphy()
         manifest, path = verified_engine(engine, self.fingerprint())
@@ -250,26 +178,11 @@ class OpenVinoBackend:
 
         return OpenVinoRunner(load, name, manifest["io_names"])
 
-    def baseline_runner(self, onnx: Path, name: str) -> Any:
+    def baseline_runner(self, onnx: Path, name: str) -> "BaseRunner":
         """OpenVINO's untuned defaults on ``onnx`` (on AMX CPUs that means bf16: the runner describes it)."""
         quiet_polygraphy()
         return OpenVinoRunner(lambda: _ov().Core().compile_model(str(onnx), DEVICE), name, graph_names(onnx))
 
-    def timed_call(self, runner: Any, feed: dict[str, np.ndarray], settings: Mapping[str, Any]) -> TimedCall:
+    def timed_call(self, runner: "BaseRunner", feed: dict[str, np.ndarray], settings: Mapping[str, Any]) -> TimedCall:
         """A synchronous infer request with the inputs set once (shared memory, no copy per call)."""
         return bound_request(runner.compiled, feed, runner.names)
-
-
-def bound_request(compiled: Any, feed: Mapping[str, np.ndarray], names: Sequence[str]) -> TimedCall:
-    """``request.infer`` on a request whose input tensors were set once (``names``: the ONNX graph's)."""
-    ov = _ov()
-    request = compiled.create_infer_request()
-    arrays = {name: np.ascontiguousarray(a) for name, a in feed.items()}
-    ports = {port_name(port, names): port for port in compiled.inputs}
-    for name, array in arrays.items():
-        request.set_tensor(ports[name], ov.Tensor(array, shared_memory=True))
-
-    def call(keep_alive: tuple = (arrays,)) -> None:  # the shared input buffers must outlive the request
-        request.infer()
-
-    return call

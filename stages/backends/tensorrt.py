@@ -7,7 +7,7 @@ TensorRT is imported only inside methods: every other module, and the CPU test s
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stages.backends.base import Availability, BuildSpec, TimedCall, quiet_polygraphy, verified_engine
 from stages.backends.cuda import device_count, device_facts, why_no_device
@@ -15,6 +15,9 @@ from stages.backends.cuda_setup import cuda_number, driver_problem, expose_cudar
 from stages.backends.trt_plan import build_plan, loaders
 from stages.core.artifacts import atomic_path, sha256
 from stages.core.errors import PipelineError, first_line
+
+if TYPE_CHECKING:
+    from polygraphy.backend.base import BaseRunner
 
 NAME = "tensorrt"
 ENGINE_FILE = "engine.plan"
@@ -96,7 +99,7 @@ class TensorRTBackend:
             "timing_cache": used,
         }
 
-    def runner(self, engine: Path, name: str = "engine") -> Any:
+    def runner(self, engine: Path, name: str = "engine") -> "BaseRunner":
         """Polygraphy's TrtRunner over the verified engine in the folder ``engine``."""
         from polygraphy.backend.common import BytesFromPath
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
@@ -108,11 +111,11 @@ class TensorRTBackend:
         runner.profiles = manifest["profiles"]
         return runner
 
-    def baseline_runner(self, onnx: Path, name: str) -> Any:
+    def baseline_runner(self, onnx: Path, name: str) -> "BaseRunner":
         """TensorRT measures no baseline (``baseline`` is None)."""
         raise PipelineError(f"benchmark.baselines: TensorRT has no untuned baseline ({name!r})")
 
-    def timed_call(self, runner: Any, feed: dict[str, Any], settings: Mapping[str, Any]) -> TimedCall:
+    def timed_call(self, runner: "BaseRunner", feed: dict[str, Any], settings: Mapping[str, Any]) -> TimedCall:
         """trtexec-style timing (``stages.backends.cuda.TimedInference``) in a context of its own."""
         from stages.backends.cuda import TimedInference
 
