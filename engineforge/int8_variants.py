@@ -1,6 +1,6 @@
 """INT8 speed investigation: one model's FP32 graph against Q/DQ variants of it, timed interleaved on ONNX Runtime.
 
-Not a DVC stage: the command behind the README's int8 findings. Run it after the pipeline has simplified the model::
+Not a DVC stage: the command behind the int8 findings of docs/performance.md. Run it after the pipeline has simplified the model::
 
     dvc exp run -S model=resnet18            # or any run that leaves build/<model>/model.sim.onnx
     python -m engineforge.int8_variants -S model=resnet18 --batch 32

@@ -15,7 +15,14 @@ BF16_OPSET = 22  # the first opset whose Conv, Gemm, pooling... accept bfloat16
 
 
 def bfloat16_array(values: np.ndarray) -> np.ndarray:
-    """``values`` rounded to bfloat16 (round to nearest even, as ml_dtypes and the hardware do)."""
+    """``values`` rounded to bfloat16 (round to nearest even, as ml_dtypes and the hardware do).
+
+    Args:
+        values: any float array.
+
+    Returns:
+        np.ndarray: of ml_dtypes' bfloat16.
+    """
     import ml_dtypes
 
     return np.asarray(values, dtype=np.float32).astype(ml_dtypes.bfloat16)
@@ -23,7 +30,12 @@ def bfloat16_array(values: np.ndarray) -> np.ndarray:
 
 def retype(graph: Any, originals: dict[str, np.ndarray]) -> None:
     """Make every float16 type in ``graph`` (and its subgraphs) bfloat16, in place; float16 initializers and
-    constants take their float32 value from ``originals`` when it has their name."""
+    constants take their float32 value from ``originals`` when it has their name.
+
+    Args:
+        graph: the float16 cast's GraphProto.
+        originals: initializer name -> its float32 value in the source graph.
+    """
     from onnx import AttributeProto, numpy_helper
 
     def tensor(t: Any) -> None:

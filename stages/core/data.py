@@ -58,6 +58,16 @@ def load_dataset(model: "DictConfig", split: str) -> dict[str, np.ndarray]:
 
     ``model.data.eval``/``.calibration`` (``.npz``) win, then ``model.data.factory``; calibration falls back to
     the eval data; then the recipe's split; a model with none gets seeded random inputs (``data_source`` says so).
+
+    Args:
+        model: the model's config section.
+        split: ``test`` or ``train``.
+
+    Returns:
+        dict[str, np.ndarray]: input name -> array, and ``labels`` when the data has them.
+
+    Raises:
+        PipelineError: data that does not fit the inputs, naming the array and its source.
     """
     role = ROLES.get(split, split)
     found = user_data(model, role) or (user_data(model, "eval") if role == "calibration" else None)

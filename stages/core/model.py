@@ -50,7 +50,19 @@ def _import_file(path: Path) -> ModuleType:
 
 def import_function(spec: str | None, key: str, code: str) -> Any:
     """The function ``spec`` (``package.module:function``) of config key ``key``, imported from the repository
-    root; its module must live in ``code`` (``model.code``) so that DVC reruns what it feeds when the code changes."""
+    root; its module must live in ``code`` (``model.code``) so that DVC reruns what it feeds when the code changes.
+
+    Args:
+        spec: ``package.module:function``.
+        key: the config key that set it, for errors.
+        code: ``model.code``, the file or folder the module must live in.
+
+    Returns:
+        Callable: the function.
+
+    Raises:
+        PipelineError: unset, malformed, not importable, outside ``code``, or not a function.
+    """
     if not spec:
         raise PipelineError(f"{key} is not set: set it to package.module:function")
     module_name, _, function = str(spec).partition(":")
@@ -110,6 +122,15 @@ def load_model(model: "DictConfig") -> Any:
     """Build the model and load ``model.weights`` into it (``weights_only=True``), in eval mode.
 
     When ``model.weights`` names the code itself, ``build()`` (or the factory) sets the weights: nothing to load.
+
+    Args:
+        model: the model's config section.
+
+    Returns:
+        torch.nn.Module: in eval mode.
+
+    Raises:
+        PipelineError: missing weights, a damaged or pickled file, or a layer whose shape does not fit.
     """
     import torch
 

@@ -17,6 +17,16 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> Any:
 
     External data is loaded only from files inside the model's folder: a location that leaves it (``../``, an
     absolute path, a symlink pointing out) is refused as unsafe before any of it is read.
+
+    Args:
+        path: the ONNX file.
+        check: run ONNX's checker on it.
+
+    Returns:
+        ModelProto: the model, external data loaded.
+
+    Raises:
+        PipelineError: missing, not ONNX, invalid, or with unsafe external data.
     """
     import onnx
 

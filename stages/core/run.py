@@ -76,8 +76,20 @@ def select(tree: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
 
 
 def load_params(stage: str, params_file: str = PARAMS_FILE, dvc_file: str = DVC_FILE, plain: bool = False) -> Any:
-    """Load ``params_file`` restricted to what ``stage`` declares in ``dvc_file``: a read-only, struct-mode
-    DictConfig, or with ``plain`` a dict (no OmegaConf import: the env stage runs on every `dvc repro`)."""
+    """Load ``params_file`` restricted to what ``stage`` declares in ``dvc_file``.
+
+    Args:
+        stage: the stage's name in dvc.yaml.
+        params_file: params.yaml.
+        dvc_file: dvc.yaml.
+        plain: return a dict (no OmegaConf import: the env stage runs on every `dvc repro`).
+
+    Returns:
+        DictConfig | dict: read-only and in struct mode unless ``plain``, checked against conf/'s types.
+
+    Raises:
+        PipelineError: params.yaml is missing, or a value has the wrong type or is unset.
+    """
     try:
         tree = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))
     except OSError as e:

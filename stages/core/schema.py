@@ -11,7 +11,7 @@ import yaml
 from stages.core.errors import PipelineError
 
 MISSING = "???"  # OmegaConf's mandatory-value marker
-OPTIONAL = ("model.data.", "model.files.")  # unset on purpose: fallbacks (README "Bring your own model")
+OPTIONAL = ("model.data.", "model.files.")  # unset on purpose: fallbacks (docs/models.md)
 ANY = "any"  # an interpolation or ???: the type is whatever it resolves to
 KINDS = {"null": "null", "bool": "true or false", "int": "an integer", "float": "a number", "str": "text"}
 

@@ -57,14 +57,29 @@ def input_specs(model: "DictConfig") -> list[InputSpec]:
 
 def output_names(model: "DictConfig", graph: str | None = None) -> list[str]:
     """The output names in ``model.outputs``; when that is null, read from the ONNX file ``graph`` (the stage's
-    own model), else from ``model.path``."""
+    own model), else from ``model.path``.
+
+    Args:
+        model: the model's config section.
+        graph: the ONNX file to read them from when ``model.outputs`` is null.
+
+    Returns:
+        list[str]: output names in order.
+    """
     if model.outputs is None:
         return list(onnx_interface(str(graph or model.path))[1])
     return [o.name for o in model.outputs]
 
 
 def output_dynamic_axes(model: "DictConfig") -> dict[str, dict[int, str]]:
-    """Output name -> dynamic axes, from ``model.outputs`` (none when it is null)."""
+    """Output name -> dynamic axes, from ``model.outputs`` (none when it is null).
+
+    Args:
+        model: the model's config section.
+
+    Returns:
+        dict: output name -> {axis: axis name}.
+    """
     outputs = model.outputs or []
     return {o.name: {i: d for i, d in enumerate(o.shape) if isinstance(d, str)} for o in outputs}
 
@@ -86,6 +101,13 @@ def signature_shapes(forward: Any, specs: list[InputSpec]) -> tuple[Any, ...]:
     """torch.onnx.export's ``dynamic_shapes`` for ``forward``, shaped like its signature: one entry per positional
     parameter, and ``*args`` as one nested tuple. Each entry maps axis -> axis name (the exporter makes a name a
     dynamic dimension and keeps it in the graph); inputs without dynamic axes get None.
+
+    Args:
+        forward: the module's ``forward``.
+        specs: the declared inputs, in order.
+
+    Returns:
+        tuple: one entry per positional parameter.
 
     Raises:
         PipelineError: ``forward`` takes fewer positional inputs than ``model.inputs`` declares.
@@ -115,6 +137,12 @@ def onnx_interface(path: str) -> tuple[tuple[InputSpec, ...], tuple[str, ...]]:
 
     An axis with a symbolic name (``dim_param``) keeps it; an axis with neither a name nor a size is named
     ``<input>_<axis>``; sizes are ints.
+
+    Args:
+        path: the ONNX file.
+
+    Returns:
+        tuple: the inputs (``InputSpec``) and the output names.
     """
     from onnx import helper
 

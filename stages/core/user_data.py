@@ -56,7 +56,18 @@ def user_data(model: "DictConfig", role: str) -> tuple[dict[str, np.ndarray], st
 def from_factory(model: "DictConfig", role: str) -> dict[str, np.ndarray] | None:
     """``model.data.factory(role)`` as arrays: it may return a dict of arrays (named as the inputs, optionally
     ``labels``), a ``torch.utils.data.Dataset`` of ``(inputs..., [label])`` samples, a ``DataLoader`` of such
-    batches, or None for a role it has no data for (calibration then uses the eval data)."""
+    batches, or None for a role it has no data for (calibration then uses the eval data).
+
+    Args:
+        model: the model's config section.
+        role: ``eval`` or ``calibration``.
+
+    Returns:
+        dict[str, np.ndarray] | None: array name -> array.
+
+    Raises:
+        PipelineError: the factory returned something else.
+    """
     from stages.core.model import import_function
 
     key = "model.data.factory"
