@@ -76,9 +76,11 @@ class GpuCheck:
         except ImportError as e:
             self.gpu_only("TensorRT")
             raise PipelineError(f"tensorrt does not import ({e}): {INSTALL}") from e
+        found = f"TensorRT {trt.__version__} (libraries for CUDA {cuda_setup.tensorrt_cuda_major() or 'unknown'})"
+        self.gpu_only(f"{found}, installed,")
         if int(trt.__version__.split(".")[0]) < 10:
             raise PipelineError(f"TensorRT {trt.__version__} is too old: strongly typed builds need 10 or 11")
-        return f"TensorRT {trt.__version__} (libraries for CUDA {cuda_setup.tensorrt_cuda_major() or 'unknown'})"
+        return found
 
     def cuda_python(self) -> str:
         try:
@@ -86,8 +88,10 @@ class GpuCheck:
         except ImportError as e:
             self.gpu_only("cuda-python")
             raise PipelineError(f"cuda-python does not import ({e}): {INSTALL}") from e
-        version = cuda_setup.installed("cuda-python").get("cuda-python", "?")
-        return f"cuda-python {version}, runtime CUDA {cuda_setup.cuda_version(cuda.check(rt.cudaRuntimeGetVersion()))}"
+        dists = cuda_setup.installed("cuda-python", "cuda-bindings")  # a CUDA torch brings cuda-bindings alone
+        found = ", ".join(f"{name} {version}" for name, version in dists.items()) or "cuda.bindings"
+        self.gpu_only(f"{found}, installed,")
+        return f"{found}, runtime CUDA {cuda_setup.cuda_version(cuda.check(rt.cudaRuntimeGetVersion()))}"
 
     def libcudart(self) -> str:
         found = cuda_setup.expose_cudart()
