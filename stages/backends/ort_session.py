@@ -69,6 +69,7 @@ def check_provider(session: Any, wanted: str) -> None:
 
 
 def onnxruntime_module() -> Any:
+    """The onnxruntime module, imported on first use (the CPU or the GPU distribution, whichever is installed)."""
     import onnxruntime
 
     return onnxruntime

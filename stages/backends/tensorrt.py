@@ -91,7 +91,8 @@ class TensorRTBackend:
             tmp.write_bytes(bytes(engine))
         used = None if cache is None else {"path": str(cache), "sha256_before": before, "reused": before is not None}
         return {
-            "cuda_python": installed("cuda-python") | {"runtime": device_facts()["cuda_python_runtime"]},
+            "cuda_python": installed("cuda-python", "cuda-bindings")
+            | {"runtime": device_facts()["cuda_python_runtime"]},
             "engine": ENGINE_FILE,
             "profiles": plan["profiles"],
             "settings": plan["settings"],
