@@ -19,7 +19,7 @@ from typing import Any
 from engineforge.tiny import PROFILE, ROOT, cpu_reference, feed, s8s8_model, tiny_model, worst
 from stages.backends import cuda, cuda_setup, registry
 from stages.backends.base import quiet_polygraphy
-from stages.backends.ort_session import check_provider, open_session, session_options
+from stages.backends.ort_session import open_session, session_options
 from stages.backends.tensorrt import INSTALL
 from stages.backends.trt_plan import build_plan, loaders
 from stages.core.errors import PipelineError, first_line
@@ -151,8 +151,7 @@ class GpuCheck:
         self.needs("device")
         onnx = tiny_model(self.tmp / "tiny.onnx")
         providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-        session = open_session(onnx, session_options(0, "basic"), providers, self.tmp)
-        check_provider(session, providers[0])
+        session = open_session(onnx, session_options(0, "basic"), providers, self.tmp)  # refuses a CPU fallback
         error = worst(session.run(None, feed())[0], cpu_reference(onnx, feed()))
         return f"ONNX Runtime {ort.__version__} runs on TensorrtExecutionProvider: max |diff| {error:.2e}"
 

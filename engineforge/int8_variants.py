@@ -14,6 +14,7 @@ import argparse
 import tempfile
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -73,8 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         sessions = {"fp32": session(source, 2), "fp32, 1 thread": session(source, 1)}
         for i, (label, (overrides, encoding, preprocess, threads)) in enumerate(VARIANTS.items()):
             src, out = (pre if preprocess else source), Path(tmp) / f"v{i}.onnx"
-            variant = OmegaConf.merge(int8, overrides)
-            assert isinstance(variant, DictConfig)
+            variant = cast(DictConfig, OmegaConf.merge(int8, overrides))  # merging two DictConfigs gives one
             write_int8(src, ranges[src], method, encoding, variant, out)
             sessions[label] = session(out, threads)
         times: dict[str, list[np.ndarray]] = {name: [] for name in sessions}
