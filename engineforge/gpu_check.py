@@ -61,12 +61,9 @@ class GpuCheck:
             rt = cuda.cudart()
         except ImportError:
             return f"{detail} (its CUDA version is read once cuda-python is installed)"
-        supported = int(cuda.check(rt.cudaDriverGetVersion()))
-        runtime = int(cuda.check(rt.cudaRuntimeGetVersion()))
-        trt_major = cuda_setup.tensorrt_cuda_major()
-        for what, version in (("cuda-python", runtime), ("TensorRT", int(trt_major or 0) * 1000)):
-            if problem := cuda_setup.driver_problem(supported, version):
-                raise PipelineError(f"{what}: {problem}")
+        if problem := cuda.cuda_mismatch():
+            raise PipelineError(problem)
+        supported, trt_major = int(cuda.check(rt.cudaDriverGetVersion())), cuda_setup.tensorrt_cuda_major()
         built = f"; TensorRT's libraries are for CUDA {trt_major}" if trt_major else ""
         return f"{detail} supports CUDA {cuda_setup.cuda_version(supported)}{built}"
 

@@ -101,7 +101,7 @@ def test_a_driver_older_than_the_cuda_major_is_one_line_with_the_fix():
     assert cuda_setup.driver_problem(12080, 12090) is None  # minor-version compatibility within a major
     assert cuda_setup.driver_problem(13000, 12060) is None
     assert cuda_setup.driver_problem(0, 13000) is None  # no driver: said elsewhere
-    assert cuda_setup.driver_problem(cuda_setup.cuda_number("12.4"), 13000) == (
+    assert cuda_setup.driver_problem(12040, 13000) == (
         "the NVIDIA driver supports CUDA up to 12.4 but the installed CUDA runtime is 13.0: "
         "pip install -e '.[tensorrt-cu12]' (docs/gpu.md), or update the driver to R580 or newer"
     )

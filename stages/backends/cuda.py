@@ -66,6 +66,19 @@ def device_count() -> int:
         return 0
 
 
+def cuda_mismatch() -> str | None:
+    """One line when the driver is older than a CUDA major installed here (cuda-python's runtime, or the one
+    TensorRT's libraries were built for), else None. Needs cuda-python."""
+    rt = cudart()
+    driver = int(check(rt.cudaDriverGetVersion()))
+    trt_major = tensorrt_cuda_major()
+    installed = (("cuda-python", int(check(rt.cudaRuntimeGetVersion()))), ("TensorRT", int(trt_major or 0) * 1000))
+    for what, version in installed:
+        if problem := driver_problem(driver, version):
+            return f"{what}: {problem}"
+    return None
+
+
 def why_no_device() -> str:
     """One line saying why CUDA sees no device: cuda-python missing, no driver, a driver older than the CUDA major
     installed (cuda-python's runtime or TensorRT's libraries), or the error cudaGetDeviceCount returned."""
@@ -73,12 +86,9 @@ def why_no_device() -> str:
         rt = cudart()
     except ImportError as e:
         return f"cuda-python does not import ({e})"
-    driver, runtime = int(check(rt.cudaDriverGetVersion())), int(check(rt.cudaRuntimeGetVersion()))
-    if driver == 0:
+    if int(check(rt.cudaDriverGetVersion())) == 0:
         return "no NVIDIA driver is loaded (cudaDriverGetVersion returns 0): needs an NVIDIA GPU and its driver"
-    trt_major = tensorrt_cuda_major()
-    newest = max(runtime, int(trt_major) * 1000 if trt_major else 0)
-    if problem := driver_problem(driver, newest):
+    if problem := cuda_mismatch():
         return problem
     err = rt.cudaGetDeviceCount()[0]
     if int(err) != 0:

@@ -102,12 +102,6 @@ def cuda_version(number: int) -> str:
     return f"{number // 1000}.{number % 1000 // 10}"
 
 
-def cuda_number(version: str) -> int:
-    """CUDA's version text as its integer: 12.4 -> 12040."""
-    major, minor = (int(p) for p in version.split(".")[:2])
-    return major * 1000 + minor * 10
-
-
 def driver_problem(driver: int, runtime: int) -> str | None:
     """One line when the driver cannot run this CUDA runtime. CUDA's minor-version compatibility lets a driver
     run any runtime of its own major, so only a newer major is refused.

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stages.backends.base import Availability, BuildSpec, TimedCall, quiet_polygraphy, verified_engine
-from stages.backends.cuda import device_count, device_facts, why_no_device
-from stages.backends.cuda_setup import cuda_number, driver_problem, expose_cudart, installed, tensorrt_cuda_major
+from stages.backends.cuda import cuda_mismatch, device_count, device_facts, why_no_device
+from stages.backends.cuda_setup import expose_cudart, installed, tensorrt_cuda_major
 from stages.backends.trt_plan import build_plan, loaders
 from stages.core.artifacts import atomic_path, sha256
 from stages.core.errors import PipelineError, first_line
@@ -55,10 +55,9 @@ class TensorRTBackend:
             return Availability(False, f"TensorRT {trt.__version__} is too old: strongly typed builds need 10 or 11")
         if device_count() == 0:
             return Availability(False, why_no_device())
+        if problem := cuda_mismatch():
+            return Availability(False, problem)
         facts = device_facts()
-        major = tensorrt_cuda_major()
-        if major and (problem := driver_problem(cuda_number(facts["cuda_driver_api"]), int(major) * 1000)):
-            return Availability(False, f"TensorRT's libraries are built for CUDA {major}, but {problem}")
         return Availability(True, f"TensorRT {trt.__version__} on {facts['gpu']} (sm {facts['compute_capability']})")
 
     def supports(self, precision: str) -> Availability:
