@@ -13,7 +13,7 @@ from models.train import FLOOR, committed_record, same_training_kind, train
 from stages.core.artifacts import sha256
 from stages.core.batches import batch_of, feeds
 from stages.core.data import load_dataset
-from stages.core.device import cpu_fingerprint, cpu_kind
+from stages.core.device import cpu_fingerprint, cpu_kind, cpu_label
 from stages.core.errors import PipelineError
 from stages.core.model import load_model
 from tests.helpers import ROOT, compose
@@ -42,7 +42,10 @@ def test_digits_training_reproduces_the_committed_weights(tmp_path: Path):
     acc = train("digits", tmp_path)
     assert acc >= FLOOR["digits"]
     if not same_training_kind(record, torch.__version__, cpu_fingerprint()):
-        return  # another kind of CPU or torch: the floor above is the guarantee
+        pytest.skip(
+            f"bit for bit only on {cpu_label(record['trained_on'])} with torch {record['torch']}; this machine is "
+            f"another kind, where the floor is the guarantee (top-1 {acc:.4f} >= {FLOOR['digits']})"
+        )
     fresh = torch.load(tmp_path / "digits.pt", weights_only=True)
     committed = torch.load(ROOT / "models/weights/digits.pt", weights_only=True)
     assert fresh.keys() == committed.keys()
@@ -54,12 +57,13 @@ def test_digits_training_reproduces_the_committed_weights(tmp_path: Path):
 @pytest.mark.parametrize("kind", KINDS["kinds"], ids=lambda k: k["label"])
 def test_training_guarantee_by_kind_of_cpu(kind):
     """Which guarantee holds where: bit for bit only on the kind and torch the weights were trained with; every
-    kind seen here reached the floor when it retrained (values recorded in tests/fixtures/cpu_kinds.json)."""
+    kind seen here that retrained reached the floor (values recorded in tests/fixtures/cpu_kinds.json; null where
+    a kind's retraining was not measured)."""
     record = committed_record("digits")
     same = cpu_kind(kind["cpu"]) == cpu_kind(record["trained_on"])
     assert same_training_kind(record, record["torch"], kind["cpu"]) is same
     assert not same_training_kind(record, "2.12.0+cpu", kind["cpu"])
-    assert kind["digits_retrained_top1"] >= FLOOR["digits"]
+    assert kind["digits_retrained_top1"] is None or kind["digits_retrained_top1"] >= FLOOR["digits"]
 
 
 def test_textenc_is_dynamic_in_batch_and_sequence():

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from stages import build, env, export, precision, simplify
 from stages.backends import registry
 from stages.backends.base import MANIFEST
-from stages.backends.openvino import BF16_ISA, VNNI_ISA, OpenVinoBackend, execution_precision, properties
+from stages.backends.openvino import VNNI_ISA, OpenVinoBackend, compiled_precision, execution_precision, properties
 from stages.core.artifacts import read_json
 from stages.core.batches import batch_of
 from stages.core.bfloat16 import BFLOAT16, FLOAT16, write_bf16
@@ -22,9 +23,9 @@ from stages.core.device import cpu_fingerprint
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
 from stages.core.tuning import tune
-from tests.helpers import FAST_BENCH, compose, copy_repo, run_stage
+from tests.helpers import FAST_BENCH, ROOT, compose, copy_repo, run, run_stage
 
-HAS_BF16 = bool(set(BF16_ISA) & set(cpu_fingerprint()["isa"]))
+HAS_BF16 = compiled_precision("bf16") == "bf16"  # asked of OpenVINO: it runs bf16 on AVX-512 CPUs, not on AVX2
 HAS_VNNI = bool(set(VNNI_ISA) & set(cpu_fingerprint()["isa"])) or cpu_fingerprint()["arch"] not in ("x86_64", "AMD64")
 OVERRIDES = ("model=digits", "backend=openvino", *FAST_BENCH, "backend.tune_s=2")
 
@@ -129,19 +130,40 @@ def test_a_blob_built_on_an_amx_cpu_is_refused_in_one_line(digits, tmp_path):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.skipif(HAS_BF16, reason="this CPU has bf16 instructions: the refusal cannot happen here")
+@pytest.mark.skipif(HAS_BF16, reason="OpenVINO compiles bf16 on this CPU: the refusal cannot happen here")
 def test_bf16_without_bf16_instructions_stops_in_one_line(digits, tmp_path):
     root, cfg = digits
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         bf16 = compose(*OVERRIDES, "precision=bf16", config_dir=root / "conf")
-        with pytest.raises(PipelineError, match="precision=bf16: OpenVINO runs bf16 only on CPUs with avx512_bf16"):
+        with pytest.raises(
+            PipelineError,
+            match=r"^precision=bf16: OpenVINO compiles bf16 as f32 on this CPU \(it runs bf16 on AVX-512 CPUs\)",
+        ):
             precision.main(bf16)
         with pytest.raises(PipelineError, match="OpenVINO compiled it in f32, not bf16"):  # pinned, never silent
             build.build_engine(OpenVinoBackend(), root / cfg.paths.precise, bf16, env_record(), tmp_path / "engine")
 
 
-@pytest.mark.skipif(not HAS_BF16, reason=f"bf16 execution needs one of {', '.join(BF16_ISA)}; this CPU has neither")
+def test_bf16_is_refused_in_one_line_where_openvino_cannot_compile_it():
+    """OpenVINO's kernels capped at AVX2 (``ONEDNN_MAX_CPU_ISA``; a no-op on an AVX2 CPU, where bf16 compiles as
+    f32): backend=openvino stops in one line, and auto names each backend's reason."""
+    code = (
+        "from stages.backends import registry\n"
+        "for requested in ('openvino', 'auto'):\n"
+        "    try:\n"
+        "        registry.resolve(requested, 'bf16')\n"
+        "    except Exception as e:\n"
+        "        print(type(e).__name__, e)\n"
+    )
+    lines = run([sys.executable, "-c", code], ROOT, env={"ONEDNN_MAX_CPU_ISA": "AVX2"}).stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("PipelineError backend.name=openvino: OpenVINO c"), lines
+    assert lines[0].endswith("on this CPU (it runs bf16 on AVX-512 CPUs): use precision=fp32, fp16 or int8")
+    assert lines[1].startswith("PipelineError backend.name=auto: no backend can run precision=bf16 here (")
+    assert "openvino unavailable: OpenVINO c" in lines[1] and "onnxruntime unavailable: " in lines[1]
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="OpenVINO compiles bf16 as f32 on this CPU (no AVX-512)")
 def test_bf16_runs_in_bf16_where_the_cpu_has_it(digits, tmp_path):
     root, cfg = digits
     engine = tmp_path / "engine"
@@ -201,7 +223,9 @@ def test_fp16_engine_is_fed_and_read_by_the_onnx_graphs_names(digits, tmp_path):
     """The float16 cast renames nothing the user sees, though OpenVINO may call the input port by its Cast's name."""
     root, cfg = digits
     engine = tmp_path / "engine"
-    built_at(root, engine, "precision=fp16")
+    _, manifest = built_at(root, engine, "precision=fp16")
+    # f16 where OpenVINO compiles it, else f32 pinned: never its default, which is bf16 on AVX512_BF16 CPUs
+    assert manifest["settings"]["inference_precision"] == ("f16" if compiled_precision("f16") == "f16" else "f32")
     feed = feed_of(cfg)
     with registry.get("openvino").runner(engine) as runner:
         assert list(runner.get_input_metadata()) == ["image"]

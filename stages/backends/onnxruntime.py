@@ -102,8 +102,8 @@ class OnnxRuntimeBackend:
     device = "cpu"
     baseline = "onnxruntime_fp32"
     bf16 = (
-        "ONNX Runtime's CPU provider has no bfloat16 kernels for most ops: use backend=openvino on a CPU with "
-        "avx512_bf16 or amx_bf16, or precision=fp16"
+        "ONNX Runtime's CPU provider has no bfloat16 kernels for most ops: use backend=openvino (bf16 on AVX-512 "
+        "CPUs), or precision=fp16"
     )
 
     @property

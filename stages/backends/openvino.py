@@ -8,6 +8,7 @@ AMX and AVX512_BF16 CPUs by default, so every build pins ``INFERENCE_PRECISION_H
 
 import io
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,6 @@ from stages.core.tuning import thread_counts, tune
 NAME = "openvino"
 ENGINE_FILE = "engine.blob"
 DEVICE = "CPU"
-BF16_ISA = ("avx512_bf16", "amx_bf16")
-FP16_ISA = ("avx512_fp16", "amx_fp16")
 VNNI_ISA = ("avx512_vnni", "avx_vnni", "amx_int8")
 # the precision stage's graph -> the element type OpenVINO computes its float parts in
 EXECUTION = {"fp32": "f32", "int8": "f32", "fp16": "f16", "bf16": "bf16"}
@@ -35,6 +34,31 @@ def _ov() -> Any:
     import openvino
 
     return openvino
+
+
+@cache
+def compiled_precision(hint: str) -> str:
+    """What OpenVINO's CPU plugin here compiles a float32 MatMul in when asked for ``hint``: the runtime's own
+    answer, not a rule about instruction sets (OpenVINO 2026.4 runs bf16 on every AVX-512 CPU, with bf16
+    instructions or emulated without them, and on none with AVX2 only: docs/openvino.md).
+
+    Args:
+        hint: an ``INFERENCE_PRECISION_HINT`` (``bf16``, ``f16``, ``f32``).
+
+    Returns:
+        str: the element type the compiled model reports (``bf16``, ``f32`` ...), or ``""`` where OpenVINO cannot
+        compile it at all (its kernels capped below what it detected, e.g. by ``ONEDNN_MAX_CPU_ISA``).
+    """
+    ov = _ov()
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 16], ov.Type.f32, name="x")
+    model = ov.Model([ops.matmul(x, ops.constant(np.ones((16, 16), np.float32)), False, False)], [x])
+    try:
+        compiled = ov.Core().compile_model(model, DEVICE, {"INFERENCE_PRECISION_HINT": hint})
+    except RuntimeError:  # "could not create a primitive descriptor": no kernel for that type here
+        return ""
+    return str(compiled_settings(compiled)["inference_precision"])
 
 
 def properties(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,12 +74,15 @@ def properties(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def execution_precision(precision: str, configured: str) -> str:
-    """The element type to pin: ``backend.openvino.inference_precision``, or (``auto``) what the graph says."""
+    """The element type to pin: ``backend.openvino.inference_precision``, or (``auto``) what the graph says; a
+    float16 graph runs in f32 where OpenVINO does not compile f16 (asked for f16 there, it falls back to its
+    default, which is bf16 on AVX512_BF16 CPUs: a silent loss the pin prevents)."""
     if configured != "auto":
         if configured not in ("f32", "bf16", "f16"):
             raise PipelineError(f"backend.openvino.inference_precision: {configured!r} is not auto, f32, bf16 or f16")
         return configured
-    return EXECUTION.get(precision, "f32")
+    wanted = EXECUTION.get(precision, "f32")
+    return "f32" if wanted == "f16" and compiled_precision("f16") != "f16" else wanted
 
 
 def candidates(settings: Mapping[str, Any], cores: int) -> list[dict[str, Any]]:
@@ -84,11 +111,12 @@ class OpenVinoBackend:
 
     @property
     def bf16(self) -> str:
-        """``runtime`` on CPUs with bf16 instructions, else the reason."""
-        cpu = cpu_fingerprint()
-        if set(BF16_ISA) & set(cpu["isa"]):
+        """``runtime`` where OpenVINO's CPU plugin compiles bf16 on this CPU (asked, not assumed), else the reason."""
+        ran = compiled_precision("bf16")
+        if ran == "bf16":
             return "runtime"
-        return f"OpenVINO runs bf16 only on CPUs with {' or '.join(BF16_ISA)} ({cpu['arch']}: this CPU has neither)"
+        how = f"compiles bf16 as {ran}" if ran else "cannot compile bf16"
+        return f"OpenVINO {how} on this CPU (it runs bf16 on AVX-512 CPUs): use precision=fp32, fp16 or int8"
 
     def availability(self) -> Availability:
         """OpenVINO imports and its CPU plugin is there."""
@@ -102,7 +130,7 @@ class OpenVinoBackend:
         return Availability(True, f"OpenVINO {ov.__version__} CPU plugin")
 
     def supports(self, precision: str) -> Availability:
-        """bf16 where the CPU has bf16 instructions; int8 where x86 has VNNI (without it OpenVINO's int8 kernels
+        """bf16 where OpenVINO compiles bf16 here; int8 where x86 has VNNI (without it OpenVINO's int8 kernels
         lose accuracy whatever the Q/DQ encoding: docs/openvino.md); fp32 and fp16 everywhere."""
         cpu = cpu_fingerprint()
         if precision == "bf16" and self.bf16 != "runtime":
@@ -153,7 +181,7 @@ class OpenVinoBackend:
         tuning = tune(options, open_call, spec.batch_sizes, spec.tune_s) if spec.tune else None
         engine = compile_with(tuning["chosen"] if tuning else options[0])
         ran = compiled_settings(engine)
-        if ran["inference_precision"] != wanted and not (wanted == "f16" and spec.precision == "fp16"):
+        if ran["inference_precision"] != wanted:
             raise PipelineError(
                 f"precision={spec.precision}: OpenVINO compiled it in {ran['inference_precision']}, not {wanted} "
                 f"({self.bf16 if wanted == 'bf16' else cpu_label(cpu_fingerprint())})"
@@ -163,8 +191,8 @@ class OpenVinoBackend:
         (out / ENGINE_FILE).write_bytes(stream.getvalue())
         built: dict[str, Any] = {"engine": ENGINE_FILE, "profiles": spec.profiles, "settings": ran}
         built["io_names"] = graph_names(onnx)
-        if ran["inference_precision"] != wanted:
-            built["note"] = f"this CPU has no {'/'.join(FP16_ISA)}: the float16 graph's weights run in f32"
+        if spec.precision == "fp16" and wanted == "f32":
+            built["note"] = "OpenVINO does not compile f16 on this CPU: the float16 graph's weights run in f32"
         return built | {"tuning": tuning}
 
     def runner(self, engine: Path, name: str = "engine") -> "BaseRunner":
