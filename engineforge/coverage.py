@@ -22,7 +22,7 @@ from typing import Any
 from stages.core.artifacts import read_json, write_text
 from stages.core.device import cpu_fingerprint, cpu_label
 from stages.core.errors import PipelineError
-from stages.core.run import compose, declared_params, frozen, plain, quiet_libraries, select
+from stages.core.run import compose, plain, quiet_libraries, stage_config
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TABLE = "docs/coverage.md"
@@ -62,8 +62,7 @@ def hydra_value(value: Any) -> str:
 
 def call_stage(module: ModuleType, cfg: Any) -> str:
     """Run a stage module's ``main`` with only the params it declares in dvc.yaml, as ``python -m`` would."""
-    stage = module.__name__.rsplit(".", 1)[1]
-    return module.main(frozen(select(plain(cfg), declared_params(stage))))
+    return module.main(stage_config(module.__name__.rsplit(".", 1)[1], plain(cfg)))
 
 
 def run_model(

@@ -1,14 +1,16 @@
 """build stage: model.<precision>.onnx + env.json -> build/<model>/engine/ (engine file + manifest.json).
 
-The manifest records the engine's full key: ONNX sha256, precision, backend settings, backend version and the
+The backend's settings come from env.json (the chosen backend's own section, written by the env stage), not from
+the ``backend`` config group, so a key of a backend that was not chosen rebuilds nothing. The manifest records the engine's full key: ONNX sha256, precision, backend settings, backend version and the
 machine fingerprint; every later load checks it (stages/backends/base.py).
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from stages.backends import registry
 from stages.backends.base import MANIFEST, Backend, BuildSpec, first_difference
@@ -20,42 +22,40 @@ from stages.core.run import run_stage
 from stages.core.specs import axis_sizes, input_specs
 
 
-def build_spec(cfg: DictConfig, name: str) -> BuildSpec:
-    """What the backend called ``name`` needs from the stage config, and nothing more.
+def build_spec(cfg: DictConfig, env: Mapping[str, Any]) -> BuildSpec:
+    """What the chosen backend needs from the stage config and env.json, and nothing more.
 
     Args:
         cfg: the build stage's config.
-        name: the backend's name (its settings are ``backend.<name>``).
+        env: env.json's content: the chosen backend's name, its own ``settings`` and ``tuning`` budget.
 
     Returns:
         BuildSpec: precision, batch sizes, profiles, input shapes per batch, own settings, cache folder, tuning.
     """
-    own = cfg.backend.get(name)
-    settings: dict[str, Any] = dict(OmegaConf.to_container(own, resolve=True)) if own is not None else {}  # type: ignore[arg-type]
+    settings: dict[str, Any] = dict(env["settings"])
+    tuning = env.get("tuning") or {"tune": False, "tune_s": 0.0}
     batches = tuple(int(b) for b in cfg.benchmark.batch_sizes)
     specs = input_specs(cfg.model)
     return BuildSpec(
         precision=cfg.precision.name,
         batch_sizes=batches,
-        profiles=resolve_profiles(settings.get("profiles"), cfg.model, batches, f"backend.{name}.profiles"),
+        profiles=resolve_profiles(settings.get("profiles"), cfg.model, batches, f"backend.{env['backend']}.profiles"),
         shapes={b: {s.name: list(axis_sizes(s, b, cfg.model.dims)) for s in specs} for b in batches},
         dtypes={s.name: np.dtype(s.dtype).name for s in specs},
         settings=settings,
         cache_dir=Path(cfg.paths.timing_cache),
-        tune=bool(cfg.backend.tune),
-        tune_s=float(cfg.backend.tune_s),
+        tune=bool(tuning["tune"]),
+        tune_s=float(tuning["tune_s"]),
     )
 
 
-def build_engine(backend: Backend, onnx: Path, cfg: DictConfig, env: dict[str, Any], out: Path) -> dict:
+def build_engine(backend: Backend, onnx: Path, cfg: DictConfig, env: Mapping[str, Any], out: Path) -> dict:
     """Build ``onnx`` with ``backend`` into the folder ``out`` (atomically) beside its manifest; return the manifest.
 
-    ``env`` is env.json's content: its fingerprint and deployment-target label go into the manifest."""
+    ``env`` is env.json's content: its fingerprint, deployment-target label and the backend's own settings."""
     load_onnx(onnx)
-    if cfg.backend.tune_s <= 0:
-        raise PipelineError(f"backend.tune_s: {cfg.backend.tune_s!r} must be a positive number of seconds")
     with atomic_path(out, directory=True) as tmp:
-        built = backend.build(onnx, build_spec(cfg, backend.name), tmp)
+        built = backend.build(onnx, build_spec(cfg, env), tmp)
         manifest = {
             "backend": backend.name,
             "engine": built["engine"],

@@ -1,7 +1,9 @@
-"""env stage: the machine -> build/env.json (chosen backend, why, its fingerprint) and build/backend.json.
+"""env stage: the machine -> build/env.json (chosen backend, why, its fingerprint, its own settings) and
+build/backend.json.
 
 Runs on every ``dvc repro`` (``always_changed``); stages after it depend on the file's content, so they rerun only
-when the backend, its version or the device really changed. backend.json holds only the choice and the int8
+when the backend, its version, the device or the chosen backend's own settings really changed (env.json holds
+only those settings, so another backend's key reruns nothing). backend.json holds only the choice and the int8
 encoding it runs fast: the precision stage depends on it, so a new driver or CPU rebuilds engines but does not
 re-quantize (it also says how precision=bf16 reaches the backend). Both files have deterministic bytes. Kept light, since every `dvc repro` runs it: no torch, and its
 parameters come as a plain dict (no OmegaConf).
@@ -30,7 +32,7 @@ def records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
         "reason": reason,
         "requested": requested,
         "target": target,
-    }
+    } | registry.engine_settings(backend, cfg["backend"])
     choice = {"backend": backend.name, "bf16": backend.bf16, "int8_encoding": backend.int8_encoding}
     return {paths["env"]: env, paths["backend_choice"]: choice}, f"backend {backend.name} ({reason})"
 
@@ -49,4 +51,4 @@ def main(cfg: Mapping[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    run_stage("env", main, plain=True)
+    run_stage("env", main)

@@ -13,6 +13,7 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from stages.backends import registry
+from stages.backends.base import Backend
 from stages.core.run import compose as run_compose
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,11 +80,19 @@ def add_fixture_model(root: Path, name: str) -> None:
         torch.save(module.build().state_dict(), root / weights)
 
 
+def env_record(backend: Backend, cfg: DictConfig, fingerprint: bool = True) -> dict:
+    """What the env stage writes to env.json for ``backend`` under ``cfg``: its name, its own settings and tuning
+    budget (``registry.engine_settings``), and (where it runs here) its fingerprint."""
+    record = {"backend": backend.name, "target": None}
+    record |= registry.engine_settings(backend, OmegaConf.to_container(cfg.backend, resolve=True))
+    return record | ({"fingerprint": backend.fingerprint()} if fingerprint else {})
+
+
 def run_stage(module: ModuleType, cfg: DictConfig) -> str:
     """Call a stage's main() with only the params it declares in dvc.yaml (as `python -m` would)."""
-    from stages.core.run import declared_params, frozen, select
+    from stages.core.run import plain, stage_config
 
-    return module.main(frozen(select(OmegaConf.to_container(cfg), declared_params(module.__name__.rsplit(".", 1)[1]))))
+    return module.main(stage_config(module.__name__.rsplit(".", 1)[1], plain(cfg)))
 
 
 def ran_stages(output: str) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests.helpers import OTHER_KERNELS, QUICK, compose, ran_stages, run
+from tests.helpers import AUTO, OTHER_KERNELS, QUICK, compose, ran_stages, run
 
 pytestmark = pytest.mark.slow
 RESTORED = "Stage '{}' is cached - skipping run, checking out outputs"
@@ -45,6 +45,28 @@ def test_switching_back_restores_and_each_change_reruns_only_what_it_reaches(dvc
     env = json.loads((dvc_repo / "build/env.json").read_text())
     manifest = json.loads((dvc_repo / "build/digits/engine/manifest.json").read_text())
     assert env["target"] == manifest["target"] == "edge-a"
+
+
+# A key of each backend whose change must reach its engine (and no other backend's).
+OWN_KEY = {
+    "openvino": "backend.openvino.num_streams=2",
+    "onnxruntime": "backend.onnxruntime.execution_mode=parallel",
+    "tensorrt": "backend.tensorrt.builder_optimization_level=2",
+}
+
+
+def test_another_backends_key_rebuilds_nothing_and_the_chosen_ones_rebuilds(dvc_repo: Path):
+    """The engine's key is its own backend's settings: under auto, every backend's section is in params.yaml,
+    but env.json carries only the chosen one's, and build reads nothing else of the group."""
+    build = ["dvc", "exp", "run", *QUICK, "build"]
+    run(build, dvc_repo)
+    other = next(name for name in OWN_KEY if name != AUTO.name)
+    untouched = run([*build[:3], "-S", OWN_KEY[other], *build[3:]], dvc_repo).stdout
+    assert ran_stages(untouched) == ["env"], untouched
+    env = json.loads((dvc_repo / "build/env.json").read_text())
+    assert env["backend"] == AUTO.name and env["settings"] == OmegaConf.to_container(compose().backend[AUTO.name])
+    changed = run([*build[:3], "-S", OWN_KEY[AUTO.name], *build[3:]], dvc_repo).stdout
+    assert ran_stages(changed) == ["env", "build"], changed
 
 
 def test_why_tells_skip_restore_run_and_pending_before_dvc_repro(dvc_repo: Path):

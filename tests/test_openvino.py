@@ -23,7 +23,7 @@ from stages.core.device import cpu_fingerprint
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
 from stages.core.tuning import tune
-from tests.helpers import FAST_BENCH, ROOT, compose, copy_repo, run, run_stage
+from tests.helpers import FAST_BENCH, ROOT, compose, copy_repo, env_record, run, run_stage
 
 HAS_BF16 = compiled_precision("bf16") == "bf16"  # asked of OpenVINO: it runs bf16 on AVX-512 CPUs, not on AVX2
 HAS_VNNI = bool(set(VNNI_ISA) & set(cpu_fingerprint()["isa"])) or cpu_fingerprint()["arch"] not in ("x86_64", "AMD64")
@@ -42,9 +42,9 @@ def digits(tmp_path_factory: pytest.TempPathFactory):
         yield root, cfg
 
 
-def env_record() -> dict:
-    """What build_engine takes from env.json: this machine's OpenVINO fingerprint."""
-    return {"fingerprint": OpenVinoBackend().fingerprint(), "target": None}
+def ov_env(cfg: DictConfig) -> dict:
+    """What build_engine takes from env.json: this machine's OpenVINO fingerprint and settings under ``cfg``."""
+    return env_record(OpenVinoBackend(), cfg)
 
 
 def built_at(root: Path, engine: Path, *overrides: str) -> tuple[DictConfig, dict]:
@@ -53,7 +53,7 @@ def built_at(root: Path, engine: Path, *overrides: str) -> tuple[DictConfig, dic
         mp.chdir(root)
         cfg = compose(*OVERRIDES, *overrides, config_dir=root / "conf")
         run_stage(precision, cfg)
-        return cfg, build.build_engine(OpenVinoBackend(), root / cfg.paths.precise, cfg, env_record(), engine)
+        return cfg, build.build_engine(OpenVinoBackend(), root / cfg.paths.precise, cfg, ov_env(cfg), engine)
 
 
 def feed_of(cfg, batch: int = 8) -> dict[str, np.ndarray]:
@@ -142,7 +142,7 @@ def test_bf16_without_bf16_instructions_stops_in_one_line(digits, tmp_path):
         ):
             precision.main(bf16)
         with pytest.raises(PipelineError, match="OpenVINO compiled it in f32, not bf16"):  # pinned, never silent
-            build.build_engine(OpenVinoBackend(), root / cfg.paths.precise, bf16, env_record(), tmp_path / "engine")
+            build.build_engine(OpenVinoBackend(), root / cfg.paths.precise, bf16, ov_env(bf16), tmp_path / "engine")
 
 
 def test_bf16_is_refused_in_one_line_where_openvino_cannot_compile_it():

@@ -25,6 +25,7 @@ from tests.helpers import (
     add_fixture_model,
     compose,
     copy_repo,
+    env_record,
     python_module,
     run_if,
     run_stage,
@@ -160,8 +161,7 @@ def test_every_backend_builds_runs_and_times_the_same_model(tiny, tmp_path, name
     root, cfg = tiny
     backend = registry.get(name)
     engine = tmp_path / "engine"
-    env_record = {"fingerprint": backend.fingerprint(), "target": None}
-    manifest = build_module.build_engine(backend, root / cfg.paths.precise, cfg, env_record, engine)
+    manifest = build_module.build_engine(backend, root / cfg.paths.precise, cfg, env_record(backend, cfg), engine)
     assert manifest["backend"] == name and (engine / manifest["engine"]).is_file()
     feed = {"x": np.ones((3, 6), np.float32), "scale": np.full((3, 1), 2.0, np.float32)}
     expected = ort_outputs(root / cfg.paths.simplified, [feed])["y"]

@@ -15,7 +15,7 @@ from stages.backends.tensorrt import ENGINE_FILE, profile_index
 from stages.backends.trt_plan import build_plan, loaders, timing_cache_key, version_problem
 from stages.build import build_spec
 from stages.core.errors import PipelineError
-from tests.helpers import AUTO, QUICK, ROOT, compose, python_module, run, run_if
+from tests.helpers import AUTO, QUICK, ROOT, compose, env_record, python_module, run, run_if
 
 # What a GPU machine's env.json holds (the shape TensorRTBackend.fingerprint() returns): the plan's input.
 H100 = {
@@ -34,7 +34,8 @@ def on_gpu(test):
 
 
 def plan_for(*overrides: str, fingerprint: dict = H100, cache_dir: str = "build/timing_cache") -> dict:
-    spec = build_spec(compose("backend=tensorrt", *overrides), "tensorrt")
+    cfg = compose("backend=tensorrt", *overrides)
+    spec = build_spec(cfg, env_record(registry.get("tensorrt"), cfg, fingerprint=False))
     return build_plan(spec.settings, spec.profiles, fingerprint, cache_dir)
 
 

@@ -77,6 +77,7 @@ class Backend(Protocol):
             executed in bfloat16 by the runtime), or one line saying why it cannot.
         baseline: the name under which the benchmark measures this runtime's untuned default on the raw export
             (None: not measured as a baseline).
+        tunes: whether its build times runtime settings within ``backend.tune_s`` (so the engine depends on it).
     """
 
     name: str
@@ -84,6 +85,7 @@ class Backend(Protocol):
     int8_encoding: str
     bf16: str
     baseline: str | None
+    tunes: bool
 
     def availability(self) -> Availability:
         """Whether this backend can build and run engines on this machine.

@@ -100,6 +100,7 @@ class OnnxRuntimeBackend:
 
     name = NAME
     device = "cpu"
+    tunes = True  # times threads and the execution mode at build (backend.tune_s)
     baseline = "onnxruntime_fp32"
     bf16 = (
         "ONNX Runtime's CPU provider has no bfloat16 kernels for most ops: use backend=openvino (bf16 on AVX-512 "

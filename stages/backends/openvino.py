@@ -106,6 +106,7 @@ class OpenVinoBackend:
 
     name = NAME
     device = "cpu"
+    tunes = True  # times threads, streams and the hint at build (backend.tune_s)
     int8_encoding = "u8s8"  # measured: OpenVINO runs u8s8, u8s7 and s8s8 Q/DQ at the same speed, u8s8 marginally first
     baseline = "openvino_default"
 

@@ -1,6 +1,8 @@
 """Backend names -> implementations, and the ``auto`` choice. Modules are imported only when asked for."""
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from stages.backends.base import Availability, Backend
 from stages.core.errors import PipelineError
@@ -60,3 +62,24 @@ def baseline(name: str) -> Backend:
     if not available.ok:
         raise PipelineError(f"benchmark.baselines: {name} cannot run here ({available.reason}); remove it")
     return known[name]
+
+
+def engine_settings(backend: Backend, group: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of the ``backend`` config group an engine of ``backend`` depends on, and nothing else: its own
+    section (``backend.<name>``) and, where it tunes at build, the tuning budget. The env stage writes it to
+    env.json, which is all the build reads of the group: another backend's key rebuilds nothing.
+
+    Args:
+        backend: the chosen backend.
+        group: the ``backend`` config group as plain data.
+
+    Returns:
+        dict: ``settings`` (its own section) and ``tuning`` (``tune``, ``tune_s``; None where it does not tune).
+    """
+    tuning = None
+    if backend.tunes:
+        tune_s = group["tune_s"]
+        if isinstance(tune_s, bool) or not isinstance(tune_s, int | float) or tune_s <= 0:
+            raise PipelineError(f"backend.tune_s: {tune_s!r} must be a positive number of seconds")
+        tuning = {"tune": bool(group["tune"]), "tune_s": float(tune_s)}
+    return {"settings": dict(group.get(backend.name) or {}), "tuning": tuning}

@@ -41,6 +41,7 @@ class TensorRTBackend:
 
     name = NAME
     device = "cuda"
+    tunes = False  # TensorRT times its own tactics: backend.tune/tune_s do not reach it
     int8_encoding = "s8s8"  # TensorRT's explicit quantization: symmetric int8 Q/DQ, zero points 0
     bf16 = "graph"  # strongly typed: a bfloat16 graph sets the layers' types
     baseline = None  # TensorRT has no untuned default worth measuring: the engine is the TensorRT figure

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
+PLAIN_STAGES = ("env",)  # stages whose main takes a plain dict: no OmegaConf import on every `dvc repro`
 
 
 def declared_params(stage: str, dvc_file: str | os.PathLike[str] = DVC_FILE) -> list[str]:
@@ -75,14 +76,15 @@ def select(tree: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_params(stage: str, params_file: str = PARAMS_FILE, dvc_file: str = DVC_FILE, plain: bool = False) -> Any:
+def load_params(stage: str, params_file: str = PARAMS_FILE, dvc_file: str = DVC_FILE, plain: bool | None = None) -> Any:
     """Load ``params_file`` restricted to what ``stage`` declares in ``dvc_file``.
 
     Args:
         stage: the stage's name in dvc.yaml.
         params_file: params.yaml.
         dvc_file: dvc.yaml.
-        plain: return a dict (no OmegaConf import: the env stage runs on every `dvc repro`).
+        plain: return a dict; None = as the stage takes it (``PLAIN_STAGES``: the env stage, which runs on every
+            `dvc repro`, imports no OmegaConf).
 
     Returns:
         DictConfig | dict: read-only and in struct mode unless ``plain``, checked against conf/'s types.
@@ -96,9 +98,27 @@ def load_params(stage: str, params_file: str = PARAMS_FILE, dvc_file: str = DVC_
         raise PipelineError(
             f"missing {params_file}: run from the repository root (or `dvc exp run` to compose it)"
         ) from e
-    chosen = select(tree or {}, declared_params(stage, dvc_file))
+    return stage_config(stage, tree or {}, dvc_file, plain)
+
+
+def stage_config(
+    stage: str, tree: Mapping[str, Any], dvc_file: str | os.PathLike[str] = DVC_FILE, plain: bool | None = None
+) -> Any:
+    """What ``stage``'s ``main`` gets from the whole config ``tree``: the keys it declares in dvc.yaml, type-checked,
+    read-only. The one way a stage's params are made, for ``python -m stages.<name>``, commands and tests alike.
+
+    Args:
+        stage: the stage's name in dvc.yaml.
+        tree: the whole config as plain data (params.yaml's content, or a composed config made plain).
+        dvc_file: dvc.yaml.
+        plain: a dict instead of a DictConfig; None = as the stage takes it (``PLAIN_STAGES``).
+
+    Returns:
+        DictConfig | dict: the stage's params.
+    """
+    chosen = select(tree, declared_params(stage, dvc_file))
     check_types(chosen)
-    return chosen if plain else frozen(chosen)
+    return chosen if (stage in PLAIN_STAGES if plain is None else plain) else frozen(chosen)
 
 
 def frozen(tree: Mapping[str, Any]) -> "DictConfig":
@@ -166,20 +186,18 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def run_stage(name: str, main: Callable[[Any], str], plain: bool = False) -> None:
+def run_stage(name: str, main: Callable[[Any], str]) -> None:
     """Entry point of ``python -m stages.<name>``: one line on success, one line and exit 1 on a user error.
 
     Args:
         name: the stage's name in dvc.yaml.
-        main: the stage's function; it gets the stage's params (a dict with ``plain``, else a DictConfig) and
-            returns the line to print.
-        plain: hand ``main`` a plain dict (no OmegaConf import: the env stage runs on every `dvc repro`).
+        main: the stage's function; it gets the stage's params (``stage_config``) and returns the line to print.
     """
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     quiet_libraries()
     start = time.perf_counter()
     try:
-        message = main(load_params(name, plain=plain))
+        message = main(load_params(name))
     except PipelineError as e:
         print(f"engineforge {name}: error: {e}", file=sys.stderr)
         sys.exit(1)
