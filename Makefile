@@ -1,10 +1,11 @@
-# Two entry points (see README): `make pipeline` and `make test`. Both create .venv on first use.
+# Two entry points (see README): `make pipeline` and `make test-all` (what CI runs). Both create .venv on first use;
+# `make test` is the fast layer to run between edits.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: pipeline test setup setup-gpu lint params help
+.PHONY: pipeline test test-all setup setup-gpu lint params help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -13,7 +14,10 @@ pipeline: setup  ## set everything up, run the pipeline on the default model, re
 	dvc repro
 	$(PY) -m engineforge.reproduce --record
 
-test: setup  ## set everything up, then run the test suite
+test: setup  ## the fast layer between edits (unit and stage tests, no real DVC pipelines): about 1.5 min
+	pytest -m "not slow"
+
+test-all: setup  ## set everything up, then run the whole suite (what .ci/run runs): about 22 min on 2 cores
 	pytest
 
 lint: setup  ## ruff check, format check and the type checker (what .ci/run runs before the tests)

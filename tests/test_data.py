@@ -13,9 +13,9 @@ def at_root(monkeypatch):
     monkeypatch.chdir(ROOT)
 
 
-def tiny(factory: str, code: str = "tests/fixtures"):
+def tiny_overrides(factory: str, code: str = "tests/fixtures") -> tuple[str, ...]:
     """model=custom on the tiny model's factory, with data from ``tests.fixtures.data_factories:<factory>``."""
-    return compose(
+    return (
         "model=custom",
         "model.factory=tests.fixtures.tiny:build",
         f"model.code={code}",
@@ -23,7 +23,15 @@ def tiny(factory: str, code: str = "tests/fixtures"):
         "model.inputs=[{name:x,shape:[batch,6],dtype:float32},{name:scale,shape:[batch,1],dtype:float32}]",
         "model.task.metric=top1",
         f"++model.data.factory=tests.fixtures.data_factories:{factory}",
-    ).model
+    )
+
+
+TINY = tiny_overrides("arrays")
+
+
+def tiny(factory: str, code: str = "tests/fixtures"):
+    """The model section of ``tiny_overrides``."""
+    return compose(*tiny_overrides(factory, code)).model
 
 
 @pytest.mark.parametrize("factory", ["arrays", "dataset", "loader"])
@@ -40,6 +48,16 @@ def test_every_form_gives_the_same_arrays_and_labels(factory):
 def test_calibration_falls_back_to_the_eval_data_when_the_factory_has_none():
     model = tiny("arrays")
     np.testing.assert_array_equal(load_dataset(model, "train")["x"], load_dataset(model, "test")["x"])
+    assert data_source(model, "train") == "tests.fixtures.data_factories:arrays('eval')"  # where it came from
+
+
+def test_the_report_names_the_eval_file_calibration_falls_back_to(tmp_path):
+    """An eval ``.npz`` and a factory with no calibration data: calibration uses the file, and says so."""
+    eval_file = tmp_path / "eval.npz"
+    np.savez(eval_file, **{k: v[:16] for k, v in load_dataset(tiny("arrays"), "test").items()})
+    model = compose(*TINY, f"++model.data.eval={eval_file}").model
+    np.testing.assert_array_equal(load_dataset(model, "train")["x"], np.load(eval_file)["x"])
+    assert data_source(model, "train") == str(eval_file)
 
 
 @pytest.mark.parametrize(

@@ -56,14 +56,13 @@ def test_digits_training_reproduces_the_committed_weights(tmp_path: Path):
 
 @pytest.mark.parametrize("kind", KINDS["kinds"], ids=lambda k: k["label"])
 def test_training_guarantee_by_kind_of_cpu(kind):
-    """Which guarantee holds where: bit for bit only on the kind and torch the weights were trained with; every
-    kind seen here that retrained reached the floor (values recorded in tests/fixtures/cpu_kinds.json; null where
-    a kind's retraining was not measured)."""
+    """Which guarantee holds where, for every kind seen (tests/fixtures/cpu_kinds.json): bit for bit only on the
+    kind and torch the weights were trained with, the floor elsewhere (what each kind's retraining reached is
+    recorded there, and checked on the machine at hand by the test above)."""
     record = committed_record("digits")
     same = cpu_kind(kind["cpu"]) == cpu_kind(record["trained_on"])
     assert same_training_kind(record, record["torch"], kind["cpu"]) is same
     assert not same_training_kind(record, "2.12.0+cpu", kind["cpu"])
-    assert kind["digits_retrained_top1"] is None or kind["digits_retrained_top1"] >= FLOOR["digits"]
 
 
 def test_textenc_is_dynamic_in_batch_and_sequence():

@@ -8,7 +8,7 @@ import numpy as np
 from stages.core.errors import PipelineError
 from stages.core.model import load_recipe
 from stages.core.specs import axis_sizes, input_specs
-from stages.core.user_data import LABELS, given, user_data
+from stages.core.user_data import LABELS, user_data
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -18,26 +18,28 @@ SYNTHETIC = {"test": 128, "train": 512}  # samples of seeded random data, per sp
 
 
 def data_source(model: "DictConfig", split: str) -> str:
-    """Where ``split`` data comes from, for reports (the order ``load_dataset`` tries): a file, the data factory, a
-    recipe's split, or seeded random inputs.
+    """Where ``split`` data comes from, for reports: found the way ``load_dataset`` finds it (a file, the data
+    factory, which may return None for calibration so that the eval data serves, a recipe's split, or seeded random
+    inputs), so the report names the source the samples really came from.
 
     Args:
         model: the model's config section.
         split: ``test`` (eval) or ``train`` (calibration).
 
     Returns:
-        str: a short description.
+        str: a short description (the file's path, ``factory('role')``, the recipe's split, or seeded inputs).
     """
-    role = ROLES.get(split, split)
-    factory = model.get("data", {}).get("factory")
-    own, fallback = given(model, role), given(model, "eval") if role == "calibration" else None
-    if own or (fallback and not factory):
-        return str(own or fallback)
-    if factory:
-        return f"{factory}({role!r})"
+    found = _from_user(model, ROLES.get(split, split))
+    if found:
+        return found[1].split(" ", 1)[1]  # user_data's "<key> <source>": the source alone
     if model.source == "recipe":
         return f"{model.code}, {split} split"
-    return f"seeded random inputs (no model.data.{role})"
+    return f"seeded random inputs (no model.data.{ROLES.get(split, split)})"
+
+
+def _from_user(model: "DictConfig", role: str) -> tuple[dict[str, np.ndarray], str] | None:
+    """The user's ``role`` data, or for calibration the user's eval data when there is none of its own."""
+    return user_data(model, role) or (user_data(model, "eval") if role == "calibration" else None)
 
 
 def is_synthetic(model: "DictConfig", split: str) -> bool:
@@ -69,8 +71,7 @@ def load_dataset(model: "DictConfig", split: str) -> dict[str, np.ndarray]:
     Raises:
         PipelineError: data that does not fit the inputs, naming the array and its source.
     """
-    role = ROLES.get(split, split)
-    found = user_data(model, role) or (user_data(model, "eval") if role == "calibration" else None)
+    found = _from_user(model, ROLES.get(split, split))
     if found:
         data, where = found
     elif model.source == "recipe":
