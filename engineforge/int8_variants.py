@@ -25,7 +25,7 @@ from stages.core.data import load_dataset
 from stages.core.markdown import table
 from stages.core.quantize import write_int8
 from stages.core.run import compose, quiet_libraries
-from stages.core.timing import measure
+from stages.core.timing import TimedCall, measure
 
 CALIBRATION = "precision.int8.calibration"
 
@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
         times: dict[str, list[np.ndarray]] = {name: [] for name in sessions}
         for _ in range(args.rounds):  # interleaved, so the machine's drift hits every variant alike
             for name, sess in sessions.items():
-                times[name].append(measure(partial(sess.run, None, feed), 0.2, args.seconds, 3)["latency_ms"])
+                times[name].append(
+                    measure(TimedCall(partial(sess.run, None, feed)), 0.2, args.seconds, 3)["latency_ms"]
+                )
     p50 = {name: float(np.median(np.concatenate(runs))) for name, runs in times.items()}
     rows = []
     for name, value in p50.items():

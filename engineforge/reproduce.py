@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from stages.backends.base import differences
+from stages.backends.manifest import differences
 from stages.core.artifacts import read_json, to_json, write_text
 from stages.core.device import cpu_fingerprint, cpu_kind, cpu_label
 from stages.core.errors import PipelineError

@@ -21,7 +21,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from stages import env
-from stages.backends.base import differences, first_difference
+from stages.backends.manifest import differences, first_difference
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
 from stages.core.run import plain

@@ -37,14 +37,13 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any]) -> dict[str, 
     """Name -> factory(stack, feed) of a timed call, for the engine and each configured baseline.
 
     A baseline other than eager PyTorch is a backend's untuned default on the raw export (``Backend.baseline``);
-    what it ran with (a runner's ``describe()``) goes into ``notes``."""
+    what it ran with (its backend's ``describe``) goes into ``notes``."""
     env = read_json(cfg.paths.env)
     backend = registry.get(env["backend"])
 
     def engine(stack: ExitStack, feed: dict) -> TimedCall:
         call = backend.timed_call(stack.enter_context(backend.runner(Path(cfg.paths.engine))), feed, cfg.benchmark)
-        if hasattr(call, "close"):
-            stack.callback(call.close)
+        stack.callback(call.close)
         return call
 
     def default_of(name: str) -> Factory:
@@ -52,9 +51,10 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any]) -> dict[str, 
 
         def factory(stack: ExitStack, feed: dict) -> TimedCall:
             runner = stack.enter_context(other.baseline_runner(Path(cfg.paths.onnx), name))
-            if hasattr(runner, "describe"):
-                notes[name] = runner.describe()
-            return other.timed_call(runner, feed, cfg.benchmark)
+            notes[name] = other.describe(runner)
+            call = other.timed_call(runner, feed, cfg.benchmark)
+            stack.callback(call.close)
+            return call
 
         return factory
 
@@ -65,7 +65,8 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any]) -> dict[str, 
 
         torch.set_num_threads(threads)
         nets[:] = nets or [load_model(cfg.model)]
-        device = "cuda" if backend.device == "cuda" and torch.cuda.is_available() else "cpu"  # the engine's device
+        on_cuda = backend.capabilities.device == "cuda" and torch.cuda.is_available()
+        device = "cuda" if on_cuda else "cpu"  # the engine's device
         net, tensors = nets[0].to(device), [torch.from_numpy(a).to(device) for a in feed.values()]
         stack.enter_context(torch.inference_mode())
         notes[EAGER] = {"device": device, "threads": threads, "torch": torch.__version__}
@@ -75,8 +76,8 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any]) -> dict[str, 
                 net(*tensors)
                 torch.cuda.synchronize()
 
-            return on_gpu
-        return lambda: net(*tensors)
+            return TimedCall(on_gpu)
+        return TimedCall(lambda: net(*tensors))
 
     factories: dict[str, Factory] = {ENGINE: engine}
     for name in cfg.benchmark.baselines:

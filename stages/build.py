@@ -2,7 +2,7 @@
 
 The backend's settings come from env.json (the chosen backend's own section, written by the env stage), not from
 the ``backend`` config group, so a key of a backend that was not chosen rebuilds nothing. The manifest records the engine's full key: ONNX sha256, precision, backend settings, backend version and the
-machine fingerprint; every later load checks it (stages/backends/base.py).
+machine fingerprint; every later load checks it (stages/backends/manifest.py).
 """
 
 from collections.abc import Mapping
@@ -13,7 +13,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from stages.backends import registry
-from stages.backends.base import MANIFEST, Backend, BuildSpec, first_difference
+from stages.backends.base import Backend, BuildSpec
+from stages.backends.manifest import MANIFEST, first_difference
 from stages.core.artifacts import atomic_path, read_json, sha256, write_json
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import load_onnx

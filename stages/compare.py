@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from stages.backends import registry
-from stages.backends.onnxruntime import default_session_runner
+from stages.backends.base import Backend
 from stages.core.artifacts import read_json, write_json
 from stages.core.batches import batch_of, feeds
 from stages.core.data import LABELS, data_source, is_synthetic, load_dataset
@@ -54,7 +54,9 @@ def output_stats(per_iteration: list[dict[str, Any]], atol: dict, rtol: dict) ->
     return stats
 
 
-def edge_checks(cfg: DictConfig, runners: list, data: dict[str, np.ndarray], compare_func: Any) -> dict:
+def edge_checks(
+    cfg: DictConfig, backend: Backend, runners: list, data: dict[str, np.ndarray], compare_func: Any
+) -> dict:
     """Run reference and engine at the min and max shapes of every profile in the engine's manifest.
 
     Shapes the eval data has (other than batch) use real samples, tiled to the batch, and the usual tolerances;
@@ -75,9 +77,9 @@ def edge_checks(cfg: DictConfig, runners: list, data: dict[str, np.ndarray], com
                 batch = next(iter(shapes.values()))[0]
                 feed = batch_of(cfg.model, data, batch) if real else random_feed(shapes, dtypes)
                 outputs = {}
+                if len(profiles) > 1:  # the engine's runner (the reference has no profiles)
+                    backend.set_profile(runners[1], index)
                 for runner in runners:
-                    if len(profiles) > 1 and hasattr(runner, "set_profile"):
-                        runner.set_profile(index)
                     outputs[runner.name] = IterationResult(runner.infer(feed), runner_name=runner.name)
                 where = f"profile {index} {edge} shapes {shapes}"
                 for name, value in outputs[CANDIDATE].items():
@@ -99,7 +101,7 @@ def main(cfg: DictConfig) -> str:
     backend = registry.get(env["backend"])
     data = load_dataset(model, "test")
     batches = feeds(model, data, cfg.compare.batch_size, limit=cfg.compare.max_samples)
-    runners = [default_session_runner(cfg.paths.simplified, REFERENCE), backend.runner(Path(cfg.paths.engine))]
+    runners = [registry.reference_runner(Path(cfg.paths.simplified), REFERENCE), backend.runner(Path(cfg.paths.engine))]
     results = Comparator.run(runners, data_loader=batches)
     outputs = output_names(model, cfg.paths.simplified)
     atol, rtol = tolerances(precision, outputs)
@@ -120,7 +122,7 @@ def main(cfg: DictConfig) -> str:
         for n, s in stats.items()
         if not s["passed"]
     ]
-    edges = edge_checks(cfg, runners, data, compare_func)
+    edges = edge_checks(cfg, backend, runners, data, compare_func)
     failures += edges["failures"]
     if task["delta"] > task["budget"]:
         failures.append(

@@ -33,7 +33,7 @@ def records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
         "requested": requested,
         "target": target,
     } | registry.engine_settings(backend, cfg["backend"])
-    choice = {"backend": backend.name, "bf16": backend.bf16, "int8_encoding": backend.int8_encoding}
+    choice = {"backend": backend.name} | backend.capabilities.record()
     return {paths["env"]: env, paths["backend_choice"]: choice}, f"backend {backend.name} ({reason})"
 
 

@@ -52,13 +52,14 @@ def encoding_for(requested: str, choice_file: str) -> str:
 def bf16(cfg: DictConfig, source: Path, out: Path) -> dict[str, Any]:
     """The graph precision=bf16 needs for the chosen backend (``paths.backend_choice``): a bfloat16 graph
     (TensorRT), the float32 graph its runtime executes in bfloat16 (OpenVINO), or one line saying why not."""
-    form = read_json(cfg.paths.backend_choice)["bf16"]
+    choice = read_json(cfg.paths.backend_choice)
+    form = choice["bf16"]
     if form == "graph":
         return {"bf16": form, "kept_float32": write_bf16(source, list(cfg.precision.bf16.keep_float32), out)}
     if form == "runtime":
         shutil.copyfile(source, out)
         return {"bf16": form}
-    raise PipelineError(f"precision=bf16: {form}")
+    raise PipelineError(f"precision=bf16: {choice['bf16_reason']}")
 
 
 def int8(cfg: DictConfig, source: Path, out: Path) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from stages.backends.base import MANIFEST
+from stages.backends.manifest import MANIFEST
 from stages.core.artifacts import atomic_path, read_json, write_text
 from stages.core.markdown import table
 from stages.core.metrics import ENGINE

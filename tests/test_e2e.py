@@ -64,7 +64,7 @@ def test_digits_int8_then_fp32_reruns_only_what_precision_reaches(dvc_repo: Path
     run(["dvc", "exp", "run", "-S", "precision=int8", *QUICK], dvc_repo)
     acc = json.loads((dvc_repo / "reports/accuracy.json").read_text())
     chosen = registry.resolve("auto", "int8")[0]  # ONNX Runtime (u8s7) on x86 without VNNI, OpenVINO (u8s8) with it
-    assert acc["backend"] == chosen.name and acc["int8"]["encoding"] == chosen.int8_encoding
+    assert acc["backend"] == chosen.name and acc["int8"]["encoding"] == chosen.capabilities.int8_encoding
     assert acc["passed"] and acc["precision"] == "int8"
     assert acc["task"]["delta"] <= 0.01  # the target: int8 top-1 within 1.0 pt of fp32
     record = json.loads((dvc_repo / "build/digits/precision.json").read_text())

@@ -13,20 +13,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from stages import build, env, export, precision, simplify
 from stages.backends import registry
-from stages.backends.base import MANIFEST
-from stages.backends.openvino import VNNI_ISA, OpenVinoBackend, compiled_precision, execution_precision, properties
+from stages.backends.manifest import MANIFEST
+from stages.backends.openvino import OpenVinoBackend, compiled_precision, execution_precision, properties
 from stages.core.artifacts import read_json
 from stages.core.batches import batch_of
 from stages.core.bfloat16 import BFLOAT16, FLOAT16, write_bf16
 from stages.core.data import load_dataset
-from stages.core.device import cpu_fingerprint
+from stages.core.device import cpu_fingerprint, x86_without_vnni
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
 from stages.core.tuning import tune
 from tests.helpers import FAST_BENCH, ROOT, compose, copy_repo, env_record, run, run_stage
 
 HAS_BF16 = compiled_precision("bf16") == "bf16"  # asked of OpenVINO: it runs bf16 on AVX-512 CPUs, not on AVX2
-HAS_VNNI = bool(set(VNNI_ISA) & set(cpu_fingerprint()["isa"])) or cpu_fingerprint()["arch"] not in ("x86_64", "AMD64")
+HAS_VNNI = not x86_without_vnni(cpu_fingerprint())
 OVERRIDES = ("model=digits", "backend=openvino", *FAST_BENCH, "backend.tune_s=2")
 
 
@@ -72,9 +72,10 @@ def test_build_writes_a_blob_that_loads_without_the_onnx_and_matches_onnxruntime
     moved = tmp_path / "gone.onnx"
     shutil.move(root / cfg.paths.precise, moved)  # a load imports the blob: no ONNX, no compile
     try:
-        with registry.get("openvino").runner(engine) as runner:
+        backend = registry.get("openvino")
+        with backend.runner(engine) as runner:
             np.testing.assert_allclose(runner.infer(feed)["logits"], expected, rtol=1e-4, atol=1e-5)
-            assert runner.describe() == manifest["settings"]
+            assert backend.describe(runner) == manifest["settings"]
     finally:
         shutil.move(moved, root / cfg.paths.precise)
 
@@ -200,7 +201,7 @@ def test_benchmark_baselines_include_openvino_defaults_with_what_they_ran(digits
     root, cfg = digits
     backend = registry.baseline("openvino_default")
     with backend.baseline_runner(Path(root / cfg.paths.onnx), "openvino_default") as runner:
-        described = runner.describe()
+        described = backend.describe(runner)
         call = backend.timed_call(runner, feed_of(cfg), cfg.benchmark)
         call()
     assert set(described) == {"inference_precision", "performance_hint", "inference_num_threads", "num_streams"}

@@ -21,7 +21,7 @@ from stages.core.quantize import quantized_nodes
 from tests.helpers import FAST_BENCH, add_fixture_model, compose, copy_repo, run_stage
 
 # What encoding=auto gives here: u8s7 on x86 CPUs without VNNI, u8s8 with it (the ONNX Runtime backend decides).
-AUTO_ENCODING = registry.get("onnxruntime").int8_encoding
+AUTO_ENCODING = registry.get("onnxruntime").capabilities.int8_encoding
 INT8 = ("precision=int8", "precision.int8.calibration.samples=32", "precision.int8.calibration.batch_size=8")
 
 
@@ -165,11 +165,9 @@ def test_int8_writes_qdq_with_per_channel_weights_in_the_asked_encoding(root, en
 def test_int8_encoding_auto_follows_the_chosen_backend(root):
     cfg = cfg_for(root, "model=tiny", *INT8)
     run_stage(precision, cfg)
-    assert read_json(cfg.paths.backend_choice) == {
-        "backend": "onnxruntime",
-        "bf16": registry.get("onnxruntime").bf16,
-        "int8_encoding": AUTO_ENCODING,
-    }
+    choice = read_json(cfg.paths.backend_choice)
+    assert choice == {"backend": "onnxruntime"} | registry.get("onnxruntime").capabilities.record()
+    assert choice["int8_encoding"] == AUTO_ENCODING and choice["bf16"] == "none"
     assert read_json(cfg.paths.precision_report)["encoding"] == AUTO_ENCODING
 
 

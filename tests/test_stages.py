@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from stages import benchmark, compare, env, export, precision, report, simplify
 from stages import build as build_module
 from stages.backends import registry
-from stages.backends.base import MANIFEST
+from stages.backends.manifest import MANIFEST
 from stages.core.artifacts import read_json, sha256
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
@@ -111,7 +111,8 @@ def test_benchmark_measures_engine_and_baselines_at_every_batch(tiny):
     root, cfg = tiny
     bench = read_json(root / cfg.paths.benchmark)
     assert set(bench["runtimes"]) == {"engine", "pytorch_eager", "onnxruntime_fp32", "openvino_default"}
-    assert set(bench["baselines"]) == {"pytorch_eager", "openvino_default"}  # what each ran with, where it tells
+    assert set(bench["baselines"]) == {"pytorch_eager", "onnxruntime_fp32", "openvino_default"}  # what each ran with
+    assert bench["baselines"]["onnxruntime_fp32"]["providers"] == ["CPUExecutionProvider"]
     for runs in bench["runtimes"].values():
         assert set(runs) == {"bs1", "bs32"}
         for batch, run in runs.items():

@@ -1,20 +1,25 @@
-"""The Backend interface and the manifest check every engine load goes through (the CPU fingerprint: core.device)."""
+"""The Backend interface (a template: the base class loads every engine the same way, each backend only its own
+part), what a backend can do as frozen data (``Capabilities``), and what a build needs (``BuildSpec``). The timed
+call a benchmark runs is ``stages.core.timing.TimedCall``, re-exported here for the backends."""
 
-from collections.abc import Iterator, Mapping
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from stages.core.artifacts import read_json, sha256
+from stages.backends.manifest import verified_engine
 from stages.core.errors import PipelineError
 from stages.core.profiles import Profile, random_feed
+from stages.core.timing import TimedCall
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
 
-MANIFEST = "manifest.json"
+__all__ = ["Availability", "Backend", "Bf16", "BuildSpec", "Capabilities", "TimedCall", "quiet_polygraphy"]
 
 
 @dataclass(frozen=True)
@@ -48,16 +53,6 @@ class BuildSpec:
         return random_feed(self.shapes[batch], self.dtypes, seed)
 
 
-class TimedCall(Protocol):
-    """One inference of an activated runner with inputs and outputs bound beforehand: what a benchmark times.
-
-    GPU backends add ``take()`` (device times per phase since the last take) and ``close()``.
-    """
-
-    def __call__(self) -> object:
-        """Run one inference and return when its results are ready."""
-
-
 @dataclass(frozen=True)
 class Availability:
     """Whether a backend can run here; ``reason`` is one line saying why not (or what was found)."""
@@ -66,51 +61,87 @@ class Availability:
     reason: str = ""
 
 
-class Backend(Protocol):
-    """What a backend provides. Implementations live beside this module and register in ``registry``.
+class Bf16(enum.StrEnum):
+    """How precision=bf16 reaches a backend."""
+
+    GRAPH = "graph"  # a bfloat16 graph sets the layers' types (TensorRT, strongly typed)
+    RUNTIME = "runtime"  # the float32 graph, executed in bfloat16 by the runtime (OpenVINO where it compiles bf16)
+    NONE = "none"  # it cannot here: ``Capabilities.bf16_reason`` says why
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, as data the env stage writes to backend.json: callers read it, never probe.
 
     Attributes:
-        name: the ``backend.name`` option.
         device: where its engines run (``cpu`` or ``cuda``): the eager baseline runs there too.
-        int8_encoding: the Q/DQ form this backend runs fast (``stages.core.quantize.ENCODINGS``).
-        bf16: how precision=bf16 reaches it: ``graph`` (a bfloat16 graph), ``runtime`` (the float32 graph,
-            executed in bfloat16 by the runtime), or one line saying why it cannot.
-        baseline: the name under which the benchmark measures this runtime's untuned default on the raw export
-            (None: not measured as a baseline).
+        int8_encoding: the Q/DQ form it runs fast (``stages.core.quantize.ENCODINGS``).
+        bf16: how precision=bf16 reaches it.
+        bf16_reason: one line saying why not, where ``bf16`` is NONE.
+        baseline: the name under which the benchmark measures its untuned default on the raw export (None: none).
+        uses_profiles: whether its engines hold several shape profiles to switch between.
         tunes: whether its build times runtime settings within ``backend.tune_s`` (so the engine depends on it).
     """
 
-    name: str
     device: str
     int8_encoding: str
-    bf16: str
-    baseline: str | None
-    tunes: bool
+    bf16: Bf16
+    bf16_reason: str = ""
+    baseline: str | None = None
+    uses_profiles: bool = False
+    tunes: bool = False
 
+    def record(self) -> dict[str, Any]:
+        """As plain data (backend.json)."""
+        return {
+            "baseline": self.baseline,
+            "bf16": str(self.bf16),
+            "bf16_reason": self.bf16_reason,
+            "device": self.device,
+            "int8_encoding": self.int8_encoding,
+            "tunes": self.tunes,
+            "uses_profiles": self.uses_profiles,
+        }
+
+
+class Backend(ABC):
+    """A runtime that builds and runs engines. One module beside this one each, registered in ``registry``.
+
+    The base class does what every backend shares: an engine load verifies the manifest against this machine's
+    fingerprint and keeps Polygraphy quiet before the backend's own ``_load``.
+    """
+
+    name: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this backend can do on this machine."""
+
+    @abstractmethod
     def availability(self) -> Availability:
-        """Whether this backend can build and run engines on this machine.
-
-        Returns:
-            Availability: ``ok`` and a one-line reason.
-        """
+        """Whether this backend can build and run engines on this machine (``ok`` and a one-line reason)."""
 
     def supports(self, precision: str) -> Availability:
-        """Whether this backend runs ``precision`` accurately on this machine (``auto`` skips it when not).
+        """Whether this backend runs ``precision`` on this machine (``auto`` skips it when not): every precision
+        but bf16 where the capabilities say it cannot.
 
         Args:
             precision: the precision stage's name (fp32, fp16, bf16, int8).
 
         Returns:
-            Availability: ``ok``, or the measured reason it does not.
+            Availability: ``ok``, or the reason it does not.
         """
+        caps = self.capabilities
+        if precision == "bf16" and caps.bf16 is Bf16.NONE:
+            return Availability(False, caps.bf16_reason)
+        return Availability(True)
 
+    @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
-        """Everything an engine depends on besides its inputs.
+        """Everything an engine depends on besides its inputs: versions, providers, the device."""
 
-        Returns:
-            dict: versions, providers, device (the CPU's ISA or the GPU's compute capability).
-        """
-
+    @abstractmethod
     def build(self, onnx: Path, spec: BuildSpec, out: Path) -> dict[str, Any]:
         """Build an engine from ``onnx`` into the empty folder ``out``.
 
@@ -124,7 +155,7 @@ class Backend(Protocol):
         """
 
     def runner(self, engine: Path, name: str = "engine") -> "BaseRunner":
-        """A Polygraphy runner for the engine folder ``engine`` (verified against its manifest first).
+        """A Polygraphy runner for the engine folder ``engine``, verified against its manifest first.
 
         Args:
             engine: the engine folder.
@@ -133,18 +164,29 @@ class Backend(Protocol):
         Returns:
             BaseRunner: not yet activated.
         """
+        quiet_polygraphy()
+        manifest, path = verified_engine(engine, self.fingerprint())
+        return self._load(manifest, path, name)
+
+    @abstractmethod
+    def _load(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
+        """The backend's own runner over the verified engine file ``path`` built as ``manifest`` says."""
 
     def baseline_runner(self, onnx: Path, name: str) -> "BaseRunner":
-        """A Polygraphy runner over ``onnx`` with this runtime's untuned defaults (what a user runs instead).
+        """A Polygraphy runner over ``onnx`` with this runtime's untuned defaults (``capabilities.baseline``)."""
+        raise PipelineError(f"benchmark.baselines: {self.name} has no untuned baseline ({name!r})")
 
-        Args:
-            onnx: the raw float32 export.
-            name: the runner's name (``baseline``).
+    def describe(self, runner: "BaseRunner") -> dict[str, Any]:
+        """What an activated runner runs with (the benchmark records it for a baseline); empty by default."""
+        return {}
 
-        Returns:
-            BaseRunner: not yet activated.
-        """
+    def set_profile(self, runner: "BaseRunner", index: int) -> None:
+        """Switch an activated engine runner to shape profile ``index``; only a backend that ``uses_profiles``
+        builds more than one, so the others have nothing to switch."""
+        if index:
+            raise PipelineError(f"{self.name} engines hold one shape profile, not profile {index}")
 
+    @abstractmethod
     def timed_call(self, runner: "BaseRunner", feed: dict[str, np.ndarray], settings: Mapping[str, Any]) -> TimedCall:
         """The call a benchmark times: one inference of the activated ``runner`` on ``feed``.
 
@@ -163,40 +205,3 @@ def quiet_polygraphy() -> None:
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.ERROR
-
-
-def differences(built: Any, current: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """Every (dotted key, built value, current value) where two nested dicts differ, in sorted key order."""
-    if isinstance(built, dict) and isinstance(current, dict):
-        for key in sorted(set(built) | set(current)):
-            yield from differences(built.get(key), current.get(key), f"{prefix}{key}.")
-    elif built != current:
-        yield prefix.rstrip("."), built, current
-
-
-def first_difference(built: Any, current: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
-    """The first (dotted key, built value, current value) where two fingerprints differ, else None."""
-    return next(differences(built, current, prefix), None)
-
-
-def verified_engine(engine_dir: Path, fingerprint: dict[str, Any]) -> tuple[dict[str, Any], Path]:
-    """Read ``engine_dir``'s manifest and refuse, in one line, an engine that does not match it or this machine.
-
-    Returns the manifest and the engine file's path.
-    """
-    manifest = read_json(engine_dir / MANIFEST)
-    engine = (engine_dir / manifest["engine"]).resolve()
-    if engine.parent != engine_dir.resolve():
-        raise PipelineError(f"{engine_dir / MANIFEST}: engine file {manifest['engine']!r} is outside its folder")
-    if not engine.is_file() or sha256(engine) != manifest["engine_sha256"]:
-        raise PipelineError(
-            f"{engine_dir / manifest['engine']} does not match its manifest (sha256): "
-            "restore it with `dvc checkout` or rebuild with `dvc repro`"
-        )
-    diff = first_difference(manifest["fingerprint"], fingerprint)
-    if diff:
-        key, built, now = diff
-        raise PipelineError(
-            f"{engine_dir} was built for {key}={built}, this machine has {key}={now}: rebuild with `dvc repro`"
-        )
-    return manifest, engine

@@ -14,6 +14,7 @@ import numpy as np
 
 from stages.backends.cuda_setup import cuda_version, driver_problem, tensorrt_cuda_major
 from stages.core.errors import PipelineError
+from stages.core.timing import TimedCall
 
 PHASES = ("h2d", "compute", "d2h")  # timed on the GPU between consecutive events
 
@@ -122,7 +123,7 @@ def host_dtype(trt_dtype: Any) -> np.dtype:
     return np.dtype(trt.nptype(trt_dtype))
 
 
-class TimedInference:
+class TimedInference(TimedCall):
     """One inference of a TensorRT engine per call, timed the way trtexec does: events around the H2D copies (from
     pinned memory), the enqueue (or a captured CUDA graph) and the D2H copies, then the host waits for the stream,
     so the caller's clock is the host latency and ``take()`` returns the GPU times of each phase in ms.

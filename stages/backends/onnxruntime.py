@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stages.backends.base import Availability, BuildSpec, TimedCall, quiet_polygraphy, verified_engine
+from stages.backends.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
 from stages.backends.cuda_setup import onnxruntime_conflict
 from stages.backends.ort_session import (
     GPU_PROVIDERS,
@@ -24,10 +24,10 @@ from stages.backends.ort_session import (
     open_session,
     session_options,
 )
-from stages.core.device import cpu_fingerprint
+from stages.core.device import cpu_fingerprint, x86_without_vnni
 from stages.core.errors import PipelineError, first_line
 from stages.core.onnx_io import load_onnx, unsupported_op
-from stages.core.tuning import thread_counts, tune
+from stages.core.tuning import distinct, thread_counts, tune
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
@@ -67,7 +67,7 @@ def candidates(settings: Mapping[str, Any], cores: int) -> list[dict[str, Any]]:
     first = {"intra_op_num_threads": settings["intra_op_num_threads"], "execution_mode": settings["execution_mode"]}
     options = [first] + [{"intra_op_num_threads": t, "execution_mode": "sequential"} for t in thread_counts(cores)]
     options.append({"intra_op_num_threads": cores, "execution_mode": "parallel"})
-    return [o for i, o in enumerate(options) if o not in options[:i]]
+    return distinct(options)
 
 
 def relative_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
@@ -95,25 +95,27 @@ class SessionFromEngine:
         )
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the execution providers this onnxruntime build has (CPU everywhere)."""
 
     name = NAME
-    device = "cpu"
-    tunes = True  # times threads and the execution mode at build (backend.tune_s)
-    baseline = "onnxruntime_fp32"
-    bf16 = (
-        "ONNX Runtime's CPU provider has no bfloat16 kernels for most ops: use backend=openvino (bf16 on AVX-512 "
-        "CPUs), or precision=fp16"
-    )
 
     @property
-    def int8_encoding(self) -> str:
-        """MLAS runs uint8 activations x int8 weights fast (symmetric s8s8 ran slower than fp32); on x86 without
-        VNNI its int16 pair sums saturate on 8-bit weights, so there the weights get 7 bits (u8s7)."""
-        cpu = cpu_fingerprint()
-        vnni = {"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu["isa"])
-        return "u8s7" if cpu["arch"] in ("x86_64", "AMD64") and not vnni else "u8s8"
+    def capabilities(self) -> Capabilities:
+        """CPU; int8 as uint8 activations x int8 weights, which MLAS runs fast (symmetric s8s8 ran slower than fp32),
+        with 7-bit weights on x86 without VNNI, where its int16 pair sums saturate on 8-bit weights (u8s7); no bf16.
+        """
+        return Capabilities(
+            device="cpu",
+            int8_encoding="u8s7" if x86_without_vnni(cpu_fingerprint()) else "u8s8",
+            bf16=Bf16.NONE,
+            bf16_reason=(
+                "ONNX Runtime's CPU provider has no bfloat16 kernels for most ops: use backend=openvino (bf16 on "
+                "AVX-512 CPUs), or precision=fp16"
+            ),
+            baseline="onnxruntime_fp32",
+            tunes=True,  # threads and the execution mode, timed at build within backend.tune_s
+        )
 
     def availability(self) -> Availability:
         """ONNX Runtime is available wherever it imports."""
@@ -122,10 +124,6 @@ class OnnxRuntimeBackend:
         except ImportError as e:
             return Availability(False, f"onnxruntime does not import ({e}): pip install onnxruntime")
         return Availability(True, f"onnxruntime {ort.__version__} with {', '.join(ort.get_available_providers())}")
-
-    def supports(self, precision: str) -> Availability:
-        """Every precision but bf16 (no bfloat16 CPU kernels for most ops)."""
-        return Availability(False, self.bf16) if precision == "bf16" else Availability(True)
 
     def fingerprint(self) -> dict[str, Any]:
         """ONNX Runtime's version and providers, and the CPU."""
@@ -193,17 +191,25 @@ class OnnxRuntimeBackend:
         except Exception as e:  # onnxruntime's own exception types
             raise unsupported_op(e, load_onnx(model, check=False), "onnxruntime", str(model)) from e
 
-    def runner(self, engine: Path, name: str = "engine") -> "BaseRunner":
-        """An OnnxrtRunner over the verified engine in the folder ``engine``."""
+    def _load(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
+        """An OnnxrtRunner over the verified engine file, with the session settings it was built with."""
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
-        quiet_polygraphy()
-        manifest, path = verified_engine(engine, self.fingerprint())
         return OnnxrtRunner(SessionFromEngine(path, manifest["settings"]), name=name)
 
     def baseline_runner(self, onnx: Path, name: str) -> "BaseRunner":
         """A default CPU InferenceSession on ``onnx``: ONNX Runtime's own defaults, nothing tuned."""
         return default_session_runner(onnx, name)
+
+    def describe(self, runner: "BaseRunner") -> dict[str, Any]:
+        """What the activated runner's session runs with: providers, optimization level, threads (0: ONNX
+        Runtime's choice)."""
+        options = runner.sess.get_session_options()
+        return {
+            "graph_optimization_level": options.graph_optimization_level.name,
+            "intra_op_num_threads": options.intra_op_num_threads,
+            "providers": runner.sess.get_providers(),
+        }
 
     def timed_call(self, runner: "BaseRunner", feed: dict[str, np.ndarray], settings: Mapping[str, Any]) -> TimedCall:
         """IO-bound ``run_with_iobinding``: inputs and preallocated outputs are bound once, outside the timing."""

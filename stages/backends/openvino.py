@@ -15,16 +15,15 @@ from typing import Any
 import numpy as np
 from polygraphy.backend.base import BaseRunner
 
-from stages.backends.base import Availability, BuildSpec, TimedCall, quiet_polygraphy, verified_engine
+from stages.backends.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
 from stages.backends.ov_runner import OpenVinoRunner, bound_request, compiled_settings, graph_names
-from stages.core.device import cpu_fingerprint, cpu_label
+from stages.core.device import cpu_fingerprint, cpu_label, x86_without_vnni
 from stages.core.errors import PipelineError, first_line
-from stages.core.tuning import thread_counts, tune
+from stages.core.tuning import distinct, thread_counts, tune
 
 NAME = "openvino"
 ENGINE_FILE = "engine.blob"
 DEVICE = "CPU"
-VNNI_ISA = ("avx512_vnni", "avx_vnni", "amx_int8")
 # the precision stage's graph -> the element type OpenVINO computes its float parts in
 EXECUTION = {"fp32": "f32", "int8": "f32", "fp16": "f16", "bf16": "bf16"}
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -98,26 +97,30 @@ def candidates(settings: Mapping[str, Any], cores: int) -> list[dict[str, Any]]:
         {"performance_hint": "LATENCY", "inference_num_threads": t, "num_streams": 1} for t in thread_counts(cores)
     ]
     options.append({"performance_hint": "THROUGHPUT", "inference_num_threads": cores, "num_streams": 0})
-    return [o for i, o in enumerate(options) if o not in options[:i]]
+    return distinct(options)
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(Backend):
     """OpenVINO's CPU plugin."""
 
     name = NAME
-    device = "cpu"
-    tunes = True  # times threads, streams and the hint at build (backend.tune_s)
-    int8_encoding = "u8s8"  # measured: OpenVINO runs u8s8, u8s7 and s8s8 Q/DQ at the same speed, u8s8 marginally first
-    baseline = "openvino_default"
 
     @property
-    def bf16(self) -> str:
-        """``runtime`` where OpenVINO's CPU plugin compiles bf16 on this CPU (asked, not assumed), else the reason."""
+    def capabilities(self) -> Capabilities:
+        """CPU; int8 as u8s8 (measured: u8s8, u8s7 and s8s8 Q/DQ run at the same speed, u8s8 marginally first);
+        bf16 in the runtime where OpenVINO compiles bf16 on this CPU (asked, not assumed), else the reason."""
         ran = compiled_precision("bf16")
-        if ran == "bf16":
-            return "runtime"
         how = f"compiles bf16 as {ran}" if ran else "cannot compile bf16"
-        return f"OpenVINO {how} on this CPU (it runs bf16 on AVX-512 CPUs): use precision=fp32, fp16 or int8"
+        return Capabilities(
+            device="cpu",
+            int8_encoding="u8s8",
+            bf16=Bf16.RUNTIME if ran == "bf16" else Bf16.NONE,
+            bf16_reason=""
+            if ran == "bf16"
+            else (f"OpenVINO {how} on this CPU (it runs bf16 on AVX-512 CPUs): use precision=fp32, fp16 or int8"),
+            baseline="openvino_default",
+            tunes=True,  # threads, streams and the hint, timed at build within backend.tune_s
+        )
 
     def availability(self) -> Availability:
         """OpenVINO imports and its CPU plugin is there."""
@@ -133,16 +136,13 @@ class OpenVinoBackend:
     def supports(self, precision: str) -> Availability:
         """bf16 where OpenVINO compiles bf16 here; int8 where x86 has VNNI (without it OpenVINO's int8 kernels
         lose accuracy whatever the Q/DQ encoding: docs/openvino.md); fp32 and fp16 everywhere."""
-        cpu = cpu_fingerprint()
-        if precision == "bf16" and self.bf16 != "runtime":
-            return Availability(False, self.bf16)
-        if precision == "int8" and cpu["arch"] in ("x86_64", "AMD64") and not set(VNNI_ISA) & set(cpu["isa"]):
+        if precision == "int8" and x86_without_vnni(cpu_fingerprint()):
             return Availability(
                 False,
                 "OpenVINO's int8 kernels on x86 without VNNI lose accuracy with every Q/DQ encoding (trained resnet18: "
                 "logits off by up to 7.4, measured; docs/openvino.md): use backend=onnxruntime (u8s7)",
             )
-        return Availability(True)
+        return super().supports(precision)
 
     def fingerprint(self) -> dict[str, Any]:
         """OpenVINO's full version, its CPU plugin's architecture, and the CPU with its ISA flags."""
@@ -185,7 +185,7 @@ class OpenVinoBackend:
         if ran["inference_precision"] != wanted:
             raise PipelineError(
                 f"precision={spec.precision}: OpenVINO compiled it in {ran['inference_precision']}, not {wanted} "
-                f"({self.bf16 if wanted == 'bf16' else cpu_label(cpu_fingerprint())})"
+                f"({self.capabilities.bf16_reason if wanted == 'bf16' else cpu_label(cpu_fingerprint())})"
             )
         stream = io.BytesIO()
         engine.export_model(stream)
@@ -196,10 +196,8 @@ class OpenVinoBackend:
             built["note"] = "OpenVINO does not compile f16 on this CPU: the float16 graph's weights run in f32"
         return built | {"tuning": tuning}
 
-    def runner(self, engine: Path, name: str = "engine") -> "BaseRunner":
+    def _load(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
         """A runner that imports the verified blob (no compile from ONNX) with the settings it was built with."""
-        quiet_polygraphy()
-        manifest, path = verified_engine(engine, self.fingerprint())
 
         def load() -> Any:
             stream = io.BytesIO(path.read_bytes())
@@ -211,6 +209,10 @@ class OpenVinoBackend:
         """OpenVINO's untuned defaults on ``onnx`` (on AMX CPUs that means bf16: the runner describes it)."""
         quiet_polygraphy()
         return OpenVinoRunner(lambda: _ov().Core().compile_model(str(onnx), DEVICE), name, graph_names(onnx))
+
+    def describe(self, runner: "BaseRunner") -> dict[str, Any]:
+        """What the activated runner's compiled model runs with (precision, hint, threads, streams)."""
+        return compiled_settings(runner.compiled)
 
     def timed_call(self, runner: "BaseRunner", feed: dict[str, np.ndarray], settings: Mapping[str, Any]) -> TimedCall:
         """A synchronous infer request with the inputs set once (shared memory, no copy per call)."""

@@ -103,4 +103,4 @@ def bound_session(sess: Any, feed: Mapping[str, np.ndarray]) -> TimedCall:
     def call(keep_alive: tuple = (feed, outputs, values)) -> None:  # the bound buffers must outlive the call
         sess.run_with_iobinding(binding, run_options)
 
-    return call
+    return TimedCall(call)

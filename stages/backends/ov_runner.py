@@ -76,10 +76,6 @@ class OpenVinoRunner(BaseRunner):
         self.inference_time = time.perf_counter() - start
         return OrderedDict((port_name(port, self.names), np.array(results[port])) for port in self.compiled.outputs)
 
-    def describe(self) -> dict[str, Any]:
-        """What the compiled model runs with (the benchmark records it for a baseline's untuned defaults)."""
-        return compiled_settings(self.compiled)
-
     def deactivate_impl(self) -> None:
         """Release the request and the compiled model."""
         del self.request, self.compiled
@@ -98,4 +94,4 @@ def bound_request(compiled: Any, feed: Mapping[str, np.ndarray], names: Sequence
     def call(keep_alive: tuple = (arrays,)) -> None:  # the shared input buffers must outlive the request
         request.infer()
 
-    return call
+    return TimedCall(call)

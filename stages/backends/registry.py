@@ -2,10 +2,14 @@
 
 import importlib
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from stages.backends.base import Availability, Backend
 from stages.core.errors import PipelineError
+
+if TYPE_CHECKING:
+    from polygraphy.backend.base import BaseRunner
 
 # name -> "module:Class"; auto tries them in this order (the fastest backend a machine can run first).
 BACKENDS = {
@@ -14,6 +18,7 @@ BACKENDS = {
     "onnxruntime": "stages.backends.onnxruntime:OnnxRuntimeBackend",
 }
 AUTO = "auto"
+REFERENCE = "onnxruntime"  # the accuracy reference: ONNX Runtime's default CPU session on the fp32 graph
 
 
 def get(name: str) -> Backend:
@@ -55,7 +60,7 @@ def baseline(name: str) -> Backend:
     """The backend whose untuned default runs as the benchmark baseline called ``name``, if it runs here."""
     from stages.core.metrics import EAGER  # imported here: the env stage stays free of OmegaConf
 
-    known = {b.baseline: b for b in map(get, BACKENDS) if b.baseline}
+    known = {b.capabilities.baseline: b for b in map(get, BACKENDS) if b.capabilities.baseline}
     if name not in known:
         raise PipelineError(f"benchmark.baselines: unknown {name!r}; choose from {', '.join([EAGER, *known])}")
     available = known[name].availability()
@@ -77,9 +82,22 @@ def engine_settings(backend: Backend, group: Mapping[str, Any]) -> dict[str, Any
         dict: ``settings`` (its own section) and ``tuning`` (``tune``, ``tune_s``; None where it does not tune).
     """
     tuning = None
-    if backend.tunes:
+    if backend.capabilities.tunes:
         tune_s = group["tune_s"]
         if isinstance(tune_s, bool) or not isinstance(tune_s, int | float) or tune_s <= 0:
             raise PipelineError(f"backend.tune_s: {tune_s!r} must be a positive number of seconds")
         tuning = {"tune": bool(group["tune"]), "tune_s": float(tune_s)}
     return {"settings": dict(group.get(backend.name) or {}), "tuning": tuning}
+
+
+def reference_runner(onnx: Path, name: str) -> "BaseRunner":
+    """The accuracy reference every engine is compared with: ONNX Runtime's untuned CPU session on ``onnx``.
+
+    Args:
+        onnx: the float32 graph (``model.sim.onnx``).
+        name: the runner's name in comparisons.
+
+    Returns:
+        BaseRunner: not yet activated.
+    """
+    return get(REFERENCE).baseline_runner(onnx, name)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stages.backends.base import Availability, BuildSpec, TimedCall, quiet_polygraphy, verified_engine
+from stages.backends.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
 from stages.backends.cuda import cuda_mismatch, device_count, device_facts, why_no_device
 from stages.backends.cuda_setup import expose_cudart, installed, tensorrt_cuda_major
 from stages.backends.trt_plan import build_plan, loaders
@@ -36,15 +36,17 @@ def profile_index(profiles: list[dict], feed: Mapping[str, Any]) -> int:
     raise PipelineError(f"no optimization profile holds the shapes {given}: add one to backend.tensorrt.profiles")
 
 
-class TensorRTBackend:
+class TensorRTBackend(Backend):
     """TensorRT on the first visible CUDA device."""
 
     name = NAME
-    device = "cuda"
-    tunes = False  # TensorRT times its own tactics: backend.tune/tune_s do not reach it
-    int8_encoding = "s8s8"  # TensorRT's explicit quantization: symmetric int8 Q/DQ, zero points 0
-    bf16 = "graph"  # strongly typed: a bfloat16 graph sets the layers' types
-    baseline = None  # TensorRT has no untuned default worth measuring: the engine is the TensorRT figure
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """CUDA; int8 as TensorRT's explicit quantization (symmetric int8 Q/DQ, zero points 0); bf16 as a bfloat16
+        graph (strongly typed); shape profiles; no baseline (the engine is the TensorRT figure) and no tuning at
+        build (TensorRT times its own tactics: backend.tune/tune_s do not reach it)."""
+        return Capabilities(device="cuda", int8_encoding="s8s8", bf16=Bf16.GRAPH, uses_profiles=True)
 
     def availability(self) -> Availability:
         """TensorRT 10 or newer imports, and a CUDA device is visible."""
@@ -60,10 +62,6 @@ class TensorRTBackend:
             return Availability(False, problem)
         facts = device_facts()
         return Availability(True, f"TensorRT {trt.__version__} on {facts['gpu']} (sm {facts['compute_capability']})")
-
-    def supports(self, precision: str) -> Availability:
-        """Every precision: the strongly typed graph sets each layer's type."""
-        return Availability(True)
 
     def fingerprint(self) -> dict[str, Any]:
         """What an engine depends on: TensorRT's version and the CUDA major its libraries were built for, the
@@ -101,20 +99,23 @@ class TensorRTBackend:
         }
 
     def runner(self, engine: Path, name: str = "engine") -> "BaseRunner":
-        """Polygraphy's TrtRunner over the verified engine in the folder ``engine``."""
+        """Polygraphy's TrtRunner over the verified engine in the folder ``engine`` (libcudart exposed first:
+        Polygraphy's CUDA stream needs it, and CUDA 13's wheel puts it where Polygraphy does not look)."""
+        expose_cudart()
+        return super().runner(engine, name)
+
+    def _load(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
+        """A TrtRunner over the verified plan that knows the profiles it was built with."""
         from polygraphy.backend.common import BytesFromPath
-        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+        from polygraphy.backend.trt import EngineFromBytes
 
-        quiet_polygraphy()
-        expose_cudart()  # Polygraphy's CUDA stream needs libcudart, which CUDA 13's wheel puts where it does not look
-        manifest, path = verified_engine(engine, self.fingerprint())
-        runner = TrtRunner(EngineFromBytes(BytesFromPath(str(path))), name=name)
-        runner.profiles = manifest["profiles"]
-        return runner
+        from stages.backends.trt_runner import ProfiledTrtRunner
 
-    def baseline_runner(self, onnx: Path, name: str) -> "BaseRunner":
-        """TensorRT measures no baseline (``baseline`` is None)."""
-        raise PipelineError(f"benchmark.baselines: TensorRT has no untuned baseline ({name!r})")
+        return ProfiledTrtRunner(EngineFromBytes(BytesFromPath(str(path))), name, manifest["profiles"])
+
+    def set_profile(self, runner: "BaseRunner", index: int) -> None:
+        """Polygraphy's own switch of the activated TrtRunner's optimization profile."""
+        runner.set_profile(index)
 
     def timed_call(self, runner: "BaseRunner", feed: dict[str, Any], settings: Mapping[str, Any]) -> TimedCall:
         """trtexec-style timing (``stages.backends.cuda.TimedInference``) in a context of its own."""

@@ -79,3 +79,18 @@ def cpu_label(cpu: dict[str, Any]) -> str:
     """
     arch, *isa = cpu_kind(cpu)
     return f"{cpu.get('model') or 'unknown CPU'} ({arch}: {' '.join(isa) or 'baseline ISA'})"
+
+
+VNNI_ISA = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86 int8 dot products without int16 saturation
+
+
+def x86_without_vnni(cpu: dict[str, Any]) -> bool:
+    """Whether ``cpu`` is x86 without VNNI, where int8 kernels multiply uint8 by int8 into saturating int16 pairs.
+
+    Args:
+        cpu: a ``cpu_fingerprint``.
+
+    Returns:
+        bool: True on x86 CPUs with none of ``VNNI_ISA``.
+    """
+    return cpu.get("arch") in ("x86_64", "AMD64") and not set(VNNI_ISA) & set(cpu.get("isa", []))

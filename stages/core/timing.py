@@ -1,6 +1,6 @@
 """trtexec-style timing of one call: warm-up by time, then back-to-back runs for a duration and a minimum count;
 latency percentiles from the individual timings, throughput from the wall time (the benchmark stage and
-``engineforge.int8_variants`` measure with it)."""
+``engineforge.int8_variants`` measure with it); ``TimedCall`` is the one kind of call every backend hands it."""
 
 import time
 from collections.abc import Callable
@@ -9,12 +9,34 @@ from typing import Any
 import numpy as np
 
 
-def measure(call: Callable[[], object], warmup_s: float, duration_s: float, min_iterations: int) -> dict[str, Any]:
+class TimedCall:
+    """One inference of an activated runner with inputs and outputs bound beforehand: what a benchmark times.
+
+    ``take()`` returns the device time of each phase since the last take (a GPU call; None on CPUs) and
+    ``close()`` frees what the call holds: every call has both, so no caller asks which kind it has.
+    """
+
+    def __init__(self, run: Callable[[], object]) -> None:
+        self._run = run
+
+    def __call__(self) -> object:
+        """Run one inference and return when its results are ready."""
+        return self._run()
+
+    def take(self) -> dict[str, np.ndarray] | None:
+        """Device times per phase (ms) since the last take; None where the runtime has no device clock."""
+        return None
+
+    def close(self) -> None:
+        """Free the call's buffers (nothing on CPUs)."""
+
+
+def measure(call: TimedCall, warmup_s: float, duration_s: float, min_iterations: int) -> dict[str, Any]:
     """Time ``call`` trtexec-style: warm up for ``warmup_s``, then run back to back for at least ``duration_s``
     and at least ``min_iterations`` calls.
 
     Args:
-        call: one inference; a GPU call may also have ``take()`` (device times per phase since the last take).
+        call: one inference; its ``take()`` gives a GPU call's device times per phase since the last take.
         warmup_s: seconds of untimed calls first (at least one call).
         duration_s: the least time measured.
         min_iterations: the fewest calls measured.
@@ -27,9 +49,7 @@ def measure(call: Callable[[], object], warmup_s: float, duration_s: float, min_
     call()
     while time.perf_counter() < end:
         call()
-    take = getattr(call, "take", None)  # GPU backends: device times per phase (H2D, compute, D2H)
-    if take:
-        take()  # drop the warm-up's
+    call.take()  # drop the warm-up's device times (a GPU call's H2D, compute, D2H; None elsewhere)
     samples: list[int] = []
     start = time.perf_counter_ns()
     deadline = start + int(duration_s * 1e9)
@@ -40,7 +60,8 @@ def measure(call: Callable[[], object], warmup_s: float, duration_s: float, min_
         now = time.perf_counter_ns()
         samples.append(now - before)
     run = {"latency_ms": np.asarray(samples, dtype=np.float64) / 1e6, "wall_s": (now - start) / 1e9}
-    return run | ({"device_ms": take()} if take else {})
+    device = call.take()
+    return run | ({"device_ms": device} if device is not None else {})
 
 
 def distribution(values: np.ndarray) -> dict[str, float]:

@@ -98,3 +98,15 @@ def thread_counts(cores: int) -> list[int]:
         list[int]: distinct counts, largest first.
     """
     return sorted({cores, max(1, cores // 2)}, reverse=True)
+
+
+def distinct(options: Sequence[Settings]) -> list[Settings]:
+    """``options`` without repeats, in order (the configured settings stay first).
+
+    Args:
+        options: candidate settings.
+
+    Returns:
+        list: each distinct candidate once.
+    """
+    return [o for i, o in enumerate(options) if o not in options[:i]]

@@ -1,13 +1,13 @@
 """measure: trtexec-style timing honours its duration and its minimum count."""
 
-from stages.core.timing import measure, summarize
+from stages.core.timing import TimedCall, measure, summarize
 
 
 def test_measure_honours_duration_and_minimum_iterations():
     calls = []
-    run = measure(lambda: calls.append(1), warmup_s=0.0, duration_s=0.0, min_iterations=25)
+    run = measure(TimedCall(lambda: calls.append(1)), warmup_s=0.0, duration_s=0.0, min_iterations=25)
     assert len(run["latency_ms"]) == 25 and len(calls) == 26  # one warm-up call first
-    run = measure(lambda: None, warmup_s=0.01, duration_s=0.05, min_iterations=1)
+    run = measure(TimedCall(lambda: None), warmup_s=0.01, duration_s=0.05, min_iterations=1)
     assert run["wall_s"] >= 0.05 and len(run["latency_ms"]) > 1
 
 
