@@ -147,7 +147,7 @@ class GpuCheck:
             raise Skip("this onnxruntime has no TensorRT provider (optional: onnxruntime-gpu, docs/gpu.md)")
         self.needs("device")
         onnx = tiny_model(self.tmp / "tiny.onnx")
-        providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        providers = [*cuda_setup.GPU_PROVIDERS, "CPUExecutionProvider"]
         session = open_session(onnx, session_options(0, "basic"), providers, self.tmp)  # refuses a CPU fallback
         error = worst(session.run(None, feed())[0], cpu_reference(onnx, feed()))
         return f"ONNX Runtime {ort.__version__} runs on TensorrtExecutionProvider: max |diff| {error:.2e}"

@@ -22,6 +22,7 @@ from stages.core.data import load_dataset
 from stages.core.device import cpu_fingerprint, x86_without_vnni
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
+from stages.core.timing import TimedCall
 from stages.core.tuning import tune
 from tests.helpers import FAST_BENCH, ROOT, compose, copy_repo, env_record, run, run_stage
 
@@ -104,7 +105,7 @@ def test_tuning_records_every_candidate_and_builds_with_the_fastest(digits):
 
 def test_tune_keeps_the_fastest_candidate_and_the_default_when_the_budget_is_spent():
     def open_call(settings, batch):
-        return lambda: time.sleep(settings["sleep"] * batch)
+        return TimedCall(lambda: time.sleep(settings["sleep"] * batch))
 
     slow, fast = {"sleep": 0.002}, {"sleep": 0.0}
     result = tune([slow, fast], open_call, [1, 2], budget_s=0.2)

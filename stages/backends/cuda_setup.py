@@ -14,6 +14,8 @@ import site
 import sys
 from pathlib import Path
 
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # ONNX Runtime's, in priority order
+
 # Where the CUDA runtime wheels put libcudart: CUDA 13 groups every library in nvidia/cu13/lib; CUDA 12's
 # nvidia-cuda-runtime-cu12 uses nvidia/cuda_runtime/lib (the only one Polygraphy 0.53.6 searches).
 WHEEL_LIB_DIRS = ("nvidia/cu13/lib", "nvidia/cu12/lib", "nvidia/cuda_runtime/lib")
@@ -158,6 +160,6 @@ def preload_gpu_libraries(providers: list[str]) -> str | None:
                 f"ONNX Runtime {ort.__version__}'s TensorRT provider links libnvinfer.so.{need}, but TensorRT "
                 f"{tensorrt.__version__} is installed: make setup-gpu CUDA=<12|13> TRT={need} (docs/gpu.md)"
             )
-    if set(providers) & {"TensorrtExecutionProvider", "CUDAExecutionProvider"} and hasattr(ort, "preload_dlls"):
+    if set(providers) & set(GPU_PROVIDERS) and hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
     return None

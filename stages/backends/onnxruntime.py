@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stages.backends.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
-from stages.backends.cuda_setup import onnxruntime_conflict
+from stages.backends.cuda_setup import GPU_PROVIDERS, onnxruntime_conflict
 from stages.backends.ort_session import (
-    GPU_PROVIDERS,
     LEVELS,
     MODES,
     bound_session,

@@ -31,15 +31,18 @@ class TimedCall:
         """Free the call's buffers (nothing on CPUs)."""
 
 
-def measure(call: TimedCall, warmup_s: float, duration_s: float, min_iterations: int) -> dict[str, Any]:
+def measure(
+    call: TimedCall, warmup_s: float, duration_s: float, min_iterations: int, max_iterations: int | None = None
+) -> dict[str, Any]:
     """Time ``call`` trtexec-style: warm up for ``warmup_s``, then run back to back for at least ``duration_s``
-    and at least ``min_iterations`` calls.
+    and at least ``min_iterations`` calls (and at most ``max_iterations``, which tuning uses to stop early).
 
     Args:
         call: one inference; its ``take()`` gives a GPU call's device times per phase since the last take.
         warmup_s: seconds of untimed calls first (at least one call).
         duration_s: the least time measured.
         min_iterations: the fewest calls measured.
+        max_iterations: the most calls measured, even before ``duration_s`` is up (None: no limit).
 
     Returns:
         dict: ``latency_ms`` (one float per call), ``wall_s`` (the measured run's wall time) and, for a GPU call,
@@ -54,7 +57,7 @@ def measure(call: TimedCall, warmup_s: float, duration_s: float, min_iterations:
     start = time.perf_counter_ns()
     deadline = start + int(duration_s * 1e9)
     now = start
-    while now < deadline or len(samples) < min_iterations:
+    while (now < deadline or len(samples) < min_iterations) and len(samples) != max_iterations:
         before = time.perf_counter_ns()
         call()
         now = time.perf_counter_ns()

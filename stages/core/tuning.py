@@ -8,35 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from stages.core.timing import TimedCall, measure
+
 Settings = dict[str, Any]
-Opener = Callable[[Settings, int], Callable[[], object]]  # (candidate settings, batch) -> one timed inference
-
-
-SAMPLES = 50  # timed calls per candidate and batch size, when its time slice allows: enough for a steady median
-
-
-def time_call(call: Callable[[], object], seconds: float, low: int = 3, high: int = SAMPLES) -> list[float]:
-    """Latencies of ``call`` after two warm-up calls: ``high`` calls, or fewer (at least ``low``) when they
-    would take more than ``seconds``. A small model is timed in milliseconds, a large one within its slice.
-
-    Args:
-        call: one inference.
-        seconds: the time slice.
-        low: the fewest calls timed.
-        high: the most calls timed.
-
-    Returns:
-        list[float]: one latency in ms per timed call.
-    """
-    call()
-    call()
-    samples: list[float] = []
-    end = time.perf_counter() + seconds
-    while len(samples) < low or (len(samples) < high and time.perf_counter() < end):
-        start = time.perf_counter_ns()
-        call()
-        samples.append((time.perf_counter_ns() - start) / 1e6)
-    return samples
+Opener = Callable[[Settings, int], TimedCall]  # (candidate settings, batch) -> one timed inference
+# Timed calls per candidate and batch size: at least LOW, and up to SAMPLES when its time slice allows (enough for a
+# steady median), so a small model is timed in milliseconds and a large one within its slice.
+LOW, SAMPLES = 3, 50
 
 
 def score(p50: Mapping[int, float], best: Mapping[int, float]) -> float:
@@ -77,7 +55,10 @@ def tune(candidates: Sequence[Settings], open_call: Opener, batch_sizes: Sequenc
         if timings and time.perf_counter() - started > budget_s:
             skipped.append(dict(candidate))
             continue
-        p50 = {b: float(np.median(time_call(open_call(candidate, b), slice_s))) for b in batch_sizes}
+        p50 = {
+            b: float(np.median(measure(open_call(candidate, b), 0.0, slice_s, LOW, SAMPLES)["latency_ms"]))
+            for b in batch_sizes
+        }
         timings.append({"settings": dict(candidate), "p50_ms": p50})
     best = {b: min(t["p50_ms"][b] for t in timings) for b in batch_sizes}
     for entry in timings:

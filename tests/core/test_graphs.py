@@ -34,13 +34,22 @@ def test_topological_sort_names_a_node_whose_input_nothing_produces():
         topological_sort(g)
 
 
-def test_compare_outputs_gates_each_element_on_atol_plus_rtol():
+def test_compare_outputs_fails_an_element_only_beyond_both_tolerances_as_polygraphy_does():
+    from polygraphy.comparator import CompareFunc, IterationResult
+
     want = {"y": np.array([1.0, 100.0], dtype=np.float32)}
     report = compare_outputs(want, {"y": np.array([1.05, 101.0], dtype=np.float32)}, atol=0.1, rtol=0.01)
     assert report["y"]["passed"] and report["y"]["max_abs"] == pytest.approx(1.0)
     assert report["y"]["max_rel"] == pytest.approx(0.05, rel=1e-5)
-    assert not compare_outputs(want, {"y": np.array([1.2, 100.0])}, atol=0.1, rtol=0.01)["y"]["passed"]
     assert not compare_outputs(want, {"y": np.array([1.0, np.nan])}, atol=1e9, rtol=1.0)["y"]["passed"]
+    gate = CompareFunc.simple(atol=0.1, rtol=0.1, check_error_stat="elemwise")
+    for got, passes in (([1.05, 109.0], True), ([1.15, 100.0], False), ([1.0, 112.5], False)):
+        # 1.15: within atol + rtol*|want| (0.2) but beyond each of them, so it fails, as in the gate (Polygraphy
+        # divides by the candidate's value, this rule by the reference's: the cases here are on the same side)
+        candidate = {"y": np.array(got, dtype=np.float32)}
+        assert compare_outputs(want, candidate, atol=0.1, rtol=0.1)["y"]["passed"] is passes
+        polygraphy = gate(IterationResult(want, runner_name="a"), IterationResult(candidate, runner_name="b"))
+        assert bool(polygraphy["y"]) is passes
 
 
 def test_compare_outputs_refuses_a_missing_output_or_a_wrong_shape():
