@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from stages.backends import registry
 from stages.core.artifacts import read_json, write_text
 from stages.core.device import cpu_fingerprint, cpu_label
 from stages.core.errors import PipelineError
@@ -122,7 +123,7 @@ def short(result: str) -> str:
     return re.sub(r"^gate failed: accuracy gate failed: (.*?) \(.*$", r"gate failed: \1", result)
 
 
-BASELINES = ("onnxruntime_fp32", "openvino_default", "pytorch_eager")
+BASELINES = registry.runtimes()[1:]  # every baseline a benchmark can measure (eager PyTorch and each backend's)
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -22,11 +22,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from stages.backends import registry
 from stages.core.artifacts import atomic_path, write_text
 from stages.core.errors import PipelineError
 from stages.core.markdown import table
 
 ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
+REFERENCE_BASELINE = registry.get(registry.REFERENCE).baseline  # ONNX Runtime fp32: the speed-up column
 
 
 def experiments(show: list[dict]) -> Iterator[dict]:
@@ -75,7 +77,7 @@ def markdown(found: list[dict[str, Any]]) -> str:
             for batch, run in r["runtimes"]["engine"].items():
                 p50 = run["latency_ms"]["p50"]
                 base = (fp32 or {}).get("runtimes", {}).get("engine", {}).get(batch)
-                ort = r["runtimes"].get("onnxruntime_fp32", {}).get(batch)
+                ort = r["runtimes"].get(REFERENCE_BASELINE, {}).get(batch)
                 body.append(
                     [
                         r["precision"],

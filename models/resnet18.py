@@ -3,7 +3,7 @@
 The compute-bound built-in model: four stages of two BasicBlocks (widths 32-64-128-256, a 3x3 stride-1 stem and no
 max-pool, as small-image ResNets have), 0.32 G multiply-accumulates per image, trained on the digits train split
 (the same 1437/360 split as ``models/digits.py``) to ~99 % test top-1. Weights: ``models/weights/resnet18.pt``
-(11 MB), reproduced by ``python -m models.train resnet18``. Inputs are the 8x8 images upscaled bilinearly and
+(11 MB), reproduced by ``python -m engineforge.train resnet18``. Inputs are the 8x8 images upscaled bilinearly and
 centred (``(x - 0.5) / 0.5``); labels are the digits.
 """
 

@@ -5,6 +5,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from stages.backends import registry
 from stages.backends.manifest import MANIFEST
 from stages.core.artifacts import atomic_path, read_json, write_text
 from stages.core.markdown import table
@@ -126,6 +127,7 @@ def plot(bench: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     runtimes = list(bench["runtimes"])
+    colours = registry.palette()
     batches = list(bench["runtimes"][ENGINE])
     fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 3.4), squeeze=False)
     for ax, b in zip(axes[0], batches, strict=True):
@@ -135,7 +137,7 @@ def plot(bench: dict[str, Any], path: str) -> None:
             runtimes,
             p50,
             yerr=[[0] * len(p50), [q - p for p, q in zip(p50, p99, strict=True)]],
-            color=["#2a7", "#888", "#58c"][: len(runtimes)],
+            color=[colours.get(r, "#999") for r in runtimes],
             capsize=4,
         )
         ax.set_title(f"batch {b[2:]}")

@@ -8,6 +8,7 @@ import yaml
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from stages.backends import registry
 from stages.core.run import declared_params, select
 from tests.helpers import ROOT, compose
 
@@ -56,6 +57,17 @@ def test_config_groups_mirror_the_code():
         cfg = compose(f"model={model.stem}")
         if cfg.model.source == "recipe":
             assert Path(ROOT / cfg.model.code).is_file() and Path(ROOT / cfg.model.weights).is_file()
+
+
+def test_every_runtime_a_benchmark_reports_is_plotted_and_has_a_colour():
+    """A backend declares its baseline and colour; dvc.yaml's plots must draw its column (the one list that is
+    not derived from the backends: this test names what to add)."""
+    plotted = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"][0]["${paths.latency}"]["y"]
+    assert sorted(plotted) == sorted(registry.runtimes()), f"dvc.yaml plots y: list {registry.runtimes()}"
+    assert set(registry.palette()) == set(registry.runtimes()) and len(set(registry.palette().values())) == len(
+        registry.runtimes()
+    )  # one colour each: no baseline drawn in the engine's green
+    assert set(compose().benchmark.baselines) <= set(registry.runtimes())
 
 
 def test_dvc_yaml_takes_every_path_from_params():

@@ -99,3 +99,18 @@ def test_no_stage_module_imports_another():
     for name in stages:
         others = {m.split(".")[1] for m in imported(ROOT / "stages" / f"{name}.py") if m.startswith("stages.")}
         assert not (others & stages) - {name}, f"stages/{name}.py imports stages.{(others & stages) - {name}}"
+
+
+def test_no_import_runs_from_a_lower_layer_to_a_higher_one():
+    """Layers, lowest first: models/ (plain PyTorch recipes), stages/core, stages/backends, the stages, the commands
+    (engineforge/). A module imports only from its own layer or below, top level or inside a function."""
+    stages = {f"stages.{p.stem}" for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__"}
+    above = {
+        "models": ("stages", "engineforge"),
+        "stages/core": ("stages.backends", *stages, "engineforge"),
+        "stages/backends": (*stages, "engineforge"),
+    }
+    for folder, higher in above.items():
+        for path in sorted((ROOT / folder).glob("*.py")):
+            wrong = sorted(m for m in imported(path) if any(m == h or m.startswith(f"{h}.") for h in higher))
+            assert not wrong, f"{path.relative_to(ROOT)} imports {wrong[0]}, a higher layer"

@@ -8,8 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from engineforge.train import FLOOR, committed_record, same_training_kind, train
 from models import digits, textenc
-from models.train import FLOOR, committed_record, same_training_kind, train
 from stages.core.artifacts import sha256
 from stages.core.batches import batch_of, feeds
 from stages.core.data import load_dataset

@@ -112,6 +112,10 @@ class Backend(ABC):
     """
 
     name: ClassVar[str]
+    # The benchmark baseline this runtime's untuned default is measured as, and the colour its bars and curves are
+    # drawn in (static data: the report reads it without loading the runtime). None: no baseline.
+    baseline: ClassVar[str | None] = None
+    colour: ClassVar[str] = "#999"
 
     @property
     @abstractmethod

@@ -98,6 +98,8 @@ class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the execution providers this onnxruntime build has (CPU everywhere)."""
 
     name = NAME
+    baseline = "onnxruntime_fp32"
+    colour = "#58c"
 
     @property
     def capabilities(self) -> Capabilities:
@@ -112,7 +114,7 @@ class OnnxRuntimeBackend(Backend):
                 "ONNX Runtime's CPU provider has no bfloat16 kernels for most ops: use backend=openvino (bf16 on "
                 "AVX-512 CPUs), or precision=fp16"
             ),
-            baseline="onnxruntime_fp32",
+            baseline=self.baseline,
             tunes=True,  # threads and the execution mode, timed at build within backend.tune_s
         )
 

@@ -104,6 +104,8 @@ class OpenVinoBackend(Backend):
     """OpenVINO's CPU plugin."""
 
     name = NAME
+    baseline = "openvino_default"
+    colour = "#c73"
 
     @property
     def capabilities(self) -> Capabilities:
@@ -118,7 +120,7 @@ class OpenVinoBackend(Backend):
             bf16_reason=""
             if ran == "bf16"
             else (f"OpenVINO {how} on this CPU (it runs bf16 on AVX-512 CPUs): use precision=fp32, fp16 or int8"),
-            baseline="openvino_default",
+            baseline=self.baseline,
             tunes=True,  # threads, streams and the hint, timed at build within backend.tune_s
         )
 

@@ -60,7 +60,7 @@ def baseline(name: str) -> Backend:
     """The backend whose untuned default runs as the benchmark baseline called ``name``, if it runs here."""
     from stages.core.metrics import EAGER  # imported here: the env stage stays free of OmegaConf
 
-    known = {b.capabilities.baseline: b for b in map(get, BACKENDS) if b.capabilities.baseline}
+    known = {b.baseline: b for b in map(get, BACKENDS) if b.baseline}
     if name not in known:
         raise PipelineError(f"benchmark.baselines: unknown {name!r}; choose from {', '.join([EAGER, *known])}")
     available = known[name].availability()
@@ -101,3 +101,19 @@ def reference_runner(onnx: Path, name: str) -> "BaseRunner":
         BaseRunner: not yet activated.
     """
     return get(REFERENCE).baseline_runner(onnx, name)
+
+
+def runtimes() -> list[str]:
+    """Every runtime a benchmark can report, in order: the engine, eager PyTorch, then each backend's baseline
+    (the columns of ``reports/latency/*.csv`` that dvc.yaml's plots draw)."""
+    from stages.core.metrics import EAGER, ENGINE
+
+    return [ENGINE, EAGER, *(b.baseline for b in map(get, BACKENDS) if b.baseline)]
+
+
+def palette() -> dict[str, str]:
+    """Runtime name -> the colour the report draws it in: the engine green, eager PyTorch grey, each baseline in
+    its backend's colour."""
+    from stages.core.metrics import EAGER, ENGINE
+
+    return {ENGINE: "#2a7", EAGER: "#888"} | {b.baseline: b.colour for b in map(get, BACKENDS) if b.baseline}

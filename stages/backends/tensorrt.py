@@ -40,6 +40,7 @@ class TensorRTBackend(Backend):
     """TensorRT on the first visible CUDA device."""
 
     name = NAME
+    colour = "#7a4"
 
     @property
     def capabilities(self) -> Capabilities:

@@ -7,7 +7,7 @@ from stages.core.errors import PipelineError
 
 METRICS = ("top1", "agreement")
 # Runtime names in reports/benchmark.json: the engine and the baselines measured beside it.
-ENGINE, EAGER, ORT_FP32 = "engine", "pytorch_eager", "onnxruntime_fp32"
+ENGINE, EAGER = "engine", "pytorch_eager"
 
 
 def task_metric(model: DictConfig, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None, budget: float) -> dict:

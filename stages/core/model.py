@@ -139,7 +139,7 @@ def load_model(model: "DictConfig") -> Any:
     if weights == Path(model.code):
         return net.eval()
     if not weights.is_file():
-        hint = "train it with `python -m models.train`" if model.source == "recipe" else "set model.weights"
+        hint = "train it with `python -m engineforge.train`" if model.source == "recipe" else "set model.weights"
         raise PipelineError(f"model.weights: no such file {weights}: {hint}")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)

@@ -1,4 +1,4 @@
-"""Reproduce the committed weights: ``python -m models.train [digits|textenc|resnet18 ...]`` (seeded, one thread).
+"""Reproduce the committed weights: ``python -m engineforge.train [digits|textenc|resnet18 ...]`` (seeded, one thread).
 
 Writes ``models/weights/<name>.pt`` (a state_dict) and ``<name>.json``, the record of that training: test top-1,
 the weights' sha256, the torch version and the CPU it ran on. Training is seeded and single-threaded, so it is bit
@@ -16,7 +16,7 @@ import torch
 from stages.core.artifacts import read_json, sha256, to_json, write_text
 from stages.core.device import cpu_fingerprint, cpu_kind
 
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights"
 MODELS = ("digits", "textenc", "resnet18")
 # Test top-1 that retraining must reach on any CPU (textenc: 0.5, twice chance on its four topics).
 FLOOR = {"digits": 0.97, "textenc": 0.5, "resnet18": 0.97}
