@@ -10,6 +10,7 @@ is a row with its one line; a crash is a bug and propagates.
 """
 
 import argparse
+import importlib
 import json
 import platform
 import re
@@ -37,6 +38,7 @@ QUICK = (
 )
 BUILT_IN = ("digits", "textenc", "resnet18")  # model options that may be named too (not in the default table)
 BY_PRECISION = {"int8": ("precision.int8.calibration.samples=64",)}
+GATE = "compare"  # the stage whose user error is a failed gate: its row goes on to the benchmark
 
 
 def overrides(name: str, option: str, keys: dict[str, Any]) -> list[str]:
@@ -66,13 +68,39 @@ def call_stage(module: ModuleType, cfg: Any) -> str:
     return module.main(stage_config(module.__name__.rsplit(".", 1)[1], plain(cfg)))
 
 
+def stage_plan(dvc_file: str = "dvc.yaml") -> tuple[list[str], list[str]]:
+    """dvc.yaml's stages in its order, in two lists: those a model runs once, and those every precision reruns
+    (a stage that declares a ``precision`` param or reads what such a stage writes). ``report`` is left out:
+    coverage writes its own table. dvc.yaml is the one place that knows the DAG.
+
+    Args:
+        dvc_file: the pipeline file.
+
+    Returns:
+        tuple: (once, per precision), each in dvc.yaml's order.
+    """
+    import yaml
+
+    stages = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8"))["stages"]
+    per: list[str] = []
+    written: set[str] = set()  # what the per-precision stages so far write
+    for name, stage in stages.items():
+        params = [p for p in stage.get("params", []) if isinstance(p, str)]
+        if any(p.split(".")[0] == "precision" for p in params) or set(stage.get("deps", [])) & written:
+            per.append(name)
+            for out in [*stage.get("outs", []), *stage.get("metrics", [])]:
+                written.add(out if isinstance(out, str) else next(iter(out)))
+    once = [name for name in stages if name not in per]
+    return once, [name for name in per if name != "report"]
+
+
 def run_model(
     name: str, option: str, keys: dict[str, Any], precisions: tuple[str, ...], out: Path, extra: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
     """One row per precision: gate result, task delta, engine vs ONNX Runtime fp32 at batch 1, or the error.
     Every artifact and report goes below ``out`` (``paths.build``, ``paths.reports``)."""
-    from stages import benchmark, build, compare, env, export, precision, simplify
-
+    once, per = stage_plan()
+    module = {stage: importlib.import_module(f"stages.{stage}") for stage in [*once, *per]}
     base = [*overrides(name, option, keys), f"paths.build={out}/build", f"paths.reports={out}/reports", *QUICK]
 
     def at(chosen: str) -> Any:
@@ -80,8 +108,8 @@ def run_model(
 
     try:
         cfg = at(precisions[0])
-        for module in (export, simplify):
-            call_stage(module, cfg)
+        for stage in once:
+            call_stage(module[stage], cfg)
     except PipelineError as e:
         return [{"model": name, "precision": p, "result": f"stopped: {e}"} for p in precisions]
     rows = []
@@ -89,15 +117,15 @@ def run_model(
         cfg = at(chosen)
         row = {"model": name, "precision": chosen}
         try:
-            for module in (env, precision, build):  # env per precision: auto may choose another backend
-                call_stage(module, cfg)
+            for stage in per:  # env too: auto may choose another backend for another precision
+                try:
+                    call_stage(module[stage], cfg)
+                except PipelineError as e:
+                    if stage != GATE:
+                        raise
+                    row["result"] = f"gate failed: {e}"  # a failed gate still wrote accuracy.json
             row["backend"] = read_json(cfg.paths.env)["backend"]
-            try:
-                call_stage(compare, cfg)
-            except PipelineError as e:  # a failed gate still wrote accuracy.json
-                row["result"] = f"gate failed: {e}"
             accuracy = read_json(cfg.paths.accuracy)
-            call_stage(benchmark, cfg)
         except PipelineError as e:
             rows.append(row | {"result": f"stopped: {e}"})
             continue

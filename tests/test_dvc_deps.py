@@ -114,3 +114,11 @@ def test_no_import_runs_from_a_lower_layer_to_a_higher_one():
         for path in sorted((ROOT / folder).glob("*.py")):
             wrong = sorted(m for m in imported(path) if any(m == h or m.startswith(f"{h}.") for h in higher))
             assert not wrong, f"{path.relative_to(ROOT)} imports {wrong[0]}, a higher layer"
+
+
+def test_the_coverage_command_takes_the_dag_from_dvc_yaml():
+    """Once per model what no precision reaches; per precision the rest, in dvc.yaml's order (report aside)."""
+    from engineforge.coverage import stage_plan
+
+    once, per = stage_plan(str(ROOT / "dvc.yaml"))
+    assert once == ["export", "simplify"] and per == ["env", "precision", "build", "compare", "benchmark"]
