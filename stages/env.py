@@ -1,12 +1,12 @@
 """env stage: the machine -> build/env.json (chosen backend, why, its fingerprint, its own settings) and
-build/backend.json.
+build/backend.json (its capabilities), both made by ``registry.env_records``.
 
 Runs on every ``dvc repro`` (``always_changed``); stages after it depend on the file's content, so they rerun only
 when the backend, its version, the device or the chosen backend's own settings really changed (env.json holds
-only those settings, so another backend's key reruns nothing). backend.json holds only the choice and the int8
-encoding it runs fast: the precision stage depends on it, so a new driver or CPU rebuilds engines but does not
-re-quantize (it also says how precision=bf16 reaches the backend). Both files have deterministic bytes. Kept light, since every `dvc repro` runs it: no torch, and its
-parameters come as a plain dict (no OmegaConf).
+only those settings, so another backend's key reruns nothing). backend.json holds the choice and what the backend
+can do (its int8 encoding, how bf16 reaches it): the precision stage depends on it, so a new driver or CPU
+rebuilds engines but does not re-quantize. Both files have deterministic bytes. Kept light, since every
+`dvc repro` runs it: no torch, and its parameters come as a plain dict (no OmegaConf).
 """
 
 from collections.abc import Mapping
@@ -15,26 +15,7 @@ from typing import Any
 
 from stages.backends import registry
 from stages.core.artifacts import sweep_temporaries, to_json, write_text
-from stages.core.errors import PipelineError
 from stages.core.run import run_stage
-
-
-def records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
-    """Path -> content of each file the env stage writes (``paths.env``, ``paths.backend_choice``), and the line
-    saying which backend was chosen; shared with ``engineforge.why``, which predicts the stage's output."""
-    requested, target, paths = cfg["backend"]["name"], cfg["target"], cfg["paths"]
-    backend, reason = registry.resolve(requested, cfg["precision"]["name"])
-    if target is not None and (not isinstance(target, str) or not target.strip()):
-        raise PipelineError(f"target: {target!r} is not a label; use a non-empty string (e.g. target=edge-a)")
-    env = {
-        "backend": backend.name,
-        "fingerprint": backend.fingerprint(),
-        "reason": reason,
-        "requested": requested,
-        "target": target,
-    } | registry.engine_settings(backend, cfg["backend"])
-    choice = {"backend": backend.name} | backend.capabilities.record()
-    return {paths["env"]: env, paths["backend_choice"]: choice}, f"backend {backend.name} ({reason})"
 
 
 def main(cfg: Mapping[str, Any]) -> str:
@@ -42,7 +23,7 @@ def main(cfg: Mapping[str, Any]) -> str:
     deployment-target label) to ``paths.env`` and the choice alone to ``paths.backend_choice``; make sure the
     shared TensorRT timing-cache folder ``paths.timing_cache`` exists; sweep temporaries killed runs left in
     ``paths.build``."""
-    files, chosen = records(cfg)
+    files, chosen = registry.env_records(cfg)
     sweep_temporaries(cfg["paths"]["build"])  # half-written files of runs killed mid-write: never loaded, now gone
     for path, content in files.items():
         write_text(path, to_json(content))

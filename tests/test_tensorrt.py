@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from stages import env
 from stages.backends import registry
 from stages.backends.tensorrt import ENGINE_FILE, profile_index
 from stages.backends.trt_plan import build_plan, loaders, timing_cache_key, version_problem
 from stages.build import build_spec
 from stages.core.errors import PipelineError
+from stages.core.run import plain
 from tests.helpers import AUTO, QUICK, ROOT, compose, env_record, python_module, run, run_if
 
 # What a GPU machine's env.json holds (the shape TensorRTBackend.fingerprint() returns): the plan's input.
@@ -137,7 +137,7 @@ def test_profile_index_picks_the_profile_holding_the_shapes():
 
 @pytest.mark.skipif(registry.get("tensorrt").availability().ok, reason="this machine can run TensorRT")
 def test_auto_says_why_tensorrt_was_not_chosen():
-    files, chosen = env.records(compose())
+    files, chosen = registry.env_records(plain(compose()))
     record = files["build/env.json"]
     assert record["backend"] == AUTO.name and record["requested"] == "auto"
     assert record["reason"].startswith("tensorrt unavailable: tensorrt does not import")

@@ -17,10 +17,12 @@ from stages.backends.cuda_setup import GPU_PROVIDERS, onnxruntime_conflict
 from stages.backends.ort_session import (
     LEVELS,
     MODES,
+    SessionFromEngine,
     bound_session,
     offline_providers,
     onnxruntime_module,
     open_session,
+    relative_error,
     session_options,
 )
 from stages.core.device import cpu_fingerprint, x86_without_vnni
@@ -67,31 +69,6 @@ def candidates(settings: Mapping[str, Any], cores: int) -> list[dict[str, Any]]:
     options = [first] + [{"intra_op_num_threads": t, "execution_mode": "sequential"} for t in thread_counts(cores)]
     options.append({"intra_op_num_threads": cores, "execution_mode": "parallel"})
     return distinct(options)
-
-
-def relative_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
-    """Largest L2 relative error over the outputs; infinite when an output is not finite."""
-    errors = []
-    for a, b in zip(got, want, strict=True):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        if not np.isfinite(a).all():
-            return float("inf")
-        errors.append(float(np.linalg.norm(a - b)) / max(float(np.linalg.norm(b)), 1e-12))
-    return float(max(errors, default=0.0))
-
-
-class SessionFromEngine:
-    """A lazy loader in Polygraphy's style: calling it opens an InferenceSession over a built engine with the
-    settings its manifest records (OnnxrtRunner invokes it on activation)."""
-
-    def __init__(self, engine: Path, settings: dict[str, Any]) -> None:
-        self.engine, self.settings = engine, settings
-
-    def __call__(self) -> Any:
-        threads, mode = self.settings["intra_op_num_threads"], self.settings.get("execution_mode", "sequential")
-        return open_session(
-            self.engine, session_options(threads, "disabled", mode), self.settings["providers"], self.engine.parent
-        )
 
 
 class OnnxRuntimeBackend(Backend):

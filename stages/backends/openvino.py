@@ -8,7 +8,6 @@ AMX and AVX512_BF16 CPUs by default, so every build pins ``INFERENCE_PRECISION_H
 
 import io
 from collections.abc import Mapping
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,21 @@ import numpy as np
 from polygraphy.backend.base import BaseRunner
 
 from stages.backends.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
-from stages.backends.ov_runner import OpenVinoRunner, bound_request, compiled_settings, graph_names
+from stages.backends.ov_runner import (
+    DEVICE,
+    OpenVinoRunner,
+    bound_request,
+    compiled_precision,
+    compiled_settings,
+    graph_names,
+    properties,
+)
 from stages.core.device import cpu_fingerprint, cpu_label, x86_without_vnni
 from stages.core.errors import PipelineError, first_line
 from stages.core.tuning import distinct, thread_counts, tune
 
 NAME = "openvino"
 ENGINE_FILE = "engine.blob"
-DEVICE = "CPU"
 # the precision stage's graph -> the element type OpenVINO computes its float parts in
 EXECUTION = {"fp32": "f32", "int8": "f32", "fp16": "f16", "bf16": "bf16"}
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -33,43 +39,6 @@ def _ov() -> Any:
     import openvino
 
     return openvino
-
-
-@cache
-def compiled_precision(hint: str) -> str:
-    """What OpenVINO's CPU plugin here compiles a float32 MatMul in when asked for ``hint``: the runtime's own
-    answer, not a rule about instruction sets (OpenVINO 2026.4 runs bf16 on every AVX-512 CPU, with bf16
-    instructions or emulated without them, and on none with AVX2 only: docs/openvino.md).
-
-    Args:
-        hint: an ``INFERENCE_PRECISION_HINT`` (``bf16``, ``f16``, ``f32``).
-
-    Returns:
-        str: the element type the compiled model reports (``bf16``, ``f32`` ...), or ``""`` where OpenVINO cannot
-        compile it at all (its kernels capped below what it detected, e.g. by ``ONEDNN_MAX_CPU_ISA``).
-    """
-    ov = _ov()
-    import openvino.opset13 as ops
-
-    x = ops.parameter([1, 16], ov.Type.f32, name="x")
-    model = ov.Model([ops.matmul(x, ops.constant(np.ones((16, 16), np.float32)), False, False)], [x])
-    try:
-        compiled = ov.Core().compile_model(model, DEVICE, {"INFERENCE_PRECISION_HINT": hint})
-    except RuntimeError:  # "could not create a primitive descriptor": no kernel for that type here
-        return ""
-    return str(compiled_settings(compiled)["inference_precision"])
-
-
-def properties(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """OpenVINO compile properties from our settings (threads 0 and streams 0 leave OpenVINO's choice)."""
-    props: dict[str, Any] = {"PERFORMANCE_HINT": settings["performance_hint"]}
-    if settings.get("inference_precision"):
-        props["INFERENCE_PRECISION_HINT"] = settings["inference_precision"]
-    if settings.get("inference_num_threads"):
-        props["INFERENCE_NUM_THREADS"] = int(settings["inference_num_threads"])
-    if settings.get("num_streams"):
-        props["NUM_STREAMS"] = int(settings["num_streams"])
-    return props
 
 
 def execution_precision(precision: str, configured: str) -> str:

@@ -1,6 +1,7 @@
 """ONNX Runtime sessions as the backend opens them: session options, execution providers and their options (the
 TensorRT provider's caches inside the engine folder; offline optimization without it), the check that the provider
-asked for is the one that runs, and IO-bound timed calls."""
+asked for is the one that runs, IO-bound timed calls, the lazy session loader over a built engine and the
+smoke check's relative error."""
 
 from collections.abc import Mapping
 from pathlib import Path
@@ -103,3 +104,28 @@ def bound_session(sess: Any, feed: Mapping[str, np.ndarray]) -> TimedCall:
         sess.run_with_iobinding(binding, run_options)
 
     return TimedCall(call)
+
+
+def relative_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
+    """Largest L2 relative error over the outputs; infinite when an output is not finite."""
+    errors = []
+    for a, b in zip(got, want, strict=True):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if not np.isfinite(a).all():
+            return float("inf")
+        errors.append(float(np.linalg.norm(a - b)) / max(float(np.linalg.norm(b)), 1e-12))
+    return float(max(errors, default=0.0))
+
+
+class SessionFromEngine:
+    """A lazy loader in Polygraphy's style: calling it opens an InferenceSession over a built engine with the
+    settings its manifest records (OnnxrtRunner invokes it on activation)."""
+
+    def __init__(self, engine: Path, settings: dict[str, Any]) -> None:
+        self.engine, self.settings = engine, settings
+
+    def __call__(self) -> Any:
+        threads, mode = self.settings["intra_op_num_threads"], self.settings.get("execution_mode", "sequential")
+        return open_session(
+            self.engine, session_options(threads, "disabled", mode), self.settings["providers"], self.engine.parent
+        )

@@ -5,6 +5,7 @@ actually runs with, and the IO-bound timed call of one infer request."""
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from polygraphy.common import TensorMetadata
 
 from stages.backends.base import TimedCall
 from stages.core.specs import onnx_interface
+
+DEVICE = "CPU"
 
 
 def property_text(value: Any) -> str:
@@ -95,3 +98,40 @@ def bound_request(compiled: Any, feed: Mapping[str, np.ndarray], names: Sequence
         request.infer()
 
     return TimedCall(call)
+
+
+@cache
+def compiled_precision(hint: str) -> str:
+    """What OpenVINO's CPU plugin here compiles a float32 MatMul in when asked for ``hint``: the runtime's own
+    answer, not a rule about instruction sets (OpenVINO 2026.4 runs bf16 on every AVX-512 CPU, with bf16
+    instructions or emulated without them, and on none with AVX2 only: docs/openvino.md).
+
+    Args:
+        hint: an ``INFERENCE_PRECISION_HINT`` (``bf16``, ``f16``, ``f32``).
+
+    Returns:
+        str: the element type the compiled model reports (``bf16``, ``f32`` ...), or ``""`` where OpenVINO cannot
+        compile it at all (its kernels capped below what it detected, e.g. by ``ONEDNN_MAX_CPU_ISA``).
+    """
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 16], ov.Type.f32, name="x")
+    model = ov.Model([ops.matmul(x, ops.constant(np.ones((16, 16), np.float32)), False, False)], [x])
+    try:
+        compiled = ov.Core().compile_model(model, DEVICE, {"INFERENCE_PRECISION_HINT": hint})
+    except RuntimeError:  # "could not create a primitive descriptor": no kernel for that type here
+        return ""
+    return str(compiled_settings(compiled)["inference_precision"])
+
+
+def properties(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """OpenVINO compile properties from our settings (threads 0 and streams 0 leave OpenVINO's choice)."""
+    props: dict[str, Any] = {"PERFORMANCE_HINT": settings["performance_hint"]}
+    if settings.get("inference_precision"):
+        props["INFERENCE_PRECISION_HINT"] = settings["inference_precision"]
+    if settings.get("inference_num_threads"):
+        props["INFERENCE_NUM_THREADS"] = int(settings["inference_num_threads"])
+    if settings.get("num_streams"):
+        props["NUM_STREAMS"] = int(settings["num_streams"])
+    return props

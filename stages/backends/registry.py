@@ -117,3 +117,29 @@ def palette() -> dict[str, str]:
     from stages.core.metrics import EAGER, ENGINE
 
     return {ENGINE: "#2a7", EAGER: "#888"} | {b.baseline: b.colour for b in map(get, BACKENDS) if b.baseline}
+
+
+def env_records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
+    """Path -> content of each file the env stage writes (``paths.env``: the resolved backend, why, its
+    fingerprint and own settings; ``paths.backend_choice``: its capabilities), and the line saying which backend
+    was chosen. The env stage writes them; ``engineforge.why`` predicts them without importing a stage.
+
+    Args:
+        cfg: the env stage's params as plain data (``backend``, ``precision.name``, ``target``, ``paths``).
+
+    Returns:
+        tuple: path -> content, and the one-line choice.
+    """
+    requested, target, paths = cfg["backend"]["name"], cfg["target"], cfg["paths"]
+    backend, reason = resolve(requested, cfg["precision"]["name"])
+    if target is not None and (not isinstance(target, str) or not target.strip()):
+        raise PipelineError(f"target: {target!r} is not a label; use a non-empty string (e.g. target=edge-a)")
+    env = {
+        "backend": backend.name,
+        "fingerprint": backend.fingerprint(),
+        "reason": reason,
+        "requested": requested,
+        "target": target,
+    } | engine_settings(backend, cfg["backend"])
+    choice = {"backend": backend.name} | backend.capabilities.record()
+    return {paths["env"]: env, paths["backend_choice"]: choice}, f"backend {backend.name} ({reason})"
