@@ -124,7 +124,8 @@ def run_model(
                     if stage != GATE:
                         raise
                     row["result"] = f"gate failed: {e}"  # a failed gate still wrote accuracy.json
-            row["backend"] = read_json(cfg.paths.env)["backend"]
+                if stage == "env":
+                    row["backend"] = read_json(cfg.paths.env)["backend"]
             accuracy = read_json(cfg.paths.accuracy)
         except PipelineError as e:
             rows.append(row | {"result": f"stopped: {e}"})
@@ -151,7 +152,7 @@ def short(result: str) -> str:
     return re.sub(r"^gate failed: accuracy gate failed: (.*?) \(.*$", r"gate failed: \1", result)
 
 
-BASELINES = registry.runtimes()[1:]  # every baseline a benchmark can measure (eager PyTorch and each backend's)
+BASELINES = sorted(registry.runtimes()[1:])  # every baseline a benchmark can measure (eager PyTorch, each backend's)
 
 
 def table(rows: list[dict[str, Any]]) -> str:

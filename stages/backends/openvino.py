@@ -88,7 +88,7 @@ class OpenVinoBackend(Backend):
             bf16=Bf16.RUNTIME if ran == "bf16" else Bf16.NONE,
             bf16_reason=""
             if ran == "bf16"
-            else (f"OpenVINO {how} on this CPU (it runs bf16 on AVX-512 CPUs): use precision=fp32, fp16 or int8"),
+            else (f"OpenVINO {how} on this CPU (it runs bf16 on AVX-512 CPUs): use precision=fp32 or fp16"),
             baseline=self.baseline,
             tunes=True,  # threads, streams and the hint, timed at build within backend.tune_s
         )
@@ -163,7 +163,7 @@ class OpenVinoBackend(Backend):
         (out / ENGINE_FILE).write_bytes(stream.getvalue())
         built: dict[str, Any] = {"engine": ENGINE_FILE, "profiles": spec.profiles, "settings": ran}
         built["io_names"] = graph_names(onnx)
-        if spec.precision == "fp16" and wanted == "f32":
+        if spec.precision == "fp16" and wanted == "f32" and settings.get("inference_precision", "auto") == "auto":
             built["note"] = "OpenVINO does not compile f16 on this CPU: the float16 graph's weights run in f32"
         return built | {"tuning": tuning}
 

@@ -29,17 +29,31 @@ def data_source(model: "DictConfig", split: str) -> str:
     Returns:
         str: a short description (the file's path, ``factory('role')``, the recipe's split, or seeded inputs).
     """
-    found = _from_user(model, ROLES.get(split, split))
-    if found:
-        return found[1].split(" ", 1)[1]  # user_data's "<key> <source>": the source alone
+    key = _source_key(model, ROLES.get(split, split))
+    if key not in _SOURCES:  # not loaded in this process yet: find it the same way (a factory runs once more)
+        _from_user(model, key[-1])
+    where = _SOURCES[key]
+    if where:
+        return where.split(" ", 1)[1]  # user_data's "<key> <source>": the source alone
     if model.source == "recipe":
         return f"{model.code}, {split} split"
     return f"seeded random inputs (no model.data.{ROLES.get(split, split)})"
 
 
+_SOURCES: dict[tuple[str, ...], str | None] = {}  # where load_dataset found each model's user data in this process
+
+
+def _source_key(model: "DictConfig", role: str) -> tuple[str, ...]:
+    """What decides where ``role`` data comes from: the model, its code and its ``data`` settings."""
+    return (str(model.name), str(model.get("code")), str(model.get("data")), role)
+
+
 def _from_user(model: "DictConfig", role: str) -> tuple[dict[str, np.ndarray], str] | None:
-    """The user's ``role`` data, or for calibration the user's eval data when there is none of its own."""
-    return user_data(model, role) or (user_data(model, "eval") if role == "calibration" else None)
+    """The user's ``role`` data, or for calibration the user's eval data when there is none of its own; where it
+    was found is remembered for ``data_source``, so a report names it without calling a factory again."""
+    found = user_data(model, role) or (user_data(model, "eval") if role == "calibration" else None)
+    _SOURCES[_source_key(model, role)] = found[1] if found else None
+    return found
 
 
 def is_synthetic(model: "DictConfig", split: str) -> bool:

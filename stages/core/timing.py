@@ -57,7 +57,9 @@ def measure(
     start = time.perf_counter_ns()
     deadline = start + int(duration_s * 1e9)
     now = start
-    while (now < deadline or len(samples) < min_iterations) and len(samples) != max_iterations:
+    while (now < deadline or len(samples) < min_iterations) and (
+        max_iterations is None or len(samples) < max_iterations
+    ):
         before = time.perf_counter_ns()
         call()
         now = time.perf_counter_ns()
