@@ -16,12 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engineforge.tiny import PROFILE, ROOT, cpu_reference, feed, s8s8_model, tiny_model, worst
-from stages.backends import cuda, cuda_setup, registry
-from stages.backends.base import quiet_polygraphy
+from engineforge.tiny import PROFILE, ROOT, WIDTH, cpu_reference, feed, s8s8_model, tiny_model, worst
+from stages.backends import cuda, cuda_setup, registry, trt_plan
+from stages.backends.base import BuildSpec
 from stages.backends.ort_session import open_session, session_options
 from stages.backends.tensorrt import INSTALL
-from stages.backends.trt_plan import build_plan, loaders
 from stages.core.errors import PipelineError, first_line
 from stages.core.run import compose, plain, quiet_libraries
 
@@ -75,8 +74,8 @@ class GpuCheck:
             raise PipelineError(f"tensorrt does not import ({e}): {INSTALL}") from e
         found = f"TensorRT {trt.__version__} (libraries for CUDA {cuda_setup.tensorrt_cuda_major() or 'unknown'})"
         self.gpu_only(f"{found}, installed,")
-        if int(trt.__version__.split(".")[0]) < 10:
-            raise PipelineError(f"TensorRT {trt.__version__} is too old: strongly typed builds need 10 or 11")
+        if problem := trt_plan.too_old(trt.__version__):
+            raise PipelineError(problem)
         return found
 
     def cuda_python(self) -> str:
@@ -113,13 +112,18 @@ class GpuCheck:
         return f"{facts['gpu']}, compute capability {facts['compute_capability']}"
 
     def build(self, onnx: Path, cache_dir: Path | None = None) -> tuple[Any, str | None]:
-        """``onnx`` built by the pipeline's plan and loader chain into a deserialized engine; its timing cache."""
+        """``onnx`` built by the TensorRT backend's own build (the pipeline's plan, loaders and timing cache) and
+        deserialized; the timing cache file it used."""
+        from polygraphy.backend.common import BytesFromPath
         from polygraphy.backend.trt import EngineFromBytes
 
-        quiet_polygraphy()
         settings = plain(compose("backend=tensorrt", config_dir=ROOT / "conf").backend.tensorrt)
-        plan = build_plan(settings, PROFILE, registry.get("tensorrt").fingerprint(), cache_dir)
-        return EngineFromBytes(bytes(loaders(plan, onnx)()))(), plan["timing_cache"]
+        shapes = {b: {"x": [b, WIDTH]} for b in (1, 8)}
+        spec = BuildSpec("fp32", (1, 8), PROFILE, shapes, {"x": "float32"}, settings, cache_dir)
+        out = Path(tempfile.mkdtemp(prefix="engine-", dir=self.tmp))
+        built = registry.get("tensorrt").build(onnx, spec, out)
+        engine = EngineFromBytes(BytesFromPath(str(out / built["engine"])))()
+        return engine, (built["timing_cache"] or {}).get("path")
 
     def engine(self) -> str:
         self.needs("tensorrt", "libcudart", "device")

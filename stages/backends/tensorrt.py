@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from stages.backends.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
 from stages.backends.cuda import cuda_mismatch, device_count, device_facts, why_no_device
 from stages.backends.cuda_setup import expose_cudart, installed, tensorrt_cuda_major
-from stages.backends.trt_plan import build_plan, loaders
+from stages.backends.trt_plan import build_plan, loaders, too_old
 from stages.core.artifacts import atomic_path, sha256
 from stages.core.errors import PipelineError, first_line
 
@@ -55,8 +55,8 @@ class TensorRTBackend(Backend):
             import tensorrt as trt
         except ImportError as e:
             return Availability(False, f"tensorrt does not import ({e}): {INSTALL}")
-        if int(trt.__version__.split(".")[0]) < 10:
-            return Availability(False, f"TensorRT {trt.__version__} is too old: strongly typed builds need 10 or 11")
+        if problem := too_old(trt.__version__):
+            return Availability(False, problem)
         if device_count() == 0:
             return Availability(False, why_no_device())
         if problem := cuda_mismatch():

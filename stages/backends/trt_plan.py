@@ -46,6 +46,21 @@ def _choice(settings: Mapping, key: str, options: Mapping) -> None:
             raise PipelineError(f"backend.tensorrt.{key}: {value!r} is not one of {', '.join(options)}")
 
 
+def too_old(version: str) -> str | None:
+    """One line where TensorRT ``version`` cannot build the pipeline's strongly typed networks (before 10), else
+    None: the gate the backend's availability and gpu_check share.
+
+    Args:
+        version: ``tensorrt.__version__``.
+
+    Returns:
+        str | None: the reason, or None.
+    """
+    if int(version.split(".")[0]) < 10:
+        return f"TensorRT {version} is too old: strongly typed builds need 10 or 11"
+    return None
+
+
 def version_problem(settings: Mapping[str, Any], version: str) -> str | None:
     """One line naming a setting this TensorRT ``version`` lacks (it exists only in other versions), else None."""
     have = tuple(int(p) for p in version.split(".")[:2])
