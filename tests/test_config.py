@@ -31,8 +31,12 @@ def test_overrides_compose_like_dvc_exp_run_set_param():
 
 
 def test_auto_backend_carries_every_backends_settings():
-    auto, ort = compose("backend=auto").backend, compose("backend=onnxruntime").backend
-    assert auto.name == "auto" and auto.onnxruntime == ort.onnxruntime
+    """Each registered backend has its conf option, and auto.yaml composes its section (what a new backend adds)."""
+    auto = compose("backend=auto").backend
+    options = {p.stem for p in (ROOT / "conf/backend").glob("*.yaml")} - {"auto"}
+    assert auto.name == "auto" and options == set(registry.BACKENDS), f"conf/backend/ vs {list(registry.BACKENDS)}"
+    for name in registry.BACKENDS:
+        assert auto[name] == compose(f"backend={name}").backend[name], f"conf/backend/auto.yaml: add - {name}"
 
 
 def test_unknown_group_option_is_rejected_by_composition():
