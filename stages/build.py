@@ -1,8 +1,9 @@
 """build stage: model.<precision>.onnx + env.json -> build/<model>/engine/ (engine file + manifest.json).
 
 The backend's settings come from env.json (the chosen backend's own section, written by the env stage), not from
-the ``backend`` config group, so a key of a backend that was not chosen rebuilds nothing. The manifest records the engine's full key: ONNX sha256, precision, backend settings, backend version and the
-machine fingerprint; every later load checks it (stages/backends/manifest.py).
+the ``backend`` config group, so a key of a backend that was not chosen rebuilds nothing. The manifest records
+the engine's full key: ONNX sha256, precision, backend settings, backend version and the machine fingerprint;
+every later load checks it (stages/backends/manifest.py).
 """
 
 from collections.abc import Mapping
@@ -78,6 +79,8 @@ def main(cfg: DictConfig) -> str:
     env = read_json(cfg.paths.env)
     backend = registry.get(env["backend"])
     diff = first_difference(env["fingerprint"], backend.fingerprint())
+    if "settings" not in env:  # written before env.json carried the backend's settings
+        raise PipelineError(f"{cfg.paths.env} is stale (it has no settings): run `dvc repro`, which reruns env")
     if diff:
         raise PipelineError(f"{cfg.paths.env} is stale ({diff[0]} changed): run `dvc repro`, which reruns env")
     supported = backend.supports(cfg.precision.name)

@@ -173,6 +173,17 @@ def test_every_backend_builds_runs_and_times_the_same_model(tiny, tmp_path, name
             call()
 
 
+def test_build_refuses_an_env_json_without_the_backends_settings_in_one_line(tiny, tmp_path, monkeypatch):
+    """An env.json written before it carried the chosen backend's settings (a stage run by hand): rerun env."""
+    root, cfg = tiny
+    old = {k: v for k, v in read_json(root / cfg.paths.env).items() if k not in ("settings", "tuning")}
+    (tmp_path / "env.json").write_text(json.dumps(old))
+    monkeypatch.chdir(root)
+    stale = compose("model=tiny", *FAST_BENCH, f"paths.env={tmp_path}/env.json", config_dir=root / "conf")
+    with pytest.raises(PipelineError, match=r"env\.json is stale \(it has no settings\): run `dvc repro`"):
+        run_stage(build_module, stale)
+
+
 def test_engine_with_changed_bytes_is_refused(tiny, tmp_path):
     root, cfg = tiny
     engine = tmp_path / "engine"
