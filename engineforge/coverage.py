@@ -124,8 +124,8 @@ def run_model(
                     if stage != GATE:
                         raise
                     row["result"] = f"gate failed: {e}"  # a failed gate still wrote accuracy.json
-                if stage == "env":
-                    row["backend"] = read_json(cfg.paths.env)["backend"]
+                if stage == "build":  # the race's winner
+                    row["backend"] = read_json(Path(cfg.paths.engine) / "manifest.json")["backend"]
             accuracy = read_json(cfg.paths.accuracy)
         except PipelineError as e:
             rows.append(row | {"result": f"stopped: {e}"})

@@ -1,4 +1,4 @@
-"""benchmark stage: engine + env.json -> reports/benchmark.json and reports/latency/ (percentile curves for plots).
+"""benchmark stage: engine -> reports/benchmark.json and reports/latency/ (percentile curves for plots).
 
 trtexec semantics: warm up for ``warmup_ms``, then run back to back for at least ``duration_s`` and at least
 ``min_iterations`` inferences, per batch size; latency statistics from the individual timings, throughput from
@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stages.backends import registry
 from stages.backends.base import TimedCall
+from stages.backends.manifest import MANIFEST
 from stages.core.artifacts import atomic_path, read_json, write_json
 from stages.core.batches import batch_of, check_batch
 from stages.core.data import load_dataset
@@ -38,8 +39,7 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any]) -> dict[str, 
 
     A baseline other than eager PyTorch is a backend's untuned default on the raw export (``Backend.baseline``);
     what it ran with (its backend's ``describe``) goes into ``notes``."""
-    env = read_json(cfg.paths.env)
-    backend = registry.get(env["backend"])
+    backend = registry.get(read_json(Path(cfg.paths.engine) / MANIFEST)["backend"])  # the race's winner
 
     def engine(stack: ExitStack, feed: dict) -> TimedCall:
         call = backend.timed_call(stack.enter_context(backend.runner(Path(cfg.paths.engine))), feed, cfg.benchmark)

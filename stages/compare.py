@@ -16,26 +16,18 @@ from omegaconf import DictConfig
 
 from stages.backends import registry
 from stages.backends.base import Backend
+from stages.backends.manifest import MANIFEST
+from stages.core import precisions
 from stages.core.artifacts import read_json, write_json
 from stages.core.batches import batch_of, feeds
 from stages.core.data import LABELS, data_source, is_synthetic, load_dataset
 from stages.core.errors import PipelineError
-from stages.core.metrics import task_metric
+from stages.core.metrics import task_metric, tolerances
 from stages.core.profiles import random_feed
 from stages.core.run import run_stage
 from stages.core.specs import input_specs, output_names, task_output
 
 REFERENCE, CANDIDATE = "reference", "engine"
-
-
-def tolerances(precision: DictConfig, outputs: list[str]) -> tuple[dict[str, float], dict[str, float]]:
-    """Per-output atol and rtol dicts in Polygraphy's form ("" = default)."""
-    atol, rtol = {"": precision.tolerance.atol}, {"": precision.tolerance.rtol}
-    for name, tol in precision.tolerance.outputs.items():
-        if name not in outputs:
-            raise PipelineError(f"precision.tolerance.outputs: {name!r} is not an output ({', '.join(outputs)})")
-        atol[name], rtol[name] = tol.get("atol", atol[""]), tol.get("rtol", rtol[""])
-    return atol, rtol
 
 
 def output_stats(per_iteration: list[dict[str, Any]], atol: dict, rtol: dict) -> dict[str, dict[str, Any]]:
@@ -64,7 +56,7 @@ def edge_checks(
     """
     from polygraphy.comparator import IterationResult
 
-    profiles = read_json(Path(cfg.paths.engine) / "manifest.json").get("profiles", [])
+    profiles = read_json(Path(cfg.paths.engine) / MANIFEST).get("profiles", [])
     dtypes = {spec.name: spec.dtype for spec in input_specs(cfg.model)}
     checked, failures = [], []
     with ExitStack() as active:  # each runner (an engine load for TensorRT) is activated once for every edge
@@ -96,9 +88,10 @@ def main(cfg: DictConfig) -> str:
     """Compare the engine with the reference and write ``paths.accuracy``."""
     from polygraphy.comparator import Comparator, SimpleCompareFunc
 
-    model, precision = cfg.model, cfg.precision
-    env = read_json(cfg.paths.env)
-    backend = registry.get(env["backend"])
+    model = cfg.model
+    manifest = read_json(Path(cfg.paths.engine) / MANIFEST)  # the race's winner: its backend and precision
+    backend = registry.get(manifest["backend"])
+    precision = precisions.options(cfg.precision)[manifest["precision"]]
     data = load_dataset(model, "test")
     batches = feeds(model, data, cfg.compare.batch_size, limit=cfg.compare.max_samples)
     runners = [registry.reference_runner(Path(cfg.paths.simplified), REFERENCE), backend.runner(Path(cfg.paths.engine))]
@@ -129,21 +122,23 @@ def main(cfg: DictConfig) -> str:
             f"{task['metric']} dropped {100 * task['delta']:.2f} pt (budget {100 * task['budget']:.2f} pt, "
             "precision.task_budget)"
         )
-    precision_report = read_json(cfg.paths.precision_report)
+    graphs = read_json(cfg.paths.precision_report)["candidates"]
+    graph = next(g for g in graphs if (g["backend"], g["precision"]) == (backend.name, manifest["precision"]))
     report = {
         "passed": not failures,
         "failures": failures,
         "model": model.name,
-        "precision": precision.name,
+        "precision": manifest["precision"],
+        "requested_precision": cfg.precision.name,
         "backend": backend.name,
         "outputs": stats,
         "task": task,
         "profile_edges": edges["checked"],
         "data": {"eval": data_source(model, "test"), "synthetic": is_synthetic(model, "test")},
     }
-    if "fallback" in precision_report:  # int8: the precision stage's rounds (ONNX Runtime CPU, same eval data)
-        kept = {k: precision_report["fallback"][k] for k in ("enabled", "excluded", "kept", "rounds")}
-        report["int8"] = {"encoding": precision_report["encoding"], "fallback": kept}
+    if "fallback" in graph:  # int8: the precision stage's rounds (on the engine's runtime, same eval data)
+        keys = ("enabled", "excluded", "kept", "rounds", "judged_on", "spent_s", "budget_s", "out_of_budget")
+        report["int8"] = {"encoding": graph["encoding"], "fallback": {k: graph["fallback"].get(k) for k in keys}}
     write_json(cfg.paths.accuracy, report)
     summary = f"{task['metric']} {task['candidate']:.4f} vs reference {task['reference']:.4f} on {task['samples']}"
     if failures:

@@ -1,12 +1,12 @@
-"""env stage: the machine -> build/env.json (chosen backend, why, its fingerprint, its own settings) and
-build/backend.json (its capabilities), both made by ``registry.env_records``.
+"""env stage: the machine -> build/env.json (the candidate backends, why, and for each its fingerprint,
+capabilities and own settings; the race's settings), made by ``registry.env_records``.
 
 Runs on every ``dvc repro`` (``always_changed``); stages after it depend on the file's content, so they rerun only
-when the backend, its version, the device or the chosen backend's own settings really changed (env.json holds
-only those settings, so another backend's key reruns nothing). backend.json holds the choice and what the backend
-can do (its int8 encoding, how bf16 reaches it): the precision stage depends on it, so a new driver or CPU
-rebuilds engines but does not re-quantize. Both files have deterministic bytes. Kept light, since every
-`dvc repro` runs it: no torch, and its parameters come as a plain dict (no OmegaConf).
+when a candidate, its version, the device or a candidate's own settings really changed (env.json holds only those
+settings, so a key of a backend that is not a candidate reruns nothing). The precision stage depends on it too: its
+int8 fallback is judged on each candidate's own runtime, so a new runtime version re-measures it. The file has
+deterministic bytes. Kept light, since every `dvc repro` runs it: no torch, and its parameters come as a plain dict
+(no OmegaConf).
 """
 
 from collections.abc import Mapping
@@ -19,8 +19,8 @@ from stages.core.run import run_stage
 
 
 def main(cfg: Mapping[str, Any]) -> str:
-    """Resolve ``backend.name``; write the chosen backend's fingerprint (plus ``target``, the optional
-    deployment-target label) to ``paths.env`` and the choice alone to ``paths.backend_choice``; make sure the
+    """Resolve ``backend.name`` into the candidates; write each one's record (plus ``target``, the optional
+    deployment-target label) to ``paths.env``; make sure the
     shared TensorRT timing-cache folder ``paths.timing_cache`` exists; sweep temporaries killed runs left in
     ``paths.build``."""
     files, chosen = registry.env_records(cfg)

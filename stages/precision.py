@@ -1,11 +1,15 @@
-"""precision stage: model.sim.onnx (+ calibration data, backend.json) -> model.<precision>.onnx, precision.json.
+"""precision stage: model.sim.onnx (+ calibration data, env.json) -> paths.precise/<precision>.<backend>.onnx (one
+graph per candidate: each backend env.json lists, at each precision ``precision.name`` races), precision.json.
 
 Precision is decided here, in the ONNX graph, and the backend's builder follows it (TensorRT 11 has no FP16/INT8
 builder flags and no calibrators). fp32 passes the graph through; fp16 casts it keeping float32 I/O and fragile
 ops; bf16 writes what the backend needs (a bfloat16 graph for TensorRT, the float32 graph OpenVINO runs in
-bf16) or stops in one line where it has no bf16; int8 calibrates once and writes explicit Q/DQ in the encoding the chosen backend runs fast, then, when
-``precision.int8.fallback`` is on and the task budget is missed, keeps the most sensitive nodes in float.
-precision.json holds the calibration table (tensor -> range, scale, zero point) and its provenance.
+bf16) or stops in one line where it has no bf16; int8 calibrates once and writes explicit Q/DQ in the encoding
+each backend runs fast, then, when ``precision.int8.fallback`` is on and the task budget is missed on that backend's
+own runtime, keeps its most sensitive nodes in float (within ``fallback_search.budget_s``). ``precision=auto``
+writes every precision for every candidate backend; a precision a backend does not run is recorded as skipped.
+precision.json holds each candidate's record, the calibration table (tensor -> range, scale, zero point) and its
+provenance.
 """
 
 import shutil
@@ -17,7 +21,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from stages.core import calibration, fallback
+from stages.backends import registry
+from stages.backends.candidate import Candidate, build_spec, graph_file, records, runtime_outputs
+from stages.core import calibration, fallback, precisions
 from stages.core.artifacts import atomic_path, read_json, sha256, write_json
 from stages.core.batches import feeds
 from stages.core.bfloat16 import write_bf16
@@ -36,62 +42,76 @@ from stages.core.run import run_stage
 
 CALIBRATION = "precision.int8.calibration"  # where the calibration settings live, for error messages
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-AUTO = "auto"
+AUTO = "auto"  # precision.int8.encoding: the backend's own
 
 
-def encoding_for(requested: str, choice_file: str) -> str:
-    """``precision.int8.encoding``, with ``auto`` resolved to the chosen backend's (from ``paths.backend_choice``)."""
+def encoding_for(requested: str, capabilities: dict[str, Any]) -> str:
+    """``precision.int8.encoding``, with ``auto`` resolved to the backend's own (its env.json capabilities)."""
     if requested == AUTO:
-        requested = read_json(choice_file)["int8_encoding"]
+        requested = capabilities["int8_encoding"]
     if requested not in ENCODINGS:
         raise PipelineError(f"precision.int8.encoding: {requested!r} is not one of {', '.join([AUTO, *ENCODINGS])}")
     return requested
 
 
-def bf16(cfg: DictConfig, source: Path, out: Path) -> dict[str, Any]:
-    """The graph precision=bf16 needs for the chosen backend (``paths.backend_choice``): a bfloat16 graph
-    (TensorRT), the float32 graph its runtime executes in bfloat16 (OpenVINO), or one line saying why not."""
-    choice = read_json(cfg.paths.backend_choice)
-    form = choice["bf16"]
+def bf16(option: DictConfig, capabilities: dict[str, Any], source: Path, out: Path) -> dict[str, Any]:
+    """The graph precision=bf16 needs for the backend: a bfloat16 graph (TensorRT), the float32 graph its
+    runtime executes in bfloat16 (OpenVINO), or one line saying why not."""
+    form = capabilities["bf16"]
     if form == "graph":
-        return {"bf16": form, "kept_float32": write_bf16(source, list(cfg.precision.bf16.keep_float32), out)}
+        return {"bf16": form, "kept_float32": write_bf16(source, list(option.bf16.keep_float32), out)}
     if form == "runtime":
         shutil.copyfile(source, out)
         return {"bf16": form}
-    raise PipelineError(f"precision=bf16: {choice['bf16_reason']}")
+    raise PipelineError(f"precision=bf16: {capabilities['bf16_reason']}")
 
 
-def int8(cfg: DictConfig, source: Path, out: Path) -> dict[str, Any]:
-    """Calibrate ``source``, encode it as Q/DQ into ``out`` (with the fallback loop); return the report fields."""
-    settings = cfg.precision.int8
-    encoding = encoding_for(settings.encoding, cfg.paths.backend_choice)
-    method = calibration.method_of(settings.calibration, CALIBRATION)
-    batches, data = calibration.calibration_batches(cfg.model, settings.calibration, CALIBRATION)
-    with tempfile.TemporaryDirectory(prefix="engineforge-opset-") as tmp:
-        graph, opset = with_qdq_opset(source, Path(tmp))
-        ranges = calibration.calibrate(graph, batches, settings.calibration, CALIBRATION)
-        encode = partial(write_int8, graph, ranges, method, encoding, settings)
-        evaluate = fallback.Evaluator(
-            cfg.model,
-            cfg.precision.task_budget,
-            settings.fallback_search.batch_size,
-            graph,
-            load_dataset(cfg.model, "test"),
-        )
-        record = fallback.run(
-            out, encode, evaluate, bool(settings.fallback), settings.fallback_search, list(settings.op_types)
-        )
+class Calibrated:
+    """One calibration of the float graph (made on first use), shared by every backend's int8 graph."""
+
+    def __init__(self, cfg: DictConfig, settings: DictConfig, source: Path, folder: Path) -> None:
+        """Args:
+        cfg: the stage's config (the model, for its calibration split).
+        settings: the int8 option's ``int8`` section.
+        source: the float graph.
+        folder: where an opset-upgraded copy is written.
+        """
+        self.method = calibration.method_of(settings.calibration, CALIBRATION)
+        batches, self.data = calibration.calibration_batches(cfg.model, settings.calibration, CALIBRATION)
+        self.graph, self.opset = with_qdq_opset(source, folder)
+        self.ranges = calibration.calibrate(self.graph, batches, settings.calibration, CALIBRATION)
+        self.eval = load_dataset(cfg.model, "test")
+
+
+def int8(
+    cfg: DictConfig, option: DictConfig, chosen: Candidate, calibrated: Calibrated, source: Path, out: Path
+) -> dict[str, Any]:
+    """Encode the calibrated graph as Q/DQ in ``chosen``'s encoding into ``out``, with the fallback loop judged on
+    ``chosen``'s own runtime; return the candidate's report fields."""
+    settings = option.int8
+    encoding = encoding_for(settings.encoding, dict(chosen.record["capabilities"]))
+    encode = partial(write_int8, calibrated.graph, calibrated.ranges, calibrated.method, encoding, settings)
+    spec = build_spec(
+        cfg.model, "int8", [settings.fallback_search.batch_size], chosen.record, Path(tempfile.gettempdir())
+    )
+    evaluate = fallback.Evaluator(
+        cfg.model,
+        option.task_budget,
+        settings.fallback_search.batch_size,
+        calibrated.graph,
+        calibrated.eval,
+        runtime_outputs(chosen.backend, spec),
+    )
+    record = fallback.run(
+        out, encode, evaluate, bool(settings.fallback), settings.fallback_search, list(settings.op_types)
+    )
     model = load_onnx(out)
     return {
         "encoding": encoding,
-        "opset_upgraded_from": opset if graph != source else None,
+        "opset_upgraded_from": calibrated.opset if calibrated.graph != source else None,
         "quantized_nodes": len(quantized_nodes(model, list(settings.op_types))),
-        "calibration": {
-            "provenance": calibration.provenance(source, data, settings.calibration),
-            "tensors": activation_table(model, ranges),
-        },
-        "fallback": record,
+        "tensors": activation_table(model, calibrated.ranges),
+        "fallback": record | {"judged_on": chosen.backend.name},
     }
 
 
@@ -110,40 +130,88 @@ def check_float16_range(cfg: DictConfig, source: Path, fp16: Path) -> None:
         )
 
 
-def main(cfg: DictConfig) -> str:
-    """Write ``paths.simplified`` at ``precision.name`` to ``paths.precise`` and describe it in precision.json."""
-    name = cfg.precision.name
-    if name not in PRECISIONS:
-        raise PipelineError(f"precision.name: {name!r} is not one of {', '.join(PRECISIONS)}")
-    source = Path(cfg.paths.simplified)
-    load_onnx(source)
-    report: dict[str, Any] = {"precision": name, "source_sha256": sha256(source), "calibration": None}
-    with atomic_path(cfg.paths.precise) as tmp:
-        if name == "fp32":
-            shutil.copyfile(source, tmp)
-        elif name == "fp16":
-            report["kept_float32"] = write_fp16(source, list(cfg.precision.fp16.keep_float32), tmp)
-            check_float16_range(cfg, source, tmp)
-        elif name == "bf16":
-            report |= bf16(cfg, source, tmp)
-        else:
-            report |= int8(cfg, source, tmp)
-        result = load_onnx(tmp)
-    report |= {"sha256": sha256(cfg.paths.precise), "ops": op_counts(result)}
-    write_json(cfg.paths.precision_report, report)
+def write(
+    cfg: DictConfig, option: DictConfig, chosen: Candidate, calibrated: Any, source: Path, out: Path
+) -> dict[str, Any]:
+    """Write ``chosen``'s graph at its precision to ``out``; return its report fields."""
+    capabilities = dict(chosen.record["capabilities"])
+    if chosen.precision == "fp32":
+        shutil.copyfile(source, out)
+        return {}
+    if chosen.precision == "fp16":
+        kept = write_fp16(source, list(option.fp16.keep_float32), out)
+        check_float16_range(cfg, source, out)
+        return {"kept_float32": kept}
+    if chosen.precision == "bf16":
+        return bf16(option, capabilities, source, out)
+    return int8(cfg, option, chosen, calibrated(), source, out)
+
+
+def describe(entry: dict[str, Any]) -> str:
+    """One candidate graph in a few words."""
     done = {
         "fp32": "graph unchanged",
-        "fp16": f"float16, float32 I/O, {len(report.get('kept_float32', []))} op types kept in float32",
-        "bf16": "bfloat16 graph, float32 I/O" if report.get("bf16") == "graph" else "float32 graph, run in bf16",
+        "fp16": f"float16, float32 I/O, {len(entry.get('kept_float32', []))} op types kept in float32",
+        "bf16": "bfloat16 graph, float32 I/O" if entry.get("bf16") == "graph" else "float32 graph, run in bf16",
     }
-    if name == "int8":
-        kept = report["fallback"]["rounds"][report["fallback"]["kept"]]
+    if entry["precision"] == "int8":
+        fell = entry["fallback"]
+        kept = fell["rounds"][fell["kept"]]
         done["int8"] = (
-            f"{report['encoding']} Q/DQ on {report['quantized_nodes']} nodes, "
-            f"{kept['metric']} {kept['candidate']:.4f} (reference {kept['reference']:.4f})"
+            f"{entry['encoding']} Q/DQ on {entry['quantized_nodes']} nodes, {kept['metric']} {kept['candidate']:.4f} "
+            f"(reference {kept['reference']:.4f}) on {fell['judged_on']}"
             + (f", {kept['excluded']} nodes kept in float" if kept["excluded"] else "")
         )
-    return f"{name}: {done[name]} -> {cfg.paths.precise}"
+    return f"{entry['precision']} for {entry['backend']}: {done[entry['precision']]}"
+
+
+def main(cfg: DictConfig) -> str:
+    """Write ``paths.simplified`` at each raced precision, for each candidate backend, into the folder
+    ``paths.precise``, and describe every graph in precision.json."""
+    options = precisions.options(cfg.precision)
+    found = records(read_json(cfg.paths.env), cfg.paths.env)
+    source = Path(cfg.paths.simplified)
+    load_onnx(source)
+    report: dict[str, Any] = {"precision": cfg.precision.name, "source_sha256": sha256(source), "calibration": None}
+    entries: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    with atomic_path(cfg.paths.precise, directory=True) as folder, tempfile.TemporaryDirectory() as tmp:
+        shared: dict[str, Calibrated] = {}
+
+        def calibrated() -> Calibrated:
+            if not shared:
+                shared["int8"] = Calibrated(cfg, options["int8"].int8, source, Path(tmp))
+            return shared["int8"]
+
+        for name, record in found.items():
+            for precision, option in options.items():
+                chosen = Candidate(registry.get(name), precision, record)
+                supported = chosen.backend.supports(precision)
+                out = folder / graph_file(precision, name)
+                try:
+                    if not supported.ok:
+                        raise PipelineError(f"precision={precision} on {name}: {supported.reason}")
+                    fields = write(cfg, option, chosen, calibrated, source, out)
+                except PipelineError as e:
+                    if len(options) == 1 and len(found) == 1:
+                        raise
+                    out.unlink(missing_ok=True)
+                    skipped.append({"candidate": chosen.key, "reason": str(e)})
+                    continue
+                entry = {"backend": name, "precision": precision, "file": out.name, "sha256": sha256(out)}
+                entries.append(entry | fields | {"ops": op_counts(load_onnx(out))})
+        if not entries:
+            raise PipelineError(f"precision={cfg.precision.name}: no candidate graph ({skipped[0]['reason']})")
+    if shared:
+        first = next((e for e in entries if e["precision"] == "int8"), None)
+        provenance = calibration.provenance(source, shared["int8"].data, options["int8"].int8.calibration)
+        report["calibration"] = {"provenance": provenance, "tensors": first.pop("tensors") if first else {}}
+        for entry in entries:
+            entry.pop("tensors", None)
+    report |= {"candidates": entries, "skipped": skipped}
+    write_json(cfg.paths.precision_report, report)
+    lines = "; ".join(describe(e) for e in entries)
+    return f"{lines} -> {cfg.paths.precise}/" + (f" ({len(skipped)} skipped: see precision.json)" if skipped else "")
 
 
 if __name__ == "__main__":

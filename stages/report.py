@@ -23,6 +23,45 @@ def speedups(bench: dict[str, Any]) -> dict[str, dict[str, float]]:
     }
 
 
+def slower(bench: dict[str, Any]) -> str:
+    """The report's first warning: every baseline that ran faster than the engine in the same run, with the ratio
+    (engine speed / baseline speed, below 1) at each batch size where it did; empty when none did."""
+    slow = [(n, b, r) for n, per_batch in speedups(bench).items() for b, r in per_batch.items() if r < 1.0]
+    if not slow:
+        return ""
+    p50 = {(n, b): bench["runtimes"][n][b]["latency_ms"]["p50"] for n in bench["runtimes"] for b in bench["runtimes"][n]}
+    found = [
+        f"{ratio:.2f}× {name} at batch {b[2:]} ({p50[ENGINE, b]:.3f} ms vs {p50[name, b]:.3f} ms p50)"
+        for name, b, ratio in slow
+    ]
+    faster = sorted({name for name, _, _ in slow})
+    return (
+        f"> **Slower than a baseline:** the {bench['backend']} {bench['precision']} engine ran "
+        + "; ".join(found)
+        + f". Faster here: {', '.join(faster)}.\n\n"
+    )
+
+
+def race_table(manifest: dict[str, Any]) -> str:
+    """The build's race, a row per candidate (its gate, p50 per batch, result), or a line saying there was none."""
+    race = manifest.get("race")
+    if not race:
+        return f"One candidate ({manifest['precision']} on {manifest['backend']}): nothing raced."
+    batches = sorted({b for e in race for b in e.get("p50_ms", {})}, key=lambda b: int(b[2:]))
+    rows = [
+        [
+            e["candidate"],
+            ("pass" if e["gate"]["passed"] else "FAIL") if "gate" in e else "—",
+            f"{e['gate']['candidate']:.4f}" if "gate" in e else "—",
+            *(f"{e['p50_ms'][b]:.3f}" if b in e.get("p50_ms", {}) else "—" for b in batches),
+            e["result"],
+        ]
+        for e in race
+    ]
+    metric = next((e["gate"]["metric"] for e in race if "gate" in e), "metric")
+    return table(["candidate", "gate", metric, *(f"p50 ms {b}" for b in batches), "result"], rows)
+
+
 def summary(env: dict, acc: dict, bench: dict, manifest: dict) -> str:
     """The one page a person reads first."""
     task, fp = acc["task"], manifest["fingerprint"]
@@ -92,9 +131,11 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict) -> str:
     cpu = fp["device"].get("cpu", {})
     versions = ", ".join(f"{k} {v}" for k, v in sorted(bench["versions"].items()))
     settings = ", ".join(f"{k}={v}" for k, v in sorted(manifest["settings"].items()))
-    return f"""# {acc["model"]} · {acc["precision"]} · {manifest["backend"]}
+    asked = acc.get("requested_precision", acc["precision"])
+    chose = f"{asked} → {acc['precision']}" if asked != acc["precision"] else acc["precision"]
+    return f"""# {acc["model"]} · {chose} · {manifest["backend"]}
 
-{gate}
+{slower(bench)}{gate}
 
 ## Accuracy (engine vs ONNX Runtime FP32 on model.sim.onnx)
 
@@ -106,6 +147,10 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict) -> str:
 {latency}
 
 Speed-up = baseline p50 / engine p50, measured in the same run. ![latency](latency.png)
+
+## Race (build: every candidate gated on eval samples, timed, the fastest that passed shipped)
+
+{race_table(manifest)}
 
 ## Engine
 

@@ -32,7 +32,7 @@ QUICK = [
 # move in their last bits as on another kind of CPU, which no test machine can be switched to.
 OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
 # Benchmark overrides for tests that need the stage's outputs, not its numbers.
-AUTO = registry.resolve("auto")[0]  # the backend backend=auto picks on this machine
+AUTO = registry.resolve("auto")  # the first backend backend=auto races on this machine
 FAST_BENCH = (
     "backend.tune_s=1",
     "benchmark.duration_s=0.05",

@@ -5,7 +5,7 @@ call a benchmark runs is ``stages.core.timing.TimedCall``, re-exported here for 
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -175,6 +175,24 @@ class Backend(ABC):
     @abstractmethod
     def _load(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
         """The backend's own runner over the verified engine file ``path`` built as ``manifest`` says."""
+
+    def evaluation_runner(self, onnx: Path, spec: BuildSpec, folder: Path, name: str) -> "BaseRunner":
+        """A runner over ``onnx`` as this backend's engine runs it, for judging a graph before the build (the
+        int8 fallback's rounds): by default the backend's own build, untuned, into the empty folder ``folder``;
+        a backend that compiles in memory overrides it.
+
+        Args:
+            onnx: the graph to judge.
+            spec: what its build would get (untuned here).
+            folder: an empty folder the caller removes afterwards.
+            name: the runner's name in comparisons.
+
+        Returns:
+            BaseRunner: not yet activated.
+        """
+        built = self.build(onnx, replace(spec, tune=False), folder)
+        quiet_polygraphy()
+        return self._load(built, folder / built["engine"], name)
 
     def baseline_runner(self, onnx: Path, name: str) -> "BaseRunner":
         """A Polygraphy runner over ``onnx`` with this runtime's untuned defaults (``capabilities.baseline``)."""

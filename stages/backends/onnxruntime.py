@@ -175,6 +175,15 @@ class OnnxRuntimeBackend(Backend):
 
         return OnnxrtRunner(SessionFromEngine(path, manifest["settings"]), name=name)
 
+    def evaluation_runner(self, onnx: Path, spec: BuildSpec, folder: Path, name: str) -> "BaseRunner":
+        """A session on ``onnx`` with the engine's settings, optimized in memory at the configured level: what
+        the precision stage judges a graph with."""
+        from polygraphy.backend.onnxrt import OnnxrtRunner
+
+        settings = resolve_settings(spec.settings)
+        quiet_polygraphy()
+        return OnnxrtRunner(lambda: self._session(onnx, settings, settings["graph_optimization_level"]), name=name)
+
     def baseline_runner(self, onnx: Path, name: str) -> "BaseRunner":
         """A default CPU InferenceSession on ``onnx``: ONNX Runtime's own defaults, nothing tuned."""
         return default_session_runner(onnx, name)

@@ -24,7 +24,7 @@ from stages.backends.ov_runner import (
     graph_names,
     properties,
 )
-from stages.core.device import cpu_fingerprint, cpu_label, x86_without_vnni
+from stages.core.device import cpu_fingerprint, cpu_label
 from stages.core.errors import PipelineError, first_line
 from stages.core.tuning import distinct, thread_counts, tune
 
@@ -104,17 +104,6 @@ class OpenVinoBackend(Backend):
             return Availability(False, f"OpenVINO {ov.__version__} has no CPU device (devices: {devices})")
         return Availability(True, f"OpenVINO {ov.__version__} CPU plugin")
 
-    def supports(self, precision: str) -> Availability:
-        """bf16 where OpenVINO compiles bf16 here; int8 where x86 has VNNI (without it OpenVINO's int8 kernels
-        lose accuracy whatever the Q/DQ encoding: docs/openvino.md); fp32 and fp16 everywhere."""
-        if precision == "int8" and x86_without_vnni(cpu_fingerprint()):
-            return Availability(
-                False,
-                "OpenVINO's int8 kernels on x86 without VNNI lose accuracy with every Q/DQ encoding (trained resnet18: "
-                "logits off by up to 7.4, measured; docs/openvino.md): use backend=onnxruntime (u8s7)",
-            )
-        return super().supports(precision)
-
     def fingerprint(self) -> dict[str, Any]:
         """OpenVINO's full version, its CPU plugin's architecture, and the CPU with its ISA flags."""
         ov = _ov()
@@ -166,6 +155,17 @@ class OpenVinoBackend(Backend):
         if spec.precision == "fp16" and wanted == "f32" and settings.get("inference_precision", "auto") == "auto":
             built["note"] = "OpenVINO does not compile f16 on this CPU: the float16 graph's weights run in f32"
         return built | {"tuning": tuning}
+
+    def evaluation_runner(self, onnx: Path, spec: BuildSpec, folder: Path, name: str) -> "BaseRunner":
+        """``onnx`` compiled in memory as build compiles it (its execution precision, the configured settings
+        untuned): what the precision stage judges a graph with."""
+        settings = dict(spec.settings)
+        wanted = execution_precision(spec.precision, settings.get("inference_precision", "auto"))
+        option = candidates(settings, cpu_fingerprint()["cores"])[0] | {"inference_precision": wanted}
+        quiet_polygraphy()
+        return OpenVinoRunner(
+            lambda: _ov().Core().compile_model(str(onnx), DEVICE, properties(option)), name, graph_names(onnx)
+        )
 
     def _load(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
         """A runner that imports the verified blob (no compile from ONNX) with the settings it was built with."""

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stages.backends.base import Availability, Backend
+from stages.core import precisions
 from stages.core.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -38,22 +39,42 @@ def usable(backend: Backend, precision: str) -> Availability:
     return available if supported.ok else supported
 
 
-def resolve(requested: str, precision: str = "fp32") -> tuple[Backend, str]:
-    """The backend to use for ``backend.name=requested`` at ``precision``, and one line saying why."""
+def candidates(requested: str, precision: str = "fp32") -> tuple[list[Backend], str]:
+    """The backends a build races for ``backend.name=requested`` at ``precision.name=precision``, and one line
+    saying why: the one asked for, or (``auto``) every backend that runs one of the precisions here.
+
+    Args:
+        requested: ``backend.name``.
+        precision: ``precision.name`` (``auto``: any precision counts).
+
+    Returns:
+        tuple: the backends in registry order, and the reason.
+    """
+    wanted = precisions.names(precision)
     if requested != AUTO:
         backend = get(requested)
-        available = usable(backend, precision)
-        if not available.ok:
-            raise PipelineError(f"backend.name={requested}: {available.reason}")
-        return backend, f"requested by backend.name={requested}"
-    skipped: list[str] = []
+        found = [usable(backend, p) for p in wanted]
+        if not any(a.ok for a in found):
+            raise PipelineError(f"backend.name={requested}: {found[0].reason}")
+        return [backend], f"requested by backend.name={requested}"
+    chosen: list[Backend] = []
+    notes: list[str] = []
     for name in BACKENDS:
         backend = get(name)
-        available = usable(backend, precision)
-        if available.ok:
-            return backend, "; ".join([*skipped, f"auto chose {name}: {available.reason}"])
-        skipped.append(f"{name} unavailable: {available.reason}")
-    raise PipelineError(f"backend.name=auto: no backend can run precision={precision} here ({'; '.join(skipped)})")
+        found = [usable(backend, p) for p in wanted]
+        if any(a.ok for a in found):
+            chosen.append(backend)
+        else:
+            notes.append(f"{name} unavailable: {found[0].reason}")
+    if not chosen:
+        raise PipelineError(f"backend.name=auto: no backend can run precision={precision} here ({'; '.join(notes)})")
+    race = "auto races " + ", ".join(b.name for b in chosen) if len(chosen) > 1 else f"auto: only {chosen[0].name}"
+    return chosen, "; ".join([*notes, race + " (build keeps the fastest that passes its gate)"])
+
+
+def resolve(requested: str, precision: str = "fp32") -> Backend:
+    """The first of the ``candidates``: the backend built alone when nothing is raced (tests, gpu_check)."""
+    return candidates(requested, precision)[0][0]
 
 
 def baseline(name: str) -> Backend:
@@ -120,9 +141,9 @@ def palette() -> dict[str, str]:
 
 
 def env_records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
-    """Path -> content of each file the env stage writes (``paths.env``: the resolved backend, why, its
-    fingerprint and own settings; ``paths.backend_choice``: its capabilities), and the line saying which backend
-    was chosen. The env stage writes them; ``engineforge.why`` predicts them without importing a stage.
+    """Path -> content of the file the env stage writes (``paths.env``: the candidate backends, why, and for each
+    its fingerprint, capabilities and own settings; the race's settings), and the line saying what was chosen.
+    The env stage writes it; ``engineforge.why`` predicts it without importing a stage.
 
     Args:
         cfg: the env stage's params as plain data (``backend``, ``precision.name``, ``target``, ``paths``).
@@ -131,15 +152,31 @@ def env_records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
         tuple: path -> content, and the one-line choice.
     """
     requested, target, paths = cfg["backend"]["name"], cfg["target"], cfg["paths"]
-    backend, reason = resolve(requested, cfg["precision"]["name"])
+    chosen, reason = candidates(requested, cfg["precision"]["name"])
     if target is not None and (not isinstance(target, str) or not target.strip()):
         raise PipelineError(f"target: {target!r} is not a label; use a non-empty string (e.g. target=edge-a)")
     env = {
-        "backend": backend.name,
-        "fingerprint": backend.fingerprint(),
+        "candidates": [candidate_record(backend, cfg["backend"]) for backend in chosen],
+        "race": dict(cfg["backend"]["race"]),
         "reason": reason,
         "requested": requested,
         "target": target,
-    } | engine_settings(backend, cfg["backend"])
-    choice = {"backend": backend.name} | backend.capabilities.record()
-    return {paths["env"]: env, paths["backend_choice"]: choice}, f"backend {backend.name} ({reason})"
+    }
+    return {paths["env"]: env}, f"backend {', '.join(b.name for b in chosen)} ({reason})"
+
+
+def candidate_record(backend: Backend, group: Mapping[str, Any]) -> dict[str, Any]:
+    """One candidate of env.json: the backend's name, fingerprint, capabilities, own settings and tuning budget.
+
+    Args:
+        backend: a backend that runs here.
+        group: the ``backend`` config group as plain data.
+
+    Returns:
+        dict: what build and precision read of that backend.
+    """
+    return {
+        "backend": backend.name,
+        "capabilities": backend.capabilities.record(),
+        "fingerprint": backend.fingerprint(),
+    } | engine_settings(backend, group)

@@ -105,6 +105,11 @@ class TensorRTBackend(Backend):
         expose_cudart()
         return super().runner(engine, name)
 
+    def evaluation_runner(self, onnx: Path, spec: BuildSpec, folder: Path, name: str) -> "BaseRunner":
+        """The untuned plan built into ``folder`` (the base class's), with libcudart exposed as for ``runner``."""
+        expose_cudart()
+        return super().evaluation_runner(onnx, spec, folder, name)
+
     def _load(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
         """A TrtRunner over the verified plan that knows the profiles it was built with."""
         from polygraphy.backend.common import BytesFromPath

@@ -1,15 +1,19 @@
 """Accuracy-driven INT8 fallback: keep the most sensitive quantized nodes in float until the task budget holds.
 
-Sensitivity of a node = the normalised squared error of the task output (against the float reference) when that
+Every candidate graph is judged on the runtime that will run it (``outputs``: OpenVINO compiled in memory, ONNX
+Runtime with the engine's session settings, a TensorRT plan), never on a proxy: the same Q/DQ graph can be accurate
+on one runtime and off by several logits on another (docs/openvino.md). Sensitivity of a node = the normalised squared error of the task output (against the float reference) when that
 node alone is quantized. Rounds move the ``step`` next most sensitive nodes to float and re-encode with the same
 calibration (the ranges are measured on the float graph, so excluding a node does not change them), until the
 task metric is within the task budget or ``max_nodes`` nodes are excluded (never all of them: a model
 with no quantized node is not int8); if the budget never holds, the most accurate round is kept, and compare's
-gate reports the miss. Every round is recorded.
+gate reports the miss. The search stops at ``budget_s`` seconds (the nodes not yet ranked rank last). Every round
+is recorded.
 """
 
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,41 +29,52 @@ from stages.core.specs import task_output
 
 # encode(out, exclude=[...], only=[...]) writes a Q/DQ model to ``out``.
 Encoder = Callable[..., None]
+# (graph, batches) -> output name -> every batch's output, concatenated: the runtime a candidate is judged on.
+Outputs = Callable[[Path, Sequence[dict[str, np.ndarray]]], dict[str, np.ndarray]]
 
 
 class Evaluator:
     """The task metric of a candidate model on the eval data, against the float reference's outputs."""
 
     def __init__(
-        self, model: DictConfig, budget: float, batch_size: int, reference: Path, data: dict[str, np.ndarray]
+        self,
+        model: DictConfig,
+        budget: float,
+        batch_size: int,
+        reference: Path,
+        data: dict[str, np.ndarray],
+        outputs: Outputs,
     ) -> None:
         """Args:
         model: the model's section (``cfg.model``): inputs, task output and metric.
         budget: the largest allowed drop of the task metric.
         batch_size: samples per evaluation batch.
-        reference: the float model every candidate is compared with.
+        reference: the float model every candidate is compared with (run by ONNX Runtime at fp32).
         data: the eval split.
+        outputs: runs a candidate graph on the runtime that will run the engine.
         """
-        self.model, self.budget = model, budget
+        self.model, self.budget, self.outputs = model, budget, outputs
         self.batches = feeds(model, data, batch_size)
         self.labels = data.get(LABELS)
         self.output = task_output(model, str(reference))
         self.reference = ort_outputs(reference, self.batches)[self.output]
 
     def __call__(self, candidate: Path) -> dict[str, Any]:
-        output = ort_outputs(candidate, self.batches)[self.output]
+        output = self.outputs(candidate, self.batches)[self.output]
         return task_metric(self.model, self.reference, output, self.labels, self.budget)
 
     def error(self, candidate: Path, count: int) -> float:
         """Normalised squared error of the task output over the first ``count`` samples (sensitivity)."""
         sizes = np.cumsum([len(next(iter(b.values()))) for b in self.batches])
         batches = self.batches[: int(np.searchsorted(sizes, count)) + 1]  # the fewest batches holding ``count``
-        got = ort_outputs(candidate, batches)[self.output].astype(np.float64)
+        got = self.outputs(candidate, batches)[self.output].astype(np.float64)
         want = self.reference[: len(got)].astype(np.float64)
         return float(np.mean((got - want) ** 2)) / max(float(np.mean(want**2)), 1e-30)
 
 
-def sensitivities(nodes: list[str], encode: Encoder, evaluate: Evaluator, count: int) -> dict[str, float]:
+def sensitivities(
+    nodes: list[str], encode: Encoder, evaluate: Evaluator, count: int, deadline: float = float("inf")
+) -> dict[str, float]:
     """Node -> error of the task output when only that node is quantized, most sensitive first.
 
     Args:
@@ -67,6 +82,7 @@ def sensitivities(nodes: list[str], encode: Encoder, evaluate: Evaluator, count:
         encode: writes a Q/DQ model (``only=[node]`` quantizes one node).
         evaluate: the task metric and error against the float reference.
         count: eval samples each error is measured on.
+        deadline: ``time.perf_counter()`` after which no node is measured (the rest are left out).
 
     Returns:
         dict[str, float]: node -> normalised squared error, descending.
@@ -74,6 +90,8 @@ def sensitivities(nodes: list[str], encode: Encoder, evaluate: Evaluator, count:
     scores = {}
     with tempfile.TemporaryDirectory(prefix="engineforge-sensitivity-") as tmp:
         for node in nodes:
+            if time.perf_counter() > deadline:
+                break
             path = Path(tmp) / "one.onnx"
             encode(path, only=[node])
             scores[node] = evaluate.error(path, count)
@@ -92,25 +110,30 @@ def run(
         encode: writes a Q/DQ model, with ``exclude=[...]`` nodes kept in float.
         evaluate: the task metric against the float reference.
         enabled: whether to search at all (``precision.int8.fallback``).
-        settings: the search's settings (``step``, ``max_nodes``, ``sensitivity_samples``).
+        settings: the search's settings (``step``, ``max_nodes``, ``sensitivity_samples``, ``budget_s``).
         op_types: the quantized op types.
 
     Returns:
         dict: enabled, rounds (excluded count + task metric of each), kept (the index of the round written to
-        ``out``), the excluded nodes and every node's sensitivity.
+        ``out``), the excluded nodes, every ranked node's sensitivity, the seconds spent and whether the
+        budget ran out.
     """
+    started = time.perf_counter()
+    deadline = started + float(settings.budget_s)
     encode(out)
     check_int8(load_onnx(out))
     rounds = [{"excluded": 0, **evaluate(out)}]
     record: dict[str, Any] = {"enabled": enabled, "rounds": rounds, "excluded": [], "kept": 0, "sensitivity": {}}
+    record |= {"budget_s": float(settings.budget_s), "out_of_budget": False}
     if rounds[-1]["passed"] or not enabled:
-        return record
+        return record | {"spent_s": round(time.perf_counter() - started, 2)}
     nodes = quantized_nodes(load_onnx(out), op_types)
-    ranking = sensitivities(nodes, encode, evaluate, settings.sensitivity_samples)
-    order, limit = list(ranking), min(settings.max_nodes, len(ranking) - 1)  # one node at least stays int8
+    ranking = sensitivities(nodes, encode, evaluate, settings.sensitivity_samples, deadline)
+    order = list(ranking) + [n for n in nodes if n not in ranking]  # unranked (out of budget) nodes last
+    limit = min(settings.max_nodes, len(nodes) - 1)  # one node at least stays int8
     record["sensitivity"] = {node: round(score, 8) for node, score in ranking.items()}
     excluded: list[str] = []
-    while not rounds[-1]["passed"] and len(excluded) < limit:
+    while not rounds[-1]["passed"] and len(excluded) < limit and time.perf_counter() <= deadline:
         excluded = order[: min(len(excluded) + settings.step, limit)]
         encode(out, exclude=excluded)
         rounds.append({"excluded": len(excluded), **evaluate(out)})
@@ -121,4 +144,5 @@ def run(
             excluded = order[: rounds[kept]["excluded"]]
             encode(out, exclude=excluded)
     record["excluded"], record["kept"] = excluded, kept
-    return record
+    record["out_of_budget"] = time.perf_counter() > deadline and not rounds[kept]["passed"]
+    return record | {"spent_s": round(time.perf_counter() - started, 2)}

@@ -1,4 +1,5 @@
-"""The task metric every accuracy check shares: top-1 against labels, or argmax agreement with a reference."""
+"""What every accuracy check shares: the task metric (top-1 against labels, or argmax agreement with a reference)
+and a precision option's per-output tolerances."""
 
 import numpy as np
 from omegaconf import DictConfig
@@ -45,3 +46,21 @@ def task_metric(model: DictConfig, ref: np.ndarray, cand: np.ndarray, labels: np
         "agreement": agreement,
         "samples": len(ref),
     }
+
+
+def tolerances(precision: DictConfig, outputs: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-output atol and rtol dicts in Polygraphy's form ("" = default).
+
+    Args:
+        precision: a precision option (``tolerance.atol``, ``tolerance.rtol``, ``tolerance.outputs``).
+        outputs: the graph's output names.
+
+    Returns:
+        tuple: atol and rtol, output name -> value, ``""`` the default.
+    """
+    atol, rtol = {"": precision.tolerance.atol}, {"": precision.tolerance.rtol}
+    for name, tol in precision.tolerance.outputs.items():
+        if name not in outputs:
+            raise PipelineError(f"precision.tolerance.outputs: {name!r} is not an output ({', '.join(outputs)})")
+        atol[name], rtol[name] = tol.get("atol", atol[""]), tol.get("rtol", rtol[""])
+    return atol, rtol

@@ -1,0 +1,161 @@
+"""A candidate engine is one backend at one precision: the env stage's record of the backend (fingerprint,
+capabilities, own settings, tuning budget), the graph the precision stage wrote for it, the ``BuildSpec`` its build
+gets, and the outputs of a graph on the runtime that will run it (what the precision stage judges graphs by)."""
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from stages.backends import registry
+from stages.backends.base import Backend, BuildSpec
+from stages.backends.manifest import MANIFEST, first_difference
+from stages.core.artifacts import atomic_path, sha256, write_json
+from stages.core.errors import PipelineError
+from stages.core.onnx_io import load_onnx
+from stages.core.profiles import resolve_profiles
+from stages.core.specs import axis_sizes, input_specs
+
+# (graph, batches) -> output name -> the outputs of every batch, concatenated
+Outputs = Callable[[Path, Sequence[dict[str, np.ndarray]]], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One backend at one precision, with its env.json record."""
+
+    backend: Backend
+    precision: str
+    record: Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        """``<precision>.<backend>``: the graph's file stem and the candidate's name in every record."""
+        return f"{self.precision}.{self.backend.name}"
+
+
+def graph_file(precision: str, backend: str) -> str:
+    """The file name of a candidate's graph inside the precision stage's folder (``paths.precise``)."""
+    return f"{precision}.{backend}.onnx"
+
+
+def records(env: Mapping[str, Any], env_path: str) -> dict[str, Mapping[str, Any]]:
+    """Backend name -> its env.json record, each checked against this machine: refused in one line where env.json
+    predates the candidates or a backend's fingerprint changed since (a stage run by hand).
+
+    Args:
+        env: env.json's content.
+        env_path: its path, for the message.
+
+    Returns:
+        dict: backend name -> record, in the env stage's order.
+    """
+    if "candidates" not in env:
+        raise PipelineError(f"{env_path} is stale (it has no candidates): run `dvc repro`, which reruns env")
+    found = {}
+    for record in env["candidates"]:
+        diff = first_difference(record["fingerprint"], registry.get(record["backend"]).fingerprint())
+        if diff:
+            raise PipelineError(f"{env_path} is stale ({diff[0]} changed): run `dvc repro`, which reruns env")
+        found[record["backend"]] = record
+    return found
+
+
+def build_spec(
+    model: DictConfig,
+    precision: str,
+    batch_sizes: Sequence[int],
+    record: Mapping[str, Any],
+    cache_dir: Path,
+    tune_s: float | None = None,
+) -> BuildSpec:
+    """What a candidate's build needs from the stage config and its env.json record, and nothing more.
+
+    Args:
+        model: ``cfg.model`` (inputs, dims, max batch).
+        precision: the candidate's precision.
+        batch_sizes: the benchmark's batch sizes.
+        record: the backend's env.json record: name, own ``settings`` and ``tuning`` budget.
+        cache_dir: the timing-cache folder kept across builds.
+        tune_s: the tuning budget to use instead of the record's (the race splits it between candidates).
+
+    Returns:
+        BuildSpec: precision, batch sizes, profiles, input shapes per batch, own settings, cache folder, tuning.
+    """
+    settings: dict[str, Any] = dict(record["settings"])
+    tuning = record.get("tuning") or {"tune": False, "tune_s": 0.0}
+    batches = tuple(int(b) for b in batch_sizes)
+    specs = input_specs(model)
+    where = f"backend.{record['backend']}.profiles"
+    return BuildSpec(
+        precision=precision,
+        batch_sizes=batches,
+        profiles=resolve_profiles(settings.get("profiles"), model, batches, where),
+        shapes={b: {s.name: list(axis_sizes(s, b, model.dims)) for s in specs} for b in batches},
+        dtypes={s.name: np.dtype(s.dtype).name for s in specs},
+        settings=settings,
+        cache_dir=cache_dir,
+        tune=bool(tuning["tune"]),
+        tune_s=float(tuning["tune_s"] if tune_s is None else tune_s),
+    )
+
+
+def build_engine(chosen: Candidate, onnx: Path, spec: BuildSpec, model: str, target: str | None, out: Path) -> dict:
+    """Build ``onnx`` with ``chosen``'s backend into the folder ``out`` (atomically) beside its manifest: the
+    engine's full key (ONNX sha256, precision, backend settings, the fingerprint it was built for).
+
+    Args:
+        chosen: the candidate (its backend, precision and env.json record).
+        onnx: its graph.
+        spec: its build spec.
+        model: ``model.name``.
+        target: the deployment-target label (``target``).
+        out: the engine folder.
+
+    Returns:
+        dict: the manifest written.
+    """
+    load_onnx(onnx)
+    with atomic_path(out, directory=True) as tmp:
+        built = chosen.backend.build(onnx, spec, tmp)
+        manifest = {
+            "backend": chosen.backend.name,
+            "engine": built["engine"],
+            "engine_sha256": sha256(tmp / built["engine"]),
+            "fingerprint": dict(chosen.record["fingerprint"]),
+            "target": target,
+            "model": model,
+            "onnx": {"path": str(onnx), "sha256": sha256(onnx)},
+            "precision": chosen.precision,
+            "settings": built["settings"],
+            "race": None,  # the race (stages/backends/race.py) records every candidate here
+        }
+        manifest |= {k: v for k, v in built.items() if k not in manifest}  # backend-specific notes
+        write_json(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def runtime_outputs(backend: Backend, spec: BuildSpec) -> Outputs:
+    """The outputs of a graph on ``backend`` as its engine would run it (``Backend.evaluation_runner``).
+
+    Args:
+        backend: the runtime that will run the engine.
+        spec: the build spec of the candidate (its precision and settings).
+
+    Returns:
+        Outputs: (graph, batches) -> output name -> concatenated outputs.
+    """
+
+    def run(graph: Path, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        with (
+            tempfile.TemporaryDirectory(prefix="engineforge-judge-") as folder,
+            backend.evaluation_runner(graph, spec, Path(folder), "judged") as runner,
+        ):
+            results = [runner.infer(batch) for batch in batches]
+        return {name: np.concatenate([np.asarray(r[name]) for r in results]) for name in results[0]}
+
+    return run

@@ -1,0 +1,158 @@
+"""The race at build, TensorRT's tactic selection one level up: every candidate (a backend at a precision) is built
+by its backend, gated on an eval sample against the fp32 reference with its own precision's tolerances, and timed
+at the benchmark's batch sizes in interleaved rounds; the fastest that passes ships. Every candidate, its gate, its
+timings and why it lost go into the shipped engine's manifest, which a restore brings back with the engine."""
+
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.backends.base import BuildSpec
+from stages.backends.candidate import Candidate, build_engine
+from stages.core.errors import PipelineError
+from stages.core.metrics import task_metric, tolerances
+from stages.core.onnx_io import compare_outputs
+from stages.core.timing import measure
+from stages.core.tuning import score
+
+Entry = tuple[Candidate, Path, BuildSpec]  # a candidate, its graph and its build spec
+
+
+def gate(
+    runner: Any, option: Any, model: Any, reference: Mapping[str, np.ndarray], batches: Sequence[dict], labels: Any
+) -> dict[str, Any]:
+    """A candidate's accuracy on the race's eval sample: every output within its precision's tolerances (the
+    gate's rule) and the task metric within its budget.
+
+    Args:
+        runner: the candidate engine's activated runner.
+        option: its precision's option (tolerances, task budget).
+        model: ``cfg.model`` (task output and metric).
+        reference: output name -> the fp32 reference's outputs on ``batches``.
+        batches: the eval sample.
+        labels: its labels, or None.
+
+    Returns:
+        dict: ``passed``, ``failure`` (the first, one line, or None), the task metric and each output's max abs.
+    """
+    results = [runner.infer(batch) for batch in batches]
+    got = {name: np.concatenate([np.asarray(r[name]) for r in results]) for name in reference}
+    atol, rtol = tolerances(option, list(reference))
+    failures = []
+    checked = {}
+    for name, want in reference.items():
+        stats = compare_outputs({name: want}, {name: got[name]}, atol.get(name, atol[""]), rtol.get(name, rtol[""]))
+        checked[name] = round(stats[name]["max_abs"], 6)
+        if not stats[name]["passed"]:
+            failures.append(f"output {name!r} differs by up to {stats[name]['max_abs']:.3g}")
+    output = model.task.output if model.task.output in reference else next(iter(reference))
+    task = task_metric(model, reference[output], got[output], labels, option.task_budget)
+    if not task["passed"]:
+        failures.append(f"{task['metric']} dropped {100 * task['delta']:.2f} pt (budget {100 * task['budget']:.2f})")
+    return {"passed": not failures, "failure": failures[0] if failures else None, "max_abs": checked} | {
+        k: task[k] for k in ("metric", "reference", "candidate", "samples")
+    }
+
+
+def timings(calls: dict[str, dict[int, Any]], duration_s: float, rounds: int) -> dict[str, dict[int, float]]:
+    """Candidate -> batch -> p50 ms, timed in ``rounds`` slices that alternate between the candidates (a shared
+    machine's drift favours none of them).
+
+    Args:
+        calls: candidate -> batch -> its timed call.
+        duration_s: measuring time per candidate and batch, over all rounds.
+        rounds: the slices.
+
+    Returns:
+        dict: candidate -> batch -> median latency in ms.
+    """
+    samples: dict[str, dict[int, list[np.ndarray]]] = {k: {b: [] for b in c} for k, c in calls.items()}
+    for index in range(rounds):
+        for key, per_batch in calls.items():
+            for batch, call in per_batch.items():
+                run = measure(call, 0.1 if index == 0 else 0.0, duration_s / rounds, 3)
+                samples[key][batch].append(run["latency_ms"])
+    return {k: {b: float(np.median(np.concatenate(v))) for b, v in s.items()} for k, s in samples.items()}
+
+
+def run(
+    entries: Sequence[Entry],
+    judge: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    model: str,
+    target: str | None,
+    folder: Path,
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Build, gate and time every candidate into ``folder``; return the shipped engine's folder and the record.
+
+    Args:
+        entries: the candidates with their graphs and build specs.
+        judge: ``options`` (precision -> option), ``model`` (cfg.model), ``reference`` (outputs), ``batches`` and
+            ``labels``: the eval sample and what each gate needs.
+        settings: the race's settings (``duration_s``, ``rounds``).
+        model: ``model.name``.
+        target: the deployment-target label.
+        folder: an empty folder, one engine folder per candidate.
+
+    Returns:
+        tuple: the winner's engine folder, and one record per candidate (its gate, p50 per batch, score, result).
+    """
+    record: list[dict[str, Any]] = []
+    built: dict[str, tuple[Candidate, Path, BuildSpec]] = {}
+    for chosen, graph, spec in entries:
+        entry: dict[str, Any] = {"candidate": chosen.key, "backend": chosen.backend.name, "precision": chosen.precision}
+        started = time.perf_counter()
+        out = folder / chosen.key
+        try:
+            build_engine(chosen, graph, spec, model, target, out)
+            with chosen.backend.runner(out, chosen.key) as runner:
+                option = judge["options"][chosen.precision]
+                entry["gate"] = gate(
+                    runner, option, judge["model"], judge["reference"], judge["batches"], judge["labels"]
+                )
+        except PipelineError as e:
+            entry |= {"result": f"did not build: {e}", "build_s": round(time.perf_counter() - started, 2)}
+            record.append(entry)
+            continue
+        entry["build_s"] = round(time.perf_counter() - started, 2)
+        record.append(entry)
+        built[chosen.key] = (chosen, out, spec)
+    passing = [e["candidate"] for e in record if e.get("gate", {}).get("passed")]
+    with ExitStack() as stack:
+        calls: dict[str, dict[int, Any]] = {}
+        for key in passing:
+            chosen, out, spec = built[key]
+            runner = stack.enter_context(chosen.backend.runner(out, key))
+            calls[key] = {}
+            for batch in spec.batch_sizes:
+                calls[key][batch] = chosen.backend.timed_call(runner, spec.feed(batch), settings["benchmark"])
+                stack.callback(calls[key][batch].close)
+        p50 = timings(calls, float(settings["duration_s"]), int(settings["rounds"])) if calls else {}
+    best = {b: min(t[b] for t in p50.values()) for b in next(iter(p50.values()), {})}
+    for entry in record:
+        if entry["candidate"] in p50:
+            entry["p50_ms"] = {f"bs{b}": round(v, 4) for b, v in p50[entry["candidate"]].items()}
+            entry["score"] = round(score(p50[entry["candidate"]], best), 4)
+    if passing:
+        winner = min(passing, key=lambda k: next(e["score"] for e in record if e["candidate"] == k))
+    elif built:  # none passes: ship the most accurate, and compare's gate reports the miss
+        winner = max(built, key=lambda k: next(e["gate"]["candidate"] for e in record if e["candidate"] == k))
+    else:
+        raise PipelineError(
+            "every candidate failed to build: " + "; ".join(f"{e['candidate']}: {e['result']}" for e in record)
+        )
+    for entry in record:
+        if entry["candidate"] == winner:
+            entry["result"] = "shipped" if passing else "shipped: no candidate passed its gate (the most accurate)"
+        elif "result" not in entry:
+            gated = entry["gate"]
+            entry["result"] = (
+                f"{entry['score']:.2f}× slower than {winner}"
+                if gated["passed"]
+                else f"failed its gate: {gated['failure']}"
+            )
+    return built[winner][1], record
