@@ -71,24 +71,27 @@ def judge(cfg: DictConfig, samples: int) -> dict[str, Any]:
 
 def main(cfg: DictConfig) -> str:
     """Build the engine for the candidate graphs in ``paths.precise``; race them when there are several."""
-    env = read_json(cfg.paths.env)
+    env, target = read_json(cfg.paths.env), cfg.target
+    if target is not None and (not isinstance(target, str) or not target.strip()):
+        raise PipelineError(f"target: {target!r} is not a label; use a non-empty string (e.g. target=edge-a)")
     candidates = entries(cfg, env)
     out = Path(cfg.paths.engine)
     if len(candidates) == 1:
         chosen, graph, spec = candidates[0]
-        manifest = build_engine(chosen, graph, spec, cfg.model.name, env.get("target"), out)
+        manifest = build_engine(chosen, graph, spec, cfg.model.name, target, out)
     else:
         settings = dict(env["race"]) | {"benchmark": cfg.benchmark}
         with tempfile.TemporaryDirectory(prefix="engineforge-race-") as tmp:
             winner, record = race(
-                candidates, judge(cfg, int(settings["samples"])), settings, cfg.model.name, env.get("target"), Path(tmp)
+                candidates, judge(cfg, int(settings["samples"])), settings, cfg.model.name, target, Path(tmp)
             )
             manifest = read_json(winner / MANIFEST) | {"race": record}
             write_json(winner / MANIFEST, manifest)
             with atomic_path(out, directory=True) as final:
                 shutil.copytree(winner, final, dirs_exist_ok=True)
     size = (out / manifest["engine"]).stat().st_size
-    raced = f", fastest of {len(candidates)} that passed their gates" if len(candidates) > 1 else ""
+    passed = sum(1 for e in manifest["race"] or [] if e.get("gate", {}).get("passed"))
+    raced = f", the fastest of {passed} of {len(candidates)} candidates passing their gates" if manifest["race"] else ""
     return f"{manifest['backend']} {manifest['precision']} engine ({size / 1024:.0f} KiB{raced}) -> {out}/"
 
 

@@ -19,8 +19,7 @@ from stages.core.run import run_stage
 
 
 def main(cfg: Mapping[str, Any]) -> str:
-    """Resolve ``backend.name`` into the candidates; write each one's record (plus ``target``, the optional
-    deployment-target label) to ``paths.env``; make sure the
+    """Resolve ``backend.name`` into the candidates; write each one's record to ``paths.env``; make sure the
     shared TensorRT timing-cache folder ``paths.timing_cache`` exists; sweep temporaries killed runs left in
     ``paths.build``."""
     files, chosen = registry.env_records(cfg)

@@ -29,7 +29,9 @@ def slower(bench: dict[str, Any]) -> str:
     slow = [(n, b, r) for n, per_batch in speedups(bench).items() for b, r in per_batch.items() if r < 1.0]
     if not slow:
         return ""
-    p50 = {(n, b): bench["runtimes"][n][b]["latency_ms"]["p50"] for n in bench["runtimes"] for b in bench["runtimes"][n]}
+    p50 = {
+        (n, b): bench["runtimes"][n][b]["latency_ms"]["p50"] for n in bench["runtimes"] for b in bench["runtimes"][n]
+    }
     found = [
         f"{ratio:.2f}× {name} at batch {b[2:]} ({p50[ENGINE, b]:.3f} ms vs {p50[name, b]:.3f} ms p50)"
         for name, b, ratio in slow

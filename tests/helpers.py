@@ -81,9 +81,10 @@ def add_fixture_model(root: Path, name: str) -> None:
 
 
 def env_record(backend: Backend, cfg: DictConfig, fingerprint: bool = True) -> dict:
-    """What the env stage writes to env.json for ``backend`` under ``cfg``: its name, its own settings and tuning
-    budget (``registry.engine_settings``), and (where it runs here) its fingerprint."""
-    record = {"backend": backend.name, "target": None}
+    """The record the env stage writes to env.json's candidates for ``backend`` under ``cfg``: its name,
+    capabilities, own settings and tuning budget (``registry.engine_settings``), and (where it runs here) its
+    fingerprint."""
+    record = {"backend": backend.name, "capabilities": backend.capabilities.record()}
     record |= registry.engine_settings(backend, OmegaConf.to_container(cfg.backend, resolve=True))
     return record | ({"fingerprint": backend.fingerprint()} if fingerprint else {})
 
@@ -147,3 +148,27 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     return lines[0]
+
+
+def graph_entry(cfg: DictConfig) -> dict:
+    """precision.json's record of the one candidate graph of a config pinned to one backend and one precision."""
+    from stages.core.artifacts import read_json
+
+    (entry,) = read_json(cfg.paths.precision_report)["candidates"]
+    return entry
+
+
+def only_graph(cfg: DictConfig) -> Path:
+    """The one candidate graph the precision stage wrote under ``cfg`` (see ``graph_entry``)."""
+    return Path(cfg.paths.precise) / graph_entry(cfg)["file"]
+
+
+def build_candidate(backend: Backend, cfg: DictConfig, onnx: Path, out: Path, precision: str | None = None) -> dict:
+    """Build ``onnx`` with ``backend`` alone into ``out`` as the build stage builds one candidate, with the env.json
+    record ``env_record`` gives (its own settings and tuning budget under ``cfg``); the manifest written."""
+    from stages.backends.candidate import Candidate, build_engine, build_spec
+
+    record = env_record(backend, cfg)
+    chosen = Candidate(backend, precision or cfg.precision.name, record)
+    spec = build_spec(cfg.model, chosen.precision, cfg.benchmark.batch_sizes, record, Path(cfg.paths.timing_cache))
+    return build_engine(chosen, onnx, spec, cfg.model.name, None, out)

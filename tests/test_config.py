@@ -27,7 +27,7 @@ def test_overrides_compose_like_dvc_exp_run_set_param():
     assert list(cfg.benchmark.batch_sizes) == [1, 8]
     assert cfg.backend.name == "onnxruntime"
     assert cfg.paths.onnx == "build/textenc/model.onnx"  # paths follow the model
-    assert cfg.paths.precise == "build/textenc/model.fp32.onnx"
+    assert cfg.paths.precise == "build/textenc/fp32"  # a folder: a graph per candidate
 
 
 def test_auto_backend_carries_every_backends_settings():

@@ -88,7 +88,10 @@ def test_an_operator_the_backend_cannot_run_is_named_with_its_node(repo: Path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["precision=int4"], "precision=int4: no option 'int4' in conf/precision/; options: bf16, fp16, fp32, int8"),
+        (
+            ["precision=int4"],
+            "precision=int4: no option 'int4' in conf/precision/; options: auto, bf16, fp16, fp32, int8",
+        ),
         (["model.foo=1"], "model.foo: no such key; keys of model: name, source, code,"),
         (["benchmark.duration_s=abc"], "benchmark.duration_s: 'abc' is text, expected a number"),
         (["precision=int8", "precision.int8.calibration.samples=1.5"], "samples: 1.5 is a number, expected an integer"),

@@ -19,15 +19,13 @@ from stages.core.artifacts import read_json
 from stages.core.batches import batch_of
 from stages.core.bfloat16 import BFLOAT16, FLOAT16, write_bf16
 from stages.core.data import load_dataset
-from stages.core.device import cpu_fingerprint, x86_without_vnni
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
 from stages.core.timing import TimedCall
 from stages.core.tuning import tune
-from tests.helpers import FAST_BENCH, ROOT, compose, copy_repo, env_record, run, run_stage
+from tests.helpers import FAST_BENCH, ROOT, build_candidate, compose, copy_repo, only_graph, run, run_stage
 
 HAS_BF16 = compiled_precision("bf16") == "bf16"  # asked of OpenVINO: it runs bf16 on AVX-512 CPUs, not on AVX2
-HAS_VNNI = not x86_without_vnni(cpu_fingerprint())
 OVERRIDES = ("model=digits", "backend=openvino", *FAST_BENCH, "backend.tune_s=2")
 
 
@@ -43,18 +41,13 @@ def digits(tmp_path_factory: pytest.TempPathFactory):
         yield root, cfg
 
 
-def ov_env(cfg: DictConfig) -> dict:
-    """What build_engine takes from env.json: this machine's OpenVINO fingerprint and settings under ``cfg``."""
-    return env_record(OpenVinoBackend(), cfg)
-
-
 def built_at(root: Path, engine: Path, *overrides: str) -> tuple[DictConfig, dict]:
     """Run the precision stage and build digits with ``overrides`` into ``engine``; the config and the manifest."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         cfg = compose(*OVERRIDES, *overrides, config_dir=root / "conf")
         run_stage(precision, cfg)
-        return cfg, build.build_engine(OpenVinoBackend(), root / cfg.paths.precise, cfg, ov_env(cfg), engine)
+        return cfg, build_candidate(OpenVinoBackend(), cfg, only_graph(cfg), engine)
 
 
 def feed_of(cfg, batch: int = 8) -> dict[str, np.ndarray]:
@@ -144,7 +137,7 @@ def test_bf16_without_bf16_instructions_stops_in_one_line(digits, tmp_path):
         ):
             precision.main(bf16)
         with pytest.raises(PipelineError, match="OpenVINO compiled it in f32, not bf16"):  # pinned, never silent
-            build.build_engine(OpenVinoBackend(), root / cfg.paths.precise, bf16, ov_env(bf16), tmp_path / "engine")
+            build_candidate(OpenVinoBackend(), bf16, root / cfg.paths.simplified, tmp_path / "engine")
 
 
 def test_bf16_is_refused_in_one_line_where_openvino_cannot_compile_it():
@@ -210,17 +203,6 @@ def test_benchmark_baselines_include_openvino_defaults_with_what_they_ran(digits
         registry.baseline("tvm")
 
 
-@pytest.mark.skipif(HAS_VNNI, reason="this CPU has VNNI: OpenVINO's int8 runs here")
-def test_int8_without_vnni_skips_openvino_in_auto_and_refuses_it_by_name():
-    backend, reason = registry.resolve("auto", "int8")
-    assert (
-        backend.name == "onnxruntime" and "openvino unavailable: OpenVINO's int8 kernels on x86 without VNNI" in reason
-    )
-    with pytest.raises(PipelineError, match=r"^backend\.name=openvino: OpenVINO's int8 kernels on x86 without VNNI"):
-        registry.resolve("openvino", "int8")
-    assert registry.resolve("auto", "fp32")[0].name == "openvino"
-
-
 def test_fp16_engine_is_fed_and_read_by_the_onnx_graphs_names(digits, tmp_path):
     """The float16 cast renames nothing the user sees, though OpenVINO may call the input port by its Cast's name."""
     root, cfg = digits
@@ -243,9 +225,9 @@ def test_why_names_the_isa_an_amx_built_env_differs_in(digits, tmp_path, monkeyp
 
     root, cfg = digits
     theirs = read_json(root / cfg.paths.env)
-    theirs["fingerprint"]["device"]["cpu"]["isa"] = ["amx_bf16", "amx_int8", "amx_tile", "avx2", "avx512_vnni"]
+    theirs["candidates"][0]["fingerprint"]["device"]["cpu"]["isa"] = ["amx_bf16", "amx_int8", "amx_tile", "avx512_vnni"]
     monkeypatch.chdir(tmp_path)
     Path(cfg.paths.env).parent.mkdir(parents=True)
     Path(cfg.paths.env).write_text(json.dumps(theirs))
     changes = why.env_changes(OmegaConf.to_container(cfg))
-    assert changes[cfg.paths.env].startswith("fingerprint.device.cpu.isa: ['amx_bf16', 'amx_int8'")
+    assert changes[cfg.paths.env].startswith("candidates.0.fingerprint.device.cpu.isa: ['amx_bf16', 'amx_int8'")

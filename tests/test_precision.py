@@ -1,6 +1,7 @@
 """The precision stage on real ONNX files: FP16 types, INT8 Q/DQ structure per encoding, calibration provenance,
 one-line errors, the accuracy gates per precision, and the accuracy-driven fallback on a model made to need it."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from stages.core.errors import PipelineError
 from stages.core.float16 import write_fp16
 from stages.core.onnx_io import ort_outputs
 from stages.core.quantize import quantized_nodes
-from tests.helpers import FAST_BENCH, add_fixture_model, compose, copy_repo, run_stage
+from tests.helpers import FAST_BENCH, add_fixture_model, compose, copy_repo, graph_entry, only_graph, run_stage
 
 # What encoding=auto gives here: u8s7 on x86 CPUs without VNNI, u8s8 with it (the ONNX Runtime backend decides).
 AUTO_ENCODING = registry.get("onnxruntime").capabilities.int8_encoding
@@ -52,13 +53,13 @@ def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 def test_fp16_casts_weights_and_keeps_float32_io(root):
     cfg = cfg_for(root, "model=tiny", "precision=fp16")
     run_stage(precision, cfg)
-    model = onnx.load(cfg.paths.precise)
+    model = onnx.load(only_graph(cfg))
     io_types = {v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
     assert io_types == {TensorProto.FLOAT}
     weights = [a for a in initializers(model).values() if a.ndim == 2]
     assert weights and all(a.dtype == np.float16 for a in weights)
     feed = {"x": np.ones((4, 6), np.float32), "scale": np.ones((4, 1), np.float32)}
-    got, want = ort_outputs(cfg.paths.precise, [feed])["y"], ort_outputs(cfg.paths.simplified, [feed])["y"]
+    got, want = ort_outputs(only_graph(cfg), [feed])["y"], ort_outputs(cfg.paths.simplified, [feed])["y"]
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)
 
@@ -133,7 +134,7 @@ def qdq(model: onnx.ModelProto):
 def test_int8_writes_qdq_with_per_channel_weights_in_the_asked_encoding(root, encoding):
     cfg = cfg_for(root, "model=tiny", *INT8, f"precision.int8.encoding={encoding}")
     run_stage(precision, cfg)
-    weights, activations, constants = qdq(onnx.load(cfg.paths.precise))
+    weights, activations, constants = qdq(onnx.load(only_graph(cfg)))
     assert len(weights) == 2 and activations  # both Gemms: int8 weights, quantized activations
     for node in weights:  # per output channel, symmetric: every zero point 0
         assert constants[node.input[1]].shape == (constants[node.input[0]].shape[0],)
@@ -144,7 +145,7 @@ def test_int8_writes_qdq_with_per_channel_weights_in_the_asked_encoding(root, en
     assert all(z.shape == () for z in zero_points)  # per-tensor activations
     int32_fed = [
         n.name
-        for n in onnx.load(cfg.paths.precise).graph.node
+        for n in onnx.load(only_graph(cfg)).graph.node
         if n.op_type == "DequantizeLinear" and n.input[0] in constants and constants[n.input[0]].dtype == np.int32
     ]
     if encoding == "s8s8":  # TensorRT's form: signed and symmetric, zero point 0 everywhere, float biases
@@ -153,22 +154,22 @@ def test_int8_writes_qdq_with_per_channel_weights_in_the_asked_encoding(root, en
     else:  # ONNX Runtime CPU's form: unsigned activations, int32 biases (both Gemms')
         assert all(z.dtype == np.uint8 for z in zero_points)
         assert len(int32_fed) == 2
-    report = read_json(cfg.paths.precision_report)
-    model = onnx.load(cfg.paths.precise)
+    entry, model = graph_entry(cfg), onnx.load(only_graph(cfg))
     gemms = {n.name for n in model.graph.node if n.op_type == "Gemm"}
-    assert report["encoding"] == encoding and set(quantized_nodes(model)) >= gemms
-    assert report["quantized_nodes"] == len(quantized_nodes(model, list(cfg.precision.int8.op_types)))
-    table = report["calibration"]["tensors"]
+    assert entry["encoding"] == encoding and set(quantized_nodes(model)) >= gemms
+    assert entry["quantized_nodes"] == len(quantized_nodes(model, list(cfg.precision.int8.op_types)))
+    table = read_json(cfg.paths.precision_report)["calibration"]["tensors"]
     assert table["x"]["min"] < 0 < table["x"]["max"] and table["x"]["scale"] > 0
 
 
 def test_int8_encoding_auto_follows_the_chosen_backend(root):
     cfg = cfg_for(root, "model=tiny", *INT8)
     run_stage(precision, cfg)
-    choice = read_json(cfg.paths.backend_choice)
-    assert choice == {"backend": "onnxruntime"} | registry.get("onnxruntime").capabilities.record()
+    (record,) = read_json(cfg.paths.env)["candidates"]
+    choice = record["capabilities"]
+    assert record["backend"] == "onnxruntime" and choice == registry.get("onnxruntime").capabilities.record()
     assert choice["int8_encoding"] == AUTO_ENCODING and choice["bf16"] == "none"
-    assert read_json(cfg.paths.precision_report)["encoding"] == AUTO_ENCODING
+    assert graph_entry(cfg)["encoding"] == AUTO_ENCODING
 
 
 def test_calibration_provenance_follows_the_data(root):
@@ -201,7 +202,7 @@ def test_calibration_provenance_follows_the_data(root):
 )
 def test_int8_user_errors_are_one_line_and_leave_no_model(root, overrides, message):
     cfg = cfg_for(root, "model=tiny", *INT8, *overrides)
-    Path(cfg.paths.precise).unlink(missing_ok=True)
+    shutil.rmtree(cfg.paths.precise, ignore_errors=True)
     with pytest.raises(PipelineError, match=message) as error:
         run_stage(precision, cfg)
     assert "\n" not in str(error.value)
@@ -238,9 +239,9 @@ def test_int8_gate_passes_with_int8_tolerances_and_fails_with_fp32_ones(root):
 
 
 def test_plain_int8_misses_the_budget_on_the_outlier_model(root):
-    cfg = cfg_for(root, "model=outlier", *INT8)
+    cfg = cfg_for(root, "model=outlier", *INT8, "precision.int8.fallback=false")
     run_stage(precision, cfg)
-    record = read_json(cfg.paths.precision_report)["fallback"]
+    record = graph_entry(cfg)["fallback"]
     assert record["enabled"] is False and len(record["rounds"]) == 1 and not record["rounds"][0]["passed"]
     run_stage(build, cfg)
     with pytest.raises(PipelineError, match=r"accuracy gate failed"):
@@ -252,13 +253,12 @@ def test_plain_int8_misses_the_budget_on_the_outlier_model(root):
 def test_fallback_keeps_the_sensitive_node_in_float_until_the_budget_holds(root):
     cfg = cfg_for(root, "model=outlier", *INT8, "precision.int8.fallback=true")
     run_stage(precision, cfg)
-    report = read_json(cfg.paths.precision_report)
-    record = report["fallback"]
+    record = graph_entry(cfg)["fallback"]
     rounds = record["rounds"]
     assert not rounds[0]["passed"] and rounds[-1]["passed"] and len(rounds) >= 2
     assert [r["excluded"] for r in rounds] == list(range(len(rounds)))  # step 1: one more node per round
     assert rounds[-1]["agreement"] > rounds[0]["agreement"]
-    model = onnx.load(cfg.paths.precise)
+    model = onnx.load(only_graph(cfg))
     first = next(n for n in model.graph.node if "x" in n.input)
     assert record["excluded"] == [first.name] and first.op_type == "Gemm"  # reads the outlier input, in float
     assert quantized_nodes(model)  # the rest is still int8
@@ -279,14 +279,14 @@ def test_fallback_keeps_the_sensitive_node_in_float_until_the_budget_holds(root)
 def test_fallback_stops_at_its_node_limit(root):
     cfg = cfg_for(root, "model=outlier", *INT8, "precision.int8.fallback=true", "precision.task_budget=-0.5")
     run_stage(precision, cfg)
-    record = read_json(cfg.paths.precision_report)["fallback"]
+    record = graph_entry(cfg)["fallback"]
     nodes = len(record["sensitivity"])
     limit = min(cfg.precision.int8.fallback_search.max_nodes, nodes - 1)
     assert not record["rounds"][-1]["passed"] and len(record["rounds"]) == limit + 1
     best = max(record["rounds"], key=lambda r: (r["candidate"], -r["excluded"]))
     assert record["rounds"][record["kept"]] == best  # the most accurate round's model is the one written
     assert len(record["excluded"]) == best["excluded"]
-    quantized = quantized_nodes(onnx.load(cfg.paths.precise), list(cfg.precision.int8.op_types))
+    quantized = quantized_nodes(onnx.load(only_graph(cfg)), list(cfg.precision.int8.op_types))
     assert len(quantized) == len(record["sensitivity"]) - best["excluded"]
 
 

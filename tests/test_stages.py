@@ -19,17 +19,18 @@ from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
 from stages.core.run import load_params
 from tests.helpers import (
-    AUTO,
     FAST_BENCH,
     ROOT,
     add_fixture_model,
+    build_candidate,
     compose,
     copy_repo,
-    env_record,
     python_module,
     run_if,
     run_stage,
 )
+
+CANDIDATES = registry.candidates("auto", "fp32")[0]  # the backends backend=auto races here
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,11 @@ def test_simplify_records_node_counts_and_unchanged_outputs(tiny):
 
 def test_fp32_precision_passes_the_graph_through(tiny):
     root, cfg = tiny
-    assert sha256(root / cfg.paths.precise) == sha256(root / cfg.paths.simplified)
-    assert read_json(root / cfg.paths.precision_report)["precision"] == "fp32"
+    report = read_json(root / cfg.paths.precision_report)
+    assert report["precision"] == "fp32" and report["skipped"] == []
+    assert [e["backend"] for e in report["candidates"]] == [b.name for b in CANDIDATES]  # one graph per candidate
+    for entry in report["candidates"]:
+        assert sha256(root / cfg.paths.precise / entry["file"]) == sha256(root / cfg.paths.simplified)
 
 
 def test_env_is_deterministic(tiny):
@@ -78,18 +82,22 @@ def test_env_is_deterministic(tiny):
     run_stage(env, cfg)
     assert (root / cfg.paths.env).read_bytes() == first
     recorded = json.loads(first)
-    assert recorded["backend"] == AUTO.name and recorded["requested"] == "auto"
-    assert recorded["fingerprint"]["device"]["cpu"]["cores"] >= 1
+    assert [c["backend"] for c in recorded["candidates"]] == [b.name for b in CANDIDATES]
+    assert recorded["requested"] == "auto" and recorded["race"] == OmegaConf.to_container(cfg.backend.race)
+    for record in recorded["candidates"]:
+        assert record["fingerprint"]["device"]["cpu"]["cores"] >= 1
+        assert record["capabilities"] == registry.get(record["backend"]).capabilities.record()
 
 
 def test_build_manifest_records_the_full_key(tiny):
     root, cfg = tiny
     engine = root / cfg.paths.engine
     manifest = read_json(engine / MANIFEST)
-    assert manifest["onnx"]["sha256"] == sha256(root / cfg.paths.precise)
+    graph = root / cfg.paths.precise / f"fp32.{manifest['backend']}.onnx"
+    assert manifest["onnx"] == {"path": str(cfg.paths.precise) + f"/{graph.name}", "sha256": sha256(graph)}
     assert manifest["engine_sha256"] == sha256(engine / manifest["engine"])
-    assert manifest["fingerprint"] == read_json(root / cfg.paths.env)["fingerprint"]
-    assert manifest["backend"] == AUTO.name and manifest["settings"]
+    records = {r["backend"]: r for r in read_json(root / cfg.paths.env)["candidates"]}
+    assert manifest["fingerprint"] == records[manifest["backend"]]["fingerprint"] and manifest["settings"]
     tuning = manifest["tuning"]  # tuned at build: every timing and the choice, which the settings follow
     assert tuning["chosen"] == min(tuning["timings"], key=lambda t: t["score"])["settings"]
     assert all(manifest["settings"][k] == v for k, v in tuning["chosen"].items() if v)  # 0: the runtime's choice
@@ -101,7 +109,8 @@ def test_compare_report_matches_the_issue_schema(tiny):
     root, cfg = tiny
     acc = read_json(root / cfg.paths.accuracy)
     assert acc["passed"] is True and acc["failures"] == []
-    assert (acc["model"], acc["precision"], acc["backend"]) == ("tiny", "fp32", AUTO.name)
+    shipped = read_json(root / cfg.paths.engine / MANIFEST)["backend"]
+    assert (acc["model"], acc["precision"], acc["backend"]) == ("tiny", "fp32", shipped)
     assert set(acc["outputs"]["y"]) == {"max_abs", "max_rel", "mean_abs", "atol", "rtol", "passed"}
     assert acc["task"]["metric"] == "agreement" and acc["task"]["samples"] == 40
     assert acc["task"]["agreement"] == 1.0
@@ -127,7 +136,8 @@ def test_benchmark_measures_engine_and_baselines_at_every_batch(tiny):
 def test_report_summarizes_accuracy_latency_and_versions(tiny):
     root, cfg = tiny
     text = (root / cfg.paths.summary).read_text()
-    assert f"# tiny · fp32 · {AUTO.name}" in text and "Accuracy gate PASSED" in text
+    shipped = read_json(root / cfg.paths.engine / MANIFEST)["backend"]
+    assert f"# tiny · fp32 · {shipped}" in text and "Accuracy gate PASSED" in text
     assert "| engine | 32 |" in text and "engine vs pytorch_eager" in text and "onnxruntime 1." in text
     assert (root / cfg.paths.latency_plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -143,12 +153,12 @@ def test_stage_cannot_read_undeclared_params(tiny, tmp_path):
     with pytest.raises(Exception, match="read-only"):
         restricted.precision.name = "int8"
     plain = load_params("env", params, ROOT / "dvc.yaml", plain=True)  # the env stage's light path
-    paths = {k: cfg.paths[k] for k in ("backend_choice", "build", "env", "timing_cache")}
+    paths = {k: cfg.paths[k] for k in ("build", "env", "timing_cache")}
     declared = {"backend": OmegaConf.to_container(cfg.backend), "precision": {"name": cfg.precision.name}}
-    assert plain == declared | {"target": None, "paths": paths}
+    assert plain == declared | {"paths": paths}
     params.write_text(OmegaConf.to_yaml(cfg).replace("target: null", ""))
     with pytest.raises(PipelineError, match="has no key 'target'"):
-        load_params("env", params, ROOT / "dvc.yaml", plain=True)
+        load_params("build", params, ROOT / "dvc.yaml", plain=True)
 
 
 GPU_MARKS = {"tensorrt": [pytest.mark.tensorrt, pytest.mark.gpu]}  # backends that need the library and a GPU
@@ -162,7 +172,7 @@ def test_every_backend_builds_runs_and_times_the_same_model(tiny, tmp_path, name
     root, cfg = tiny
     backend = registry.get(name)
     engine = tmp_path / "engine"
-    manifest = build_module.build_engine(backend, root / cfg.paths.precise, cfg, env_record(backend, cfg), engine)
+    manifest = build_candidate(backend, cfg, root / cfg.paths.simplified, engine)
     assert manifest["backend"] == name and (engine / manifest["engine"]).is_file()
     feed = {"x": np.ones((3, 6), np.float32), "scale": np.full((3, 1), 2.0, np.float32)}
     expected = ort_outputs(root / cfg.paths.simplified, [feed])["y"]
@@ -173,15 +183,17 @@ def test_every_backend_builds_runs_and_times_the_same_model(tiny, tmp_path, name
             call()
 
 
-def test_build_refuses_an_env_json_without_the_backends_settings_in_one_line(tiny, tmp_path, monkeypatch):
-    """An env.json written before it carried the chosen backend's settings (a stage run by hand): rerun env."""
+def test_build_refuses_an_env_json_without_the_candidates_in_one_line(tiny, tmp_path, monkeypatch):
+    """An env.json written before it listed the candidate backends (a stage run by hand): rerun env."""
     root, cfg = tiny
-    old = {k: v for k, v in read_json(root / cfg.paths.env).items() if k not in ("settings", "tuning")}
+    record = read_json(root / cfg.paths.env)["candidates"][0]
+    old = {"backend": record["backend"], "fingerprint": record["fingerprint"], "reason": "", "target": None}
     (tmp_path / "env.json").write_text(json.dumps(old))
     monkeypatch.chdir(root)
     stale = compose("model=tiny", *FAST_BENCH, f"paths.env={tmp_path}/env.json", config_dir=root / "conf")
-    with pytest.raises(PipelineError, match=r"env\.json is stale \(it has no settings\): run `dvc repro`"):
-        run_stage(build_module, stale)
+    for module in (precision, build_module):
+        with pytest.raises(PipelineError, match=r"env\.json is stale \(it has no candidates\): run `dvc repro`"):
+            run_stage(module, stale)
 
 
 def test_engine_with_changed_bytes_is_refused(tiny, tmp_path):
@@ -215,7 +227,8 @@ def test_compare_gate_fails_when_the_engine_differs_from_the_reference(tiny, tmp
     array = onnx.numpy_helper.to_array(weight).copy()
     array += 0.05
     weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
-    onnx.save(model, root / cfg.paths.precise)
+    for entry in read_json(root / cfg.paths.precision_report)["candidates"]:
+        onnx.save(model, root / cfg.paths.precise / entry["file"])
     try:
         run_stage(build_module, cfg)
         with pytest.raises(PipelineError, match=r"accuracy gate failed: output 'y' differs by up to"):
@@ -242,7 +255,7 @@ def test_stage_entry_point_prints_one_line_and_exits_1_on_user_error(repo: Path)
     proc = python_module("stages.precision", repo, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "engineforge precision: error: precision.name: 'fp64' is not one of fp32, fp16, bf16, int8"
+        "engineforge precision: error: precision.name: 'fp64' is not one of fp32, fp16, bf16, int8, auto"
     ]
 
 

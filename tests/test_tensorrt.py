@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from stages.backends import registry
+from stages.backends.candidate import build_spec
 from stages.backends.tensorrt import ENGINE_FILE, profile_index
 from stages.backends.trt_plan import build_plan, loaders, timing_cache_key, version_problem
-from stages.build import build_spec
 from stages.core.errors import PipelineError
 from stages.core.run import plain
 from tests.helpers import AUTO, QUICK, ROOT, compose, env_record, python_module, run, run_if
@@ -35,7 +35,8 @@ def on_gpu(test):
 
 def plan_for(*overrides: str, fingerprint: dict = H100, cache_dir: str = "build/timing_cache") -> dict:
     cfg = compose("backend=tensorrt", *overrides)
-    spec = build_spec(cfg, env_record(registry.get("tensorrt"), cfg, fingerprint=False))
+    record = env_record(registry.get("tensorrt"), cfg, fingerprint=False)
+    spec = build_spec(cfg.model, cfg.precision.name, cfg.benchmark.batch_sizes, record, Path(cache_dir))
     return build_plan(spec.settings, spec.profiles, fingerprint, cache_dir)
 
 
@@ -139,10 +140,10 @@ def test_profile_index_picks_the_profile_holding_the_shapes():
 def test_auto_says_why_tensorrt_was_not_chosen():
     files, chosen = registry.env_records(plain(compose()))
     record = files["build/env.json"]
-    assert record["backend"] == AUTO.name and record["requested"] == "auto"
+    names = [c["backend"] for c in record["candidates"]]
+    assert "tensorrt" not in names and names[0] == AUTO.name and record["requested"] == "auto"
     assert record["reason"].startswith("tensorrt unavailable: tensorrt does not import")
-    assert f"auto chose {AUTO.name}: {AUTO.availability().reason}" in record["reason"]
-    assert chosen.startswith(f"backend {AUTO.name}")
+    assert chosen.startswith(f"backend {', '.join(names)}")
 
 
 @pytest.mark.skipif(registry.get("tensorrt").availability().ok, reason="this machine can run TensorRT")

@@ -18,7 +18,7 @@ from stages.core.batches import feeds
 from stages.core.data import load_dataset
 from stages.core.errors import PipelineError
 from stages.core.specs import InputSpec, signature_shapes
-from tests.helpers import ROOT, compose
+from tests.helpers import ROOT, compose, graph_entry, only_graph
 
 MODELS = zoo.models()
 
@@ -92,10 +92,10 @@ def test_a_fixed_batch_model_without_data_gets_samples_in_its_batch(tmp_path):
 def test_int8_by_default_quantizes_the_compute_and_keeps_the_rest_in_float(at_root, tmp_path):
     """ViT at the default int8 settings: MatMul reads Q/DQ copies; Softmax, LayerNormalization, GELU (Erf) and
     the residual Adds read float, also where they share a tensor with a quantized MatMul."""
-    cfg = zoo_cfg("vit", tmp_path, "precision=int8", "precision.int8.calibration.samples=64")
+    cfg = zoo_cfg("vit", tmp_path, "backend=onnxruntime", "precision=int8", "precision.int8.calibration.samples=64")
     for module in (env, export, simplify, precision):
         call_stage(module, cfg)
-    model = onnx.load(cfg.paths.precise)
+    model = onnx.load(only_graph(cfg))
     dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
     readers = {n.op_type for n in model.graph.node if set(n.input) & dequantized}
@@ -105,11 +105,13 @@ def test_int8_by_default_quantizes_the_compute_and_keeps_the_rest_in_float(at_ro
 
 
 def test_an_opset_9_graph_is_upgraded_for_per_channel_int8(at_root, tmp_path):
-    cfg = zoo_cfg("squeezenet", tmp_path, "precision=int8", "precision.int8.calibration.samples=16")
+    cfg = zoo_cfg(
+        "squeezenet", tmp_path, "backend=onnxruntime", "precision=int8", "precision.int8.calibration.samples=16"
+    )
     for module in (env, export, simplify, precision):
         call_stage(module, cfg)
-    assert read_json(cfg.paths.precision_report)["opset_upgraded_from"] == 9
-    assert max(o.version for o in onnx.load(cfg.paths.precise).opset_import if o.domain == "") >= 13
+    assert graph_entry(cfg)["opset_upgraded_from"] == 9
+    assert max(o.version for o in onnx.load(only_graph(cfg)).opset_import if o.domain == "") >= 13
 
 
 def test_float16_overflow_names_the_first_node(at_root, tmp_path):

@@ -12,10 +12,14 @@ MANIFEST = "manifest.json"
 
 
 def differences(built: Any, current: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """Every (dotted key, built value, current value) where two nested dicts differ, in sorted key order."""
+    """Every (dotted key, built value, current value) where two nested dicts differ, in sorted key order (lists of
+    one length compared item by item, an item's index its key)."""
     if isinstance(built, dict) and isinstance(current, dict):
         for key in sorted(set(built) | set(current)):
             yield from differences(built.get(key), current.get(key), f"{prefix}{key}.")
+    elif isinstance(built, list) and isinstance(current, list) and len(built) == len(current):
+        for index, (old, new) in enumerate(zip(built, current, strict=True)):
+            yield from differences(old, new, f"{prefix}{index}.")
     elif built != current:
         yield prefix.rstrip("."), built, current
 

@@ -14,8 +14,7 @@ import numpy as np
 from stages.backends.base import BuildSpec
 from stages.backends.candidate import Candidate, build_engine
 from stages.core.errors import PipelineError
-from stages.core.metrics import task_metric, tolerances
-from stages.core.onnx_io import compare_outputs
+from stages.core.metrics import gate_check
 from stages.core.timing import measure
 from stages.core.tuning import score
 
@@ -25,8 +24,7 @@ Entry = tuple[Candidate, Path, BuildSpec]  # a candidate, its graph and its buil
 def gate(
     runner: Any, option: Any, model: Any, reference: Mapping[str, np.ndarray], batches: Sequence[dict], labels: Any
 ) -> dict[str, Any]:
-    """A candidate's accuracy on the race's eval sample: every output within its precision's tolerances (the
-    gate's rule) and the task metric within its budget.
+    """A candidate's accuracy on the race's eval sample, by the gate's rule (``metrics.gate_check``).
 
     Args:
         runner: the candidate engine's activated runner.
@@ -41,21 +39,9 @@ def gate(
     """
     results = [runner.infer(batch) for batch in batches]
     got = {name: np.concatenate([np.asarray(r[name]) for r in results]) for name in reference}
-    atol, rtol = tolerances(option, list(reference))
-    failures = []
-    checked = {}
-    for name, want in reference.items():
-        stats = compare_outputs({name: want}, {name: got[name]}, atol.get(name, atol[""]), rtol.get(name, rtol[""]))
-        checked[name] = round(stats[name]["max_abs"], 6)
-        if not stats[name]["passed"]:
-            failures.append(f"output {name!r} differs by up to {stats[name]['max_abs']:.3g}")
-    output = model.task.output if model.task.output in reference else next(iter(reference))
-    task = task_metric(model, reference[output], got[output], labels, option.task_budget)
-    if not task["passed"]:
-        failures.append(f"{task['metric']} dropped {100 * task['delta']:.2f} pt (budget {100 * task['budget']:.2f})")
-    return {"passed": not failures, "failure": failures[0] if failures else None, "max_abs": checked} | {
-        k: task[k] for k in ("metric", "reference", "candidate", "samples")
-    }
+    checked = gate_check(model, option, reference, got, labels)
+    keep = ("passed", "failure", "max_abs", "metric", "reference", "candidate", "samples")
+    return {k: checked[k] for k in keep}
 
 
 def timings(calls: dict[str, dict[int, Any]], duration_s: float, rounds: int) -> dict[str, dict[int, float]]:

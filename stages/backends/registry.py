@@ -146,21 +146,18 @@ def env_records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
     The env stage writes it; ``engineforge.why`` predicts it without importing a stage.
 
     Args:
-        cfg: the env stage's params as plain data (``backend``, ``precision.name``, ``target``, ``paths``).
+        cfg: the env stage's params as plain data (``backend``, ``precision.name``, ``paths``).
 
     Returns:
         tuple: path -> content, and the one-line choice.
     """
-    requested, target, paths = cfg["backend"]["name"], cfg["target"], cfg["paths"]
+    requested, paths = cfg["backend"]["name"], cfg["paths"]
     chosen, reason = candidates(requested, cfg["precision"]["name"])
-    if target is not None and (not isinstance(target, str) or not target.strip()):
-        raise PipelineError(f"target: {target!r} is not a label; use a non-empty string (e.g. target=edge-a)")
     env = {
         "candidates": [candidate_record(backend, cfg["backend"]) for backend in chosen],
         "race": dict(cfg["backend"]["race"]),
         "reason": reason,
         "requested": requested,
-        "target": target,
     }
     return {paths["env"]: env}, f"backend {', '.join(b.name for b in chosen)} ({reason})"
 

@@ -2,7 +2,8 @@
 
 Every candidate graph is judged on the runtime that will run it (``outputs``: OpenVINO compiled in memory, ONNX
 Runtime with the engine's session settings, a TensorRT plan), never on a proxy: the same Q/DQ graph can be accurate
-on one runtime and off by several logits on another (docs/openvino.md). Sensitivity of a node = the normalised squared error of the task output (against the float reference) when that
+on one runtime and off by several logits on another (docs/openvino.md). A round passes when the gate's rule holds (every output within the int8 tolerances, the task metric within
+its budget). Sensitivity of a node = the normalised squared error of the task output (against the float reference) when that
 node alone is quantized. Rounds move the ``step`` next most sensitive nodes to float and re-encode with the same
 calibration (the ranges are measured on the float graph, so excluding a node does not change them), until the
 task metric is within the task budget or ``max_nodes`` nodes are excluded (never all of them: a model
@@ -22,7 +23,7 @@ from omegaconf import DictConfig
 
 from stages.core.batches import feeds
 from stages.core.data import LABELS
-from stages.core.metrics import task_metric
+from stages.core.metrics import gate_check
 from stages.core.onnx_io import load_onnx, ort_outputs
 from stages.core.quantize import check_int8, quantized_nodes
 from stages.core.specs import task_output
@@ -39,7 +40,7 @@ class Evaluator:
     def __init__(
         self,
         model: DictConfig,
-        budget: float,
+        option: DictConfig,
         batch_size: int,
         reference: Path,
         data: dict[str, np.ndarray],
@@ -47,21 +48,24 @@ class Evaluator:
     ) -> None:
         """Args:
         model: the model's section (``cfg.model``): inputs, task output and metric.
-        budget: the largest allowed drop of the task metric.
+        option: the int8 option: the gate's tolerances and task budget, which every round must meet.
         batch_size: samples per evaluation batch.
         reference: the float model every candidate is compared with (run by ONNX Runtime at fp32).
         data: the eval split.
         outputs: runs a candidate graph on the runtime that will run the engine.
         """
-        self.model, self.budget, self.outputs = model, budget, outputs
+        self.model, self.option, self.outputs = model, option, outputs
         self.batches = feeds(model, data, batch_size)
         self.labels = data.get(LABELS)
         self.output = task_output(model, str(reference))
-        self.reference = ort_outputs(reference, self.batches)[self.output]
+        self.references = ort_outputs(reference, self.batches)
+        self.reference = self.references[self.output]
 
     def __call__(self, candidate: Path) -> dict[str, Any]:
-        output = self.outputs(candidate, self.batches)[self.output]
-        return task_metric(self.model, self.reference, output, self.labels, self.budget)
+        """The gate's rule (``metrics.gate_check``) on ``candidate``'s outputs over the eval split."""
+        got = self.outputs(candidate, self.batches)
+        labels = None if self.labels is None else self.labels[: len(self.reference)]
+        return gate_check(self.model, self.option, self.references, got, labels)
 
     def error(self, candidate: Path, count: int) -> float:
         """Normalised squared error of the task output over the first ``count`` samples (sensitivity)."""
