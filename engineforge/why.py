@@ -9,7 +9,8 @@ params changed; dvc.lock and params.yaml give each changed param's old and new v
 a changed stage's new inputs were built before. The env stage always runs, so the machine's fingerprint is
 computed now and compared with build/env.json: a field that differs (old -> new) reaches every stage after it.
 A stage after one that will run is "pending": it runs, or is restored if the inputs it then has were built before;
-that is only known once the stage before it has produced them.
+that is only known once the stage before it has produced them. A last line names the engine built last and the
+race that chose it (its manifest's record).
 """
 
 import logging
@@ -117,8 +118,21 @@ def explain() -> list[tuple[str, str, str]]:
     return rows
 
 
+def race_line(engine: str) -> str | None:
+    """One line on the engine now in ``engine``: what shipped and, where build raced candidates, each one's result
+    (from its manifest: a restored engine brings its race back with it, nothing is replayed)."""
+    path = Path(engine) / "manifest.json"
+    if not path.is_file():
+        return None
+    manifest = read_json(path)
+    shipped = f"{manifest['backend']} {manifest['precision']}"
+    if not manifest.get("race"):
+        return f"engine   {shipped} (one candidate: nothing raced)"
+    return f"engine   {shipped}, the race: " + "; ".join(f"{e['candidate']} {e['result']}" for e in manifest["race"])
+
+
 def main() -> int:
-    """Print one line per stage."""
+    """Print one line per stage, then one on the engine built last and its race."""
     try:
         rows = explain()
     except PipelineError as e:
@@ -127,6 +141,9 @@ def main() -> int:
     width = max(len(name) for name, _, _ in rows)
     for name, verdict, reason in rows:
         print(f"{name:<{width}}  {verdict:<7}  {reason}")
+    line = race_line(str(OmegaConf.select(OmegaConf.load(PARAMS), "paths.engine")))
+    if line:
+        print(line)
     return 0
 
 

@@ -36,7 +36,8 @@ def slower(bench: dict[str, Any]) -> str:
         f"{ratio:.2f}× {name} at batch {b[2:]} ({p50[ENGINE, b]:.3f} ms vs {p50[name, b]:.3f} ms p50)"
         for name, b, ratio in slow
     ]
-    faster = sorted({name for name, _, _ in slow})
+    ran = {n: bench.get("baselines", {}).get(n, {}).get("inference_precision") for n, _, _ in slow}
+    faster = sorted(f"{n} (it ran in {ran[n]})" if ran[n] else n for n in {name for name, _, _ in slow})
     return (
         f"> **Slower than a baseline:** the {bench['backend']} {bench['precision']} engine ran "
         + "; ".join(found)

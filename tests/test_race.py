@@ -4,6 +4,7 @@ report's slower-than-baseline line."""
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import onnx
@@ -19,7 +20,7 @@ from tests.helpers import QUICK, compose, copy_repo, graph_entry, only_graph, ru
 RESTORED = "Stage '{}' is cached - skipping run, checking out outputs"
 CANDIDATES = [b.name for b in registry.candidates("auto", "fp32")[0]]  # the backends backend=auto races here
 RACE = pytest.mark.skipif(len(CANDIDATES) < 2, reason=f"one backend runs here ({CANDIDATES}): nothing to race")
-R18_INT8 = ("model=resnet18", "precision=int8", "precision.int8.calibration.samples=128")
+R18_INT8 = ("model=resnet18", "precision=int8")  # default settings, as a user runs it
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_fallback_judged_on_openvino_keeps_the_resnet18_stem_in_float(resnet18, 
     assert kept["passed"] and kept["max_abs"]["logits"] <= cfg.precision.tolerance.atol
     model = onnx.load(only_graph(cfg))
     stem = next(n.name for n in model.graph.node if n.op_type == "Conv" and model.graph.input[0].name in n.input)
-    assert stem in fell["excluded"] and len(fell["excluded"]) <= 2, fell["excluded"]
+    assert stem in fell["excluded"] and len(fell["excluded"]) <= 3, fell["excluded"]  # of 21 quantized nodes
     _, proxy = int8_graph(resnet18, "onnxruntime", monkeypatch)  # the proxy: the unchanged graph passes there
     assert proxy["fallback"]["rounds"][0]["passed"] and proxy["fallback"]["excluded"] == []
 
@@ -85,7 +86,7 @@ def test_race_records_every_candidate_and_a_restore_replays_nothing(dvc_repo: Pa
     passing = [e for e in race if e["gate"]["passed"]]
     assert passing and all(set(e["p50_ms"]) == {"bs1", "bs32"} for e in passing)
     (shipped,) = [e for e in race if e["result"] == "shipped"]
-    assert shipped == min(passing, key=lambda e: e["score"]) and shipped["score"] == 1.0
+    assert shipped == min(passing, key=lambda e: e["score"])
     assert shipped["backend"] == manifest["backend"] == read_json(dvc_repo / "reports/accuracy.json")["backend"]
     for entry in race:
         if entry is not shipped:
@@ -93,6 +94,8 @@ def test_race_records_every_candidate_and_a_restore_replays_nothing(dvc_repo: Pa
     assert "the fastest of" in re.search(r"^engineforge build: .+$", first, re.MULTILINE).group(0)
     page = (dvc_repo / "reports/summary.md").read_text()
     assert "## Race" in page and all(f"| {e['candidate']} |" in page for e in race)
+    why = run([sys.executable, "-m", "engineforge.why"], dvc_repo).stdout.splitlines()[-1]
+    assert why.startswith(f"engine   {manifest['backend']} fp32, the race: ") and all(e["result"] in why for e in race)
 
     run(["dvc", "exp", "run", "-S", "precision=fp16", *QUICK], dvc_repo)
     back = run(["dvc", "exp", "run", *QUICK], dvc_repo).stdout  # fp32 again: the race's winner comes back

@@ -122,9 +122,9 @@ def run(
     for entry in record:
         if entry["candidate"] in p50:
             entry["p50_ms"] = {f"bs{b}": round(v, 4) for b, v in p50[entry["candidate"]].items()}
-            entry["score"] = round(score(p50[entry["candidate"]], best), 4)
+            entry["score"] = round(score(p50[entry["candidate"]], best), 4)  # 1.0: the fastest at every batch
     if passing:
-        winner = min(passing, key=lambda k: next(e["score"] for e in record if e["candidate"] == k))
+        winner = min(passing, key=lambda k: score(p50[k], best))
     elif built:  # none passes: ship the most accurate, and compare's gate reports the miss
         winner = max(built, key=lambda k: next(e["gate"]["candidate"] for e in record if e["candidate"] == k))
     else:
@@ -136,9 +136,9 @@ def run(
             entry["result"] = "shipped" if passing else "shipped: no candidate passed its gate (the most accurate)"
         elif "result" not in entry:
             gated = entry["gate"]
-            entry["result"] = (
-                f"{entry['score']:.2f}× slower than {winner}"
-                if gated["passed"]
-                else f"failed its gate: {gated['failure']}"
-            )
+            if gated["passed"]:  # the geometric mean over batch sizes of its p50 / the winner's
+                slower = score(p50[entry["candidate"]], p50[winner])
+                entry["result"] = f"{slower:.2f}× slower than {winner}"
+            else:
+                entry["result"] = f"failed its gate: {gated['failure']}"
     return built[winner][1], record
