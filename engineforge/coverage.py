@@ -37,7 +37,10 @@ QUICK = (
     "compare.max_samples=64",
 )
 BUILT_IN = ("digits", "textenc", "resnet18")  # model options that may be named too (not in the default table)
-BY_PRECISION = {"int8": ("precision.int8.calibration.samples=64",)}
+BY_PRECISION = {
+    "int8": ("precision.int8.calibration.samples=64",),
+    "auto": ("precision.candidates.int8.int8.calibration.samples=64",),
+}
 GATE = "compare"  # the stage whose user error is a failed gate: its row goes on to the benchmark
 
 
@@ -124,8 +127,11 @@ def run_model(
                     if stage != GATE:
                         raise
                     row["result"] = f"gate failed: {e}"  # a failed gate still wrote accuracy.json
-                if stage == "build":  # the race's winner
-                    row["backend"] = read_json(Path(cfg.paths.engine) / "manifest.json")["backend"]
+                if stage == "build":  # the race's winner (and, for precision=auto, its precision)
+                    manifest = read_json(Path(cfg.paths.engine) / "manifest.json")
+                    row["backend"] = manifest["backend"]
+                    if chosen == "auto":
+                        row["precision"] = f"auto → {manifest['precision']}"
             accuracy = read_json(cfg.paths.accuracy)
         except PipelineError as e:
             rows.append(row | {"result": f"stopped: {e}"})
@@ -186,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus = zoo.models() | {p.stem: (p.stem, {}) for p in Path("conf/model").glob("*.yaml") if p.stem in BUILT_IN}
     parser = argparse.ArgumentParser(prog="python -m engineforge.coverage", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"models (default: the corpus; any of {', '.join(corpus)})")
-    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=(*PRECISIONS, "bf16"))
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=(*PRECISIONS, "bf16", "auto"))
     parser.add_argument("--no-write", action="store_true", help=f"print the table, do not write {TABLE}")
     parser.add_argument("-S", "--set", action="append", default=[], help="a config override for every run")
     parser.add_argument("--json", action="store_true", help="also print every row as JSON (p50 per batch size)")
