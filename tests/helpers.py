@@ -27,6 +27,8 @@ QUICK = [
     "benchmark.rounds=1",
     "-S",
     "backend.tune_s=2",
+    "-S",
+    "backend.race.duration_s=0.2",
 ]
 # PyTorch forced onto other kernels than this CPU's best (ATen's baseline, oneDNN and MKL at SSE4): float results
 # move in their last bits as on another kind of CPU, which no test machine can be switched to.
@@ -35,6 +37,7 @@ OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"
 AUTO = registry.resolve("auto")  # the first backend backend=auto races on this machine
 FAST_BENCH = (
     "backend.tune_s=1",
+    "backend.race.duration_s=0.1",
     "benchmark.duration_s=0.05",
     "benchmark.warmup_ms=5",
     "benchmark.min_iterations=4",

@@ -93,7 +93,8 @@ def test_why_tells_skip_restore_run_and_pending_before_dvc_repro(dvc_repo: Path)
     assert verdicts["env"][0] == "run" and verdicts["env"][1].startswith("always runs")
     assert verdicts["export"][0] == verdicts["simplify"][0] == "skip"
     assert verdicts["precision"][0] == "restore" and "precision.name: 'fp32' -> 'int8'" in verdicts["precision"][1]
-    assert verdicts["build"][0] == "pending" and "after env, precision" in verdicts["build"][1]
+    assert verdicts["build"][0] == "pending" and "target: None -> 'edge-b'" in verdicts["build"][1]
+    assert verdicts["build"][1].endswith("after precision")  # env's output is the same: precision restores
     assert "benchmark.min_iterations: 10 -> 12" in verdicts["benchmark"][1]
     assert "never restored (persist)" in verdicts["benchmark"][1]
 

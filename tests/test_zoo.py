@@ -127,7 +127,14 @@ def test_float16_overflow_names_the_first_node(at_root, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_corpus_model_runs_at_every_precision_or_says_why_in_one_line(name, at_root, tmp_path):
-    quick = ("benchmark.duration_s=0.05", "benchmark.warmup_ms=5", "benchmark.rounds=1", "benchmark.min_iterations=2")
+    quick = (
+        "benchmark.duration_s=0.05",
+        "benchmark.warmup_ms=5",
+        "benchmark.rounds=1",
+        "benchmark.min_iterations=2",
+        "backend.tune_s=1",
+        "backend.race.duration_s=0.1",
+    )
     rows = run_model(name, *MODELS[name], PRECISIONS, tmp_path, quick)
     assert [r["precision"] for r in rows] == list(PRECISIONS)
     for row in rows:

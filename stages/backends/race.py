@@ -79,7 +79,7 @@ def run(
         entries: the candidates with their graphs and build specs.
         judge: ``options`` (precision -> option), ``model`` (cfg.model), ``reference`` (outputs), ``batches`` and
             ``labels``: the eval sample and what each gate needs.
-        settings: the race's settings (``duration_s``, ``rounds``).
+        settings: the race's settings (``duration_s``, ``rounds``) and the ``benchmark`` group's GPU switches.
         model: ``model.name``.
         target: the deployment-target label.
         folder: an empty folder, one engine folder per candidate.
@@ -87,8 +87,37 @@ def run(
     Returns:
         tuple: the winner's engine folder, and one record per candidate (its gate, p50 per batch, score, result).
     """
+    record, built = build_and_gate(entries, judge, model, target, folder)
+    passing = [e["candidate"] for e in record if e.get("gate", {}).get("passed")]
+    p50 = time_engines({key: built[key] for key in passing}, settings)
+    best = {b: min(t[b] for t in p50.values()) for b in next(iter(p50.values()), {})}
+    for entry in record:
+        if entry["candidate"] in p50:
+            entry["p50_ms"] = {f"bs{b}": round(v, 4) for b, v in p50[entry["candidate"]].items()}
+            entry["score"] = round(score(p50[entry["candidate"]], best), 4)  # 1.0: the fastest at every batch
+    if passing:
+        winner = min(passing, key=lambda k: score(p50[k], best))
+    elif built:  # none passes: ship the most accurate, and compare's gate reports the miss
+        winner = max(built, key=lambda k: next(e["gate"]["candidate"] for e in record if e["candidate"] == k))
+    else:
+        raise PipelineError("no candidate built: " + "; ".join(f"{e['candidate']} {e['result']}" for e in record))
+    for entry in record:
+        if entry["candidate"] == winner:
+            entry["result"] = "shipped" if passing else "shipped: no candidate passed its gate (the most accurate)"
+        elif entry["candidate"] in p50:  # the geometric mean over batch sizes of its p50 / the winner's
+            entry["result"] = f"{score(p50[entry['candidate']], p50[winner]):.2f}× slower than {winner}"
+        elif "result" not in entry:
+            entry["result"] = f"failed its gate: {entry['gate']['failure']}"
+    return built[winner][1], record
+
+
+def build_and_gate(
+    entries: Sequence[Entry], judge: Mapping[str, Any], model: str, target: str | None, folder: Path
+) -> tuple[list[dict[str, Any]], dict[str, Entry]]:
+    """Build each candidate into ``folder`` and gate it (``run``'s arguments); its record, and key -> (candidate,
+    engine folder, spec) of those that built. A candidate its backend cannot build is a record, not a stop."""
     record: list[dict[str, Any]] = []
-    built: dict[str, tuple[Candidate, Path, BuildSpec]] = {}
+    built: dict[str, Entry] = {}
     for chosen, graph, spec in entries:
         entry: dict[str, Any] = {"candidate": chosen.key, "backend": chosen.backend.name, "precision": chosen.precision}
         started = time.perf_counter()
@@ -100,45 +129,24 @@ def run(
                 entry["gate"] = gate(
                     runner, option, judge["model"], judge["reference"], judge["batches"], judge["labels"]
                 )
+            built[chosen.key] = (chosen, out, spec)
         except PipelineError as e:
-            entry |= {"result": f"did not build: {e}", "build_s": round(time.perf_counter() - started, 2)}
-            record.append(entry)
-            continue
-        entry["build_s"] = round(time.perf_counter() - started, 2)
-        record.append(entry)
-        built[chosen.key] = (chosen, out, spec)
-    passing = [e["candidate"] for e in record if e.get("gate", {}).get("passed")]
+            entry["result"] = f"did not build: {e}"
+        record.append(entry | {"build_s": round(time.perf_counter() - started, 2)})
+    return record, built
+
+
+def time_engines(engines: Mapping[str, Entry], settings: Mapping[str, Any]) -> dict[str, dict[int, float]]:
+    """Key -> batch -> p50 ms of each built engine (key -> (candidate, engine folder, spec)), every runner active
+    at once and timed in interleaved rounds (``timings``)."""
+    if not engines:
+        return {}
     with ExitStack() as stack:
         calls: dict[str, dict[int, Any]] = {}
-        for key in passing:
-            chosen, out, spec = built[key]
+        for key, (chosen, out, spec) in engines.items():
             runner = stack.enter_context(chosen.backend.runner(out, key))
             calls[key] = {}
             for batch in spec.batch_sizes:
                 calls[key][batch] = chosen.backend.timed_call(runner, spec.feed(batch), settings["benchmark"])
                 stack.callback(calls[key][batch].close)
-        p50 = timings(calls, float(settings["duration_s"]), int(settings["rounds"])) if calls else {}
-    best = {b: min(t[b] for t in p50.values()) for b in next(iter(p50.values()), {})}
-    for entry in record:
-        if entry["candidate"] in p50:
-            entry["p50_ms"] = {f"bs{b}": round(v, 4) for b, v in p50[entry["candidate"]].items()}
-            entry["score"] = round(score(p50[entry["candidate"]], best), 4)  # 1.0: the fastest at every batch
-    if passing:
-        winner = min(passing, key=lambda k: score(p50[k], best))
-    elif built:  # none passes: ship the most accurate, and compare's gate reports the miss
-        winner = max(built, key=lambda k: next(e["gate"]["candidate"] for e in record if e["candidate"] == k))
-    else:
-        raise PipelineError(
-            "every candidate failed to build: " + "; ".join(f"{e['candidate']}: {e['result']}" for e in record)
-        )
-    for entry in record:
-        if entry["candidate"] == winner:
-            entry["result"] = "shipped" if passing else "shipped: no candidate passed its gate (the most accurate)"
-        elif "result" not in entry:
-            gated = entry["gate"]
-            if gated["passed"]:  # the geometric mean over batch sizes of its p50 / the winner's
-                slower = score(p50[entry["candidate"]], p50[winner])
-                entry["result"] = f"{slower:.2f}× slower than {winner}"
-            else:
-                entry["result"] = f"failed its gate: {gated['failure']}"
-    return built[winner][1], record
+        return timings(calls, float(settings["duration_s"]), int(settings["rounds"]))
