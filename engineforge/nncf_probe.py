@@ -13,6 +13,7 @@ compared with ONNX Runtime fp32 on the eval split. Prints a Markdown table.
 """
 
 import argparse
+import re
 import time
 from collections.abc import Callable
 from functools import partial
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from stages.core import calibration
+from stages.core.artifacts import read_json
 from stages.core.batches import batch_of, feeds
 from stages.core.data import LABELS, load_dataset
 from stages.core.markdown import table
@@ -72,6 +74,9 @@ def main() -> None:
     calibration_set = nncf.Dataset(batches, lambda feed: feed[name])
     float_model = ov.Core().read_model(cfg.paths.simplified)
     stem = next(op.get_friendly_name() for op in float_model.get_ordered_ops() if op.get_type_name() == "Convolution")
+    graphs = read_json(cfg.paths.precision_report)["candidates"]
+    kept = next(g["fallback"]["excluded"] for g in graphs if g["backend"] == "openvino")  # judged on OpenVINO
+    kept_scope = nncf.IgnoredScope(patterns=[f"^{re.escape(n)}(/WithoutBiases)?$" for n in kept], validate=False)
 
     def validate(compiled: Any, items: Any) -> float:
         out = np.concatenate([np.array(compiled(feed)[compiled.outputs[0]]) for feed in items])
@@ -95,6 +100,9 @@ def main() -> None:
         ),
         f"NNCF quantize, stem ({stem}) ignored": lambda: nncf.quantize(
             float_model, calibration_set, subset_size=len(batches) * 32, ignored_scope=nncf.IgnoredScope(names=[stem])
+        ),
+        f"NNCF quantize, the pipeline's OpenVINO fallback nodes ({', '.join(kept)}) ignored": lambda: nncf.quantize(
+            float_model, calibration_set, subset_size=len(batches) * 32, ignored_scope=kept_scope
         ),
         "NNCF quantize_with_accuracy_control (max drop 1 pt)": lambda: nncf.quantize_with_accuracy_control(
             float_model,

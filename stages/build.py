@@ -91,7 +91,11 @@ def main(cfg: DictConfig) -> str:
                 shutil.copytree(winner, final, dirs_exist_ok=True)
     size = (out / manifest["engine"]).stat().st_size
     passed = sum(1 for e in manifest["race"] or [] if e.get("gate", {}).get("passed"))
-    raced = f", the fastest of {passed} of {len(candidates)} candidates passing their gates" if manifest["race"] else ""
+    raced = (
+        f", the fastest of {passed} candidates that passed their gates (of {len(candidates)})"
+        if manifest["race"]
+        else ""
+    )
     return f"{manifest['backend']} {manifest['precision']} engine ({size / 1024:.0f} KiB{raced}) -> {out}/"
 
 
