@@ -69,6 +69,18 @@ def judge(cfg: DictConfig, samples: int) -> dict[str, Any]:
     }
 
 
+def race_settings(race: DictConfig) -> dict[str, Any]:
+    """``backend.race`` checked: a whole number of samples (0: all) and of rounds (at least 1), a positive duration."""
+    samples, rounds, duration = race.samples, race.rounds, race.duration_s
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise PipelineError(f"backend.race.samples: {samples!r} must be a whole number of eval samples (0 = all)")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise PipelineError(f"backend.race.rounds: {rounds!r} must be a whole number of at least 1")
+    if isinstance(duration, bool) or not isinstance(duration, int | float) or duration <= 0:
+        raise PipelineError(f"backend.race.duration_s: {duration!r} must be a positive number of seconds")
+    return {"samples": samples, "rounds": rounds, "duration_s": float(duration)}
+
+
 def main(cfg: DictConfig) -> str:
     """Build the engine for the candidate graphs in ``paths.precise``; race them when there are several."""
     env, target = read_json(cfg.paths.env), cfg.target
@@ -80,7 +92,7 @@ def main(cfg: DictConfig) -> str:
         chosen, graph, spec = candidates[0]
         manifest = build_engine(chosen, graph, spec, cfg.model.name, target, out)
     else:
-        settings = dict(env["race"]) | {"benchmark": cfg.benchmark}
+        settings = race_settings(cfg.backend.race) | {"benchmark": cfg.benchmark}
         with tempfile.TemporaryDirectory(prefix="engineforge-race-") as tmp:
             winner, record = race(
                 candidates, judge(cfg, int(settings["samples"])), settings, cfg.model.name, target, Path(tmp)

@@ -92,7 +92,11 @@ def int8(
     encoding = encoding_for(settings.encoding, dict(chosen.record["capabilities"]))
     encode = partial(write_int8, calibrated.graph, calibrated.ranges, calibrated.method, encoding, settings)
     spec = build_spec(
-        cfg.model, "int8", [settings.fallback_search.batch_size], chosen.record, Path(tempfile.gettempdir())
+        cfg.model,
+        "int8",
+        [settings.fallback_search.batch_size],
+        chosen.record,
+        None,  # no timing cache: a judge
     )
     evaluate = fallback.Evaluator(
         cfg.model,
@@ -193,15 +197,16 @@ def main(cfg: DictConfig) -> str:
                         raise PipelineError(f"precision={precision} on {name}: {supported.reason}")
                     fields = write(cfg, option, chosen, calibrated, source, out)
                 except PipelineError as e:
-                    if len(options) == 1:  # one precision asked for: its problem is the user's, said in one line
+                    if len(options) == 1 and len(found) == 1:  # the one candidate: its problem, in one line
                         raise
                     out.unlink(missing_ok=True)
                     skipped.append({"candidate": chosen.key, "reason": str(e)})
                     continue
                 entry = {"backend": name, "precision": precision, "file": out.name, "sha256": sha256(out)}
                 entries.append(entry | fields | {"ops": op_counts(load_onnx(out))})
-        if not entries:
-            raise PipelineError(f"precision={cfg.precision.name}: no candidate graph ({skipped[0]['reason']})")
+        if not entries:  # one precision: its first problem is the user's; auto: say that nothing was left
+            why = skipped[0]["reason"]
+            raise PipelineError(why if len(options) == 1 else f"precision=auto: no candidate graph ({why})")
     if shared:
         first = next((e for e in entries if e["precision"] == "int8"), None)
         provenance = calibration.provenance(source, shared["int8"].data, options["int8"].int8.calibration)

@@ -100,7 +100,7 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict) -> str:
         fallback = acc["int8"]["fallback"]
         rounds = " → ".join(f"{100 * r['candidate']:.2f}%" for r in fallback["rounds"])
         kept = ", ".join(f"`{n}`" for n in fallback["excluded"]) or "none"
-        state = "on" if fallback["enabled"] else "off (precision.int8.fallback)"
+        state = "on" if fallback["enabled"] else "off (the int8 option's fallback key)"
         gate += (
             f"\n\nINT8: {acc['int8']['encoding']} Q/DQ; fallback {state}; {task['metric']} by round: {rounds}; "
             f"nodes kept in float: {kept}."

@@ -2,18 +2,19 @@
 on OpenVINO), the build's race (record, a candidate that fails its gate, restore), precision=auto, and the
 report's slower-than-baseline line."""
 
-import json
 import re
 import sys
 from pathlib import Path
 
 import onnx
 import pytest
+from omegaconf import OmegaConf
 
 from stages import env, export, precision, simplify
 from stages.backends import registry
 from stages.core import precisions
 from stages.core.artifacts import read_json
+from stages.core.errors import PipelineError
 from stages.core.run import plain
 from tests.helpers import QUICK, compose, copy_repo, graph_entry, only_graph, run, run_if, run_stage
 
@@ -194,4 +195,19 @@ def test_env_json_lists_the_candidates_of_each_precision():
         assert all(registry.usable(b, name).ok for b in chosen)
     files, line = registry.env_records(plain(compose("precision=auto")))
     assert [c["backend"] for c in files["build/env.json"]["candidates"]] == CANDIDATES
-    assert json.loads(json.dumps(files["build/env.json"]))["race"]["rounds"] >= 1 and line.startswith("backend ")
+    assert "race" not in files["build/env.json"] and line.startswith("backend ")  # build declares backend.race
+
+
+def test_race_settings_are_checked_in_one_line():
+    from stages.build import race_settings
+
+    good = compose().backend.race
+    assert race_settings(good) == {"samples": 256, "rounds": 3, "duration_s": 1.0}
+    for key, value, message in [
+        ("rounds", 0, r"^backend\.race\.rounds: 0 must be a whole number of at least 1$"),
+        ("samples", -1, r"^backend\.race\.samples: -1 must be a whole number of eval samples"),
+        ("duration_s", "abc", r"^backend\.race\.duration_s: 'abc' must be a positive number of seconds$"),
+    ]:
+        bad = OmegaConf.merge(good, {key: value})
+        with pytest.raises(PipelineError, match=message):
+            race_settings(bad)

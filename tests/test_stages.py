@@ -83,7 +83,7 @@ def test_env_is_deterministic(tiny):
     assert (root / cfg.paths.env).read_bytes() == first
     recorded = json.loads(first)
     assert [c["backend"] for c in recorded["candidates"]] == [b.name for b in CANDIDATES]
-    assert recorded["requested"] == "auto" and recorded["race"] == OmegaConf.to_container(cfg.backend.race)
+    assert recorded["requested"] == "auto" and set(recorded) == {"candidates", "reason", "requested"}
     for record in recorded["candidates"]:
         assert record["fingerprint"]["device"]["cpu"]["cores"] >= 1
         assert record["capabilities"] == registry.get(record["backend"]).capabilities.record()

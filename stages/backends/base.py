@@ -71,7 +71,8 @@ class Bf16(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend can do, as data the env stage writes to backend.json: callers read it, never probe.
+    """What a backend can do, as data the env stage writes into its candidate entry of env.json: callers read it,
+    never probe.
 
     Attributes:
         device: where its engines run (``cpu`` or ``cuda``): the eager baseline runs there too.
@@ -92,7 +93,7 @@ class Capabilities:
     tunes: bool = False
 
     def record(self) -> dict[str, Any]:
-        """As plain data (backend.json)."""
+        """As plain data (env.json's ``capabilities``)."""
         return {
             "baseline": self.baseline,
             "bf16": str(self.bf16),

@@ -3,7 +3,7 @@ capabilities, own settings, tuning budget), the graph the precision stage wrote 
 gets, and the outputs of a graph on the runtime that will run it (what the precision stage judges graphs by)."""
 
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +16,10 @@ from stages.backends.base import Backend, BuildSpec
 from stages.backends.manifest import MANIFEST, first_difference
 from stages.core.artifacts import atomic_path, sha256, write_json
 from stages.core.errors import PipelineError
+from stages.core.fallback import Outputs
 from stages.core.onnx_io import load_onnx
 from stages.core.profiles import resolve_profiles
 from stages.core.specs import axis_sizes, input_specs
-
-# (graph, batches) -> output name -> the outputs of every batch, concatenated
-Outputs = Callable[[Path, Sequence[dict[str, np.ndarray]]], dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,7 @@ def build_spec(
     precision: str,
     batch_sizes: Sequence[int],
     record: Mapping[str, Any],
-    cache_dir: Path,
+    cache_dir: Path | None,
     tune_s: float | None = None,
 ) -> BuildSpec:
     """What a candidate's build needs from the stage config and its env.json record, and nothing more.
@@ -80,7 +78,7 @@ def build_spec(
         precision: the candidate's precision.
         batch_sizes: the benchmark's batch sizes.
         record: the backend's env.json record: name, own ``settings`` and ``tuning`` budget.
-        cache_dir: the timing-cache folder kept across builds.
+        cache_dir: the timing-cache folder kept across builds (None: no timing cache).
         tune_s: the tuning budget to use instead of the record's (the race splits it between candidates).
 
     Returns:

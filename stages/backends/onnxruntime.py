@@ -181,8 +181,11 @@ class OnnxRuntimeBackend(Backend):
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
         settings = resolve_settings(spec.settings)
+        level = settings["graph_optimization_level"]
+        if set(settings["providers"]) & set(GPU_PROVIDERS) and level in ("extended", "all"):
+            level = "basic"  # as build: higher levels bake in CPU-only layouts
         quiet_polygraphy()
-        return OnnxrtRunner(lambda: self._session(onnx, settings, settings["graph_optimization_level"]), name=name)
+        return OnnxrtRunner(lambda: self._session(onnx, settings, level), name=name)
 
     def baseline_runner(self, onnx: Path, name: str) -> "BaseRunner":
         """A default CPU InferenceSession on ``onnx``: ONNX Runtime's own defaults, nothing tuned."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from stages.backends.base import BuildSpec
 from stages.backends.candidate import Candidate, build_engine
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, first_line
 from stages.core.metrics import gate_check
 from stages.core.timing import measure
 from stages.core.tuning import score
@@ -130,8 +130,8 @@ def build_and_gate(
                     runner, option, judge["model"], judge["reference"], judge["batches"], judge["labels"]
                 )
             built[chosen.key] = (chosen, out, spec)
-        except PipelineError as e:
-            entry["result"] = f"did not build: {e}"
+        except Exception as e:  # a runtime's own exception types too: one candidate's failure is its record
+            entry["result"] = f"did not build: {first_line(e, 200)}"
         record.append(entry | {"build_s": round(time.perf_counter() - started, 2)})
     return record, built
 

@@ -12,7 +12,8 @@ from stages.core.errors import PipelineError
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
 
-# name -> "module:Class"; auto tries them in this order (the fastest backend a machine can run first).
+# name -> "module:Class"; auto races every one that runs here, in this order (the order precision.json and the
+# race's record list them in).
 BACKENDS = {
     "tensorrt": "stages.backends.tensorrt:TensorRTBackend",
     "openvino": "stages.backends.openvino:OpenVinoBackend",
@@ -92,11 +93,12 @@ def baseline(name: str) -> Backend:
 
 def engine_settings(backend: Backend, group: Mapping[str, Any]) -> dict[str, Any]:
     """The part of the ``backend`` config group an engine of ``backend`` depends on, and nothing else: its own
-    section (``backend.<name>``) and, where it tunes at build, the tuning budget. The env stage writes it to
-    env.json, which is all the build reads of the group: another backend's key rebuilds nothing.
+    section (``backend.<name>``) and, where it tunes at build, the tuning budget. The env stage writes it into the
+    backend's entry of env.json, which is what precision and build read of a backend's settings: a key of a backend
+    that is not a candidate reruns nothing after env.
 
     Args:
-        backend: the chosen backend.
+        backend: a candidate backend.
         group: the ``backend`` config group as plain data.
 
     Returns:
@@ -142,7 +144,7 @@ def palette() -> dict[str, str]:
 
 def env_records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
     """Path -> content of the file the env stage writes (``paths.env``: the candidate backends, why, and for each
-    its fingerprint, capabilities and own settings; the race's settings), and the line saying what was chosen.
+    its fingerprint, capabilities and own settings), and the line saying what was chosen.
     The env stage writes it; ``engineforge.why`` predicts it without importing a stage.
 
     Args:
@@ -155,7 +157,6 @@ def env_records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
     chosen, reason = candidates(requested, cfg["precision"]["name"])
     env = {
         "candidates": [candidate_record(backend, cfg["backend"]) for backend in chosen],
-        "race": dict(cfg["backend"]["race"]),
         "reason": reason,
         "requested": requested,
     }

@@ -119,8 +119,8 @@ def run(
 
     Returns:
         dict: enabled, rounds (excluded count + task metric of each), kept (the index of the round written to
-        ``out``), the excluded nodes, every ranked node's sensitivity, the seconds spent and whether the
-        budget ran out.
+        ``out``), the excluded nodes, every ranked node's sensitivity, the budget and whether it ran out (no
+        seconds: the record is part of precision.json, whose bytes must not depend on the machine's load).
     """
     started = time.perf_counter()
     deadline = started + float(settings.budget_s)
@@ -130,7 +130,7 @@ def run(
     record: dict[str, Any] = {"enabled": enabled, "rounds": rounds, "excluded": [], "kept": 0, "sensitivity": {}}
     record |= {"budget_s": float(settings.budget_s), "out_of_budget": False}
     if rounds[-1]["passed"] or not enabled:
-        return record | {"spent_s": round(time.perf_counter() - started, 2)}
+        return record
     nodes = quantized_nodes(load_onnx(out), op_types)
     ranking = sensitivities(nodes, encode, evaluate, settings.sensitivity_samples, deadline)
     order = list(ranking) + [n for n in nodes if n not in ranking]  # unranked (out of budget) nodes last
@@ -149,4 +149,4 @@ def run(
             encode(out, exclude=excluded)
     record["excluded"], record["kept"] = excluded, kept
     record["out_of_budget"] = time.perf_counter() > deadline and not rounds[kept]["passed"]
-    return record | {"spent_s": round(time.perf_counter() - started, 2)}
+    return record
