@@ -29,6 +29,10 @@ QUICK = [
     "backend.tune_s=2",
     "-S",
     "backend.race.duration_s=0.2",
+    "-S",
+    "backend.race.rounds=1",
+    "-S",
+    "backend.race.samples=64",
 ]
 # PyTorch forced onto other kernels than this CPU's best (ATen's baseline, oneDNN and MKL at SSE4): float results
 # move in their last bits as on another kind of CPU, which no test machine can be switched to.
@@ -38,6 +42,8 @@ AUTO = registry.resolve("auto")  # the first backend backend=auto races on this 
 FAST_BENCH = (
     "backend.tune_s=1",
     "backend.race.duration_s=0.1",
+    "backend.race.rounds=1",
+    "backend.race.samples=64",
     "benchmark.duration_s=0.05",
     "benchmark.warmup_ms=5",
     "benchmark.min_iterations=4",

@@ -134,6 +134,8 @@ def test_every_corpus_model_runs_at_every_precision_or_says_why_in_one_line(name
         "benchmark.min_iterations=2",
         "backend.tune_s=1",
         "backend.race.duration_s=0.1",
+        "backend.race.rounds=1",
+        "backend.race.samples=64",
     )
     rows = run_model(name, *MODELS[name], PRECISIONS, tmp_path, quick)
     assert [r["precision"] for r in rows] == list(PRECISIONS)
