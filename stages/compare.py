@@ -123,7 +123,8 @@ def main(cfg: DictConfig) -> str:
             f"{task['metric']} dropped {100 * task['delta']:.2f} pt (budget {100 * task['budget']:.2f} pt, "
             "precision.task_budget)"
         )
-    graphs = read_json(cfg.paths.precision_report)["candidates"]
+    precision_report = read_json(cfg.paths.precision_report)
+    graphs = precision_report["candidates"]
     shipped = (backend.name, manifest["precision"])
     graph = next((g for g in graphs if (g["backend"], g["precision"]) == shipped), None)
     if graph is None:  # precision.json rewritten after the build (a stage run by hand)
@@ -142,7 +143,12 @@ def main(cfg: DictConfig) -> str:
     }
     if "fallback" in graph:  # int8: the precision stage's rounds (on the engine's runtime, same eval data)
         keys = ("enabled", "excluded", "kept", "rounds", "judged_on", "budget_s", "out_of_budget")
-        report["int8"] = {"encoding": graph["encoding"], "fallback": {k: graph["fallback"].get(k) for k in keys}}
+        drawn = precision_report["calibration"]["provenance"]
+        report["int8"] = {
+            "encoding": graph["encoding"],
+            "fallback": {k: graph["fallback"].get(k) for k in keys},
+            "calibration": {k: drawn[k] for k in ("samples", "asked", "data") if k in drawn},
+        }
     write_json(cfg.paths.accuracy, report)
     summary = f"{task['metric']} {task['candidate']:.4f} vs reference {task['reference']:.4f} on {task['samples']}"
     if failures:

@@ -101,9 +101,13 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict) -> str:
         rounds = " → ".join(f"{100 * r['candidate']:.2f}%" for r in fallback["rounds"])
         kept = ", ".join(f"`{n}`" for n in fallback["excluded"]) or "none"
         state = "on" if fallback["enabled"] else "off (the int8 option's fallback key)"
+        drawn = acc["int8"].get("calibration", {})
+        calibrated = f"calibrated on {drawn['samples']} samples" if drawn else "calibrated"
+        if "asked" in drawn:
+            calibrated += f" (**{drawn['asked']} asked: the calibration data has no more**)"
         gate += (
-            f"\n\nINT8: {acc['int8']['encoding']} Q/DQ; fallback {state}; {task['metric']} by round: {rounds}; "
-            f"nodes kept in float: {kept}."
+            f"\n\nINT8: {acc['int8']['encoding']} Q/DQ, {calibrated}; fallback {state}; {task['metric']} by "
+            f"round: {rounds}; nodes kept in float: {kept}."
         )
     ups = speedups(bench)
     rows = []

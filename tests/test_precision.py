@@ -187,12 +187,34 @@ def test_calibration_provenance_follows_the_data(root):
     assert recorded["method"] == "minmax" and len(recorded["model_sha256"]) == 64
 
 
+def test_calibration_data_smaller_than_asked_is_used_whole_and_said(root):
+    """A split of 40 samples with 512 asked (the default): all 40 calibrate, the provenance keeps what was asked;
+    the same draw as asking for exactly 40."""
+    cfg = cfg_for(root, "model=tiny", "precision=int8", "precision.int8.calibration.batch_size=8")
+    _, data = calibration.calibration_batches(cfg.model, cfg.precision.int8.calibration, "key")
+    exact = OmegaConf.merge(cfg.precision.int8.calibration, {"samples": 40})
+    _, same = calibration.calibration_batches(cfg.model, exact, "key")
+    assert (data["samples"], data["asked"]) == (40, 512) and "asked" not in same
+    assert data["data_sha256"] == same["data_sha256"]
+    for module in (precision, build, compare):
+        run_stage(module, cfg)
+    recorded = read_json(cfg.paths.precision_report)["calibration"]["provenance"]
+    assert (recorded["samples"], recorded["asked"]) == (40, 512)
+    assert read_json(cfg.paths.accuracy)["int8"]["calibration"]["asked"] == 512
+    for module in (benchmark, report_stage):
+        run_stage(module, cfg_for(root, "model=tiny", "precision=int8", *FAST_BENCH))
+    assert "calibrated on 40 samples (**512 asked: the calibration data has no more**)" in Path(
+        cfg.paths.summary
+    ).read_text()
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         (
-            ("precision.int8.calibration.samples=41",),
-            r"samples: 41 asked, but the calibration data of model 'tiny' \(tests/fixtures/tiny.py, train split\) has 40",
+            ("precision.int8.calibration.samples=64", "precision.int8.calibration.min_samples=41"),
+            r"min_samples: the calibration data of model 'tiny' \(tests/fixtures/tiny.py, train split\) has 40 "
+            r"samples, fewer than the 41 int8 needs",
         ),
         (("precision.int8.calibration.method=kl",), r"calibration.method: 'kl' is not one of minmax, entropy"),
         (("precision.int8.encoding=u4",), r"precision.int8.encoding: 'u4' is not one of auto, u8s8, u8s7, s8s8"),
@@ -272,7 +294,8 @@ def test_fallback_keeps_the_sensitive_node_in_float_until_the_budget_holds(root)
     for module in (benchmark, report_stage):
         run_stage(module, quick)
     page = Path(cfg.paths.summary).read_text()
-    assert f"INT8: {AUTO_ENCODING} Q/DQ; fallback on; agreement by round: {100 * rounds[0]['candidate']:.2f}%" in page
+    assert f"INT8: {AUTO_ENCODING} Q/DQ, calibrated on 32 samples; fallback on; agreement by round: " in page
+    assert f"by round: {100 * rounds[0]['candidate']:.2f}%" in page
     assert f"nodes kept in float: `{first.name}`" in page
 
 

@@ -44,7 +44,8 @@ def method_of(calibration: DictConfig, key: str) -> Any:
 
 def calibration_batches(model: DictConfig, calibration: DictConfig, key: str) -> tuple[list[dict], dict[str, Any]]:
     """``calibration.samples`` samples of the split, drawn with ``calibration.seed``, as feed dicts; and their
-    provenance.
+    provenance. A split with fewer samples than asked is used whole (its provenance says so), down to
+    ``calibration.min_samples``.
 
     Args:
         model: the model's config section.
@@ -55,19 +56,21 @@ def calibration_batches(model: DictConfig, calibration: DictConfig, key: str) ->
         tuple: the feed dicts, and the provenance (split, data source, samples, seed, sha256 of the arrays used).
 
     Raises:
-        PipelineError: fewer samples than asked, or a non-positive count.
+        PipelineError: fewer samples than ``calibration.min_samples``, or a non-positive count.
     """
-    if calibration.samples < 1 or calibration.batch_size < 1:
-        raise PipelineError(f"{key}.samples and .batch_size must be at least 1")
+    if calibration.samples < 1 or calibration.batch_size < 1 or calibration.min_samples < 1:
+        raise PipelineError(f"{key}.samples, .min_samples and .batch_size must be at least 1")
     data = load_dataset(model, calibration.split)  # checks names, dtypes, shapes and lengths
     names = [spec.name for spec in input_specs(model)]
     available = len(data[names[0]])
-    if available < calibration.samples:
+    if available < min(calibration.samples, calibration.min_samples):
         raise PipelineError(
-            f"{key}.samples: {calibration.samples} asked, but the calibration data of model {model.name!r} "
-            f"({data_source(model, calibration.split)}) has {available}"
+            f"{key}.min_samples: the calibration data of model {model.name!r} "
+            f"({data_source(model, calibration.split)}) has {available} samples, fewer than the "
+            f"{calibration.min_samples} int8 needs to measure ranges; give more data or lower {key}.min_samples"
         )
-    index = np.sort(np.random.default_rng(calibration.seed).permutation(available)[: calibration.samples])
+    used = min(available, calibration.samples)
+    index = np.sort(np.random.default_rng(calibration.seed).permutation(available)[:used])
     chosen = {name: np.ascontiguousarray(data[name][index]) for name in names}
     digest = hashlib.sha256()
     for name in names:
@@ -76,10 +79,12 @@ def calibration_batches(model: DictConfig, calibration: DictConfig, key: str) ->
     provenance = {
         "split": calibration.split,
         "data": data_source(model, calibration.split),
-        "samples": calibration.samples,
+        "samples": used,
         "seed": calibration.seed,
         "data_sha256": digest.hexdigest(),
     }
+    if used < calibration.samples:  # the split is smaller than asked: all of it, and the report says so
+        provenance["asked"] = calibration.samples
     return feeds(model, chosen, calibration.batch_size), provenance
 
 
