@@ -56,6 +56,7 @@ def edge_checks(
     other shapes (e.g. sequence length 1) use seeded inputs and must give finite outputs of the right batch.
     """
     from polygraphy.comparator import IterationResult
+    from polygraphy.logger import G_LOGGER
 
     profiles = read_json(Path(cfg.paths.engine) / MANIFEST).get("profiles", [])
     dtypes = {spec.name: spec.dtype for spec in input_specs(cfg.model)}
@@ -79,7 +80,8 @@ def edge_checks(
                     if not np.isfinite(value).all() or value.shape[0] != batch:
                         failures.append(f"{where}: output {name!r} is not finite or not of batch {batch}")
                 if real:
-                    result = compare_func(outputs[REFERENCE], outputs[CANDIDATE])
+                    with G_LOGGER.verbosity(G_LOGGER.CRITICAL):
+                        result = compare_func(outputs[REFERENCE], outputs[CANDIDATE])
                     failures += [f"{where}: output {n!r} exceeds tolerance" for n, r in result.items() if not bool(r)]
                 checked.append({"profile": index, "edge": edge, "shapes": shapes, "data": "eval" if real else "seeded"})
     return {"checked": checked, "failures": failures}
@@ -88,6 +90,7 @@ def edge_checks(
 def main(cfg: DictConfig) -> str:
     """Compare the engine with the reference and write ``paths.accuracy``."""
     from polygraphy.comparator import Comparator, SimpleCompareFunc
+    from polygraphy.logger import G_LOGGER
 
     model = cfg.model
     manifest = read_json(Path(cfg.paths.engine) / MANIFEST)  # the race's winner: its backend and precision
@@ -100,7 +103,8 @@ def main(cfg: DictConfig) -> str:
     outputs = output_names(model, cfg.paths.simplified)
     atol, rtol = tolerances(precision, outputs)
     compare_func = SimpleCompareFunc(atol=atol, rtol=rtol, check_error_stat="elemwise")
-    accuracy = Comparator.compare_accuracy(results, compare_func=compare_func)[0]
+    with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # its [E] lines per output: the stats go to accuracy.json
+        accuracy = Comparator.compare_accuracy(results, compare_func=compare_func)[0]
     stats = output_stats(accuracy[(REFERENCE, CANDIDATE)], atol, rtol)
     failures = []
     for runner_name, iterations in results:

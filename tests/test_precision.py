@@ -241,7 +241,7 @@ def test_calibration_data_of_the_wrong_dtype_is_refused(root):
         run_stage(precision, OmegaConf.create(cfg))
 
 
-def test_int8_gate_passes_with_int8_tolerances_and_fails_with_fp32_ones(root):
+def test_int8_gate_passes_with_int8_tolerances_and_fails_with_fp32_ones(root, capfd):
     cfg = cfg_for(root, "model=tiny", *INT8, "precision.task_budget=0.2")  # 40 random samples, near-ties
     for module in (precision, build, compare):
         run_stage(module, cfg)
@@ -256,8 +256,12 @@ def test_int8_gate_passes_with_int8_tolerances_and_fails_with_fp32_ones(root):
         "precision.tolerance.rtol=1e-5",
         "precision.task_budget=0.2",
     )
+    capfd.readouterr()
     with pytest.raises(PipelineError, match=r"accuracy gate failed: output 'y' differs by up to"):
         run_stage(compare, strict)
+    printed = capfd.readouterr()
+    assert "[E]" not in printed.out + printed.err, printed  # Polygraphy's per-output lines: accuracy.json has them
+    assert read_json(strict.paths.accuracy)["outputs"]["y"]["max_abs"] > 1e-5
 
 
 def test_plain_int8_misses_the_budget_on_the_outlier_model(root):
