@@ -78,6 +78,83 @@ def gpt2() -> nn.Module:
     return Positional(GPT2LMHeadModel(config), ["input_ids", "attention_mask"])
 
 
+def llama() -> nn.Module:
+    """A Llama-style decoder LM (RoPE, RMSNorm, SwiGLU, grouped-query attention): 2 layers, hidden 64, 4 query and 2
+    key/value heads, vocab 1000; logits per token."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _seeded()
+    config = LlamaConfig(
+        vocab_size=1000, hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, use_cache=False, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    return Positional(LlamaForCausalLM(config), ["input_ids", "attention_mask"])
+
+
+def t5() -> nn.Module:
+    """A T5 encoder (relative position buckets, RMS-style T5LayerNorm) with a token-classification head: 2 layers,
+    d_model 64, 4 heads of 16, 5 labels per token. torch 2.13's dynamo exporter cannot decompose its reshape
+    after a transpose under symbolic shapes; the TorchScript exporter can."""
+    from transformers import T5Config, T5ForTokenClassification
+
+    _seeded()
+    config = T5Config(  # type: ignore[call-arg]  # num_labels reaches PretrainedConfig through **kwargs
+        vocab_size=1000, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, num_labels=5,
+    )  # fmt: skip
+    return Positional(T5ForTokenClassification(config), ["input_ids", "attention_mask"])
+
+
+def swin() -> nn.Module:
+    """A shifted-window vision transformer: 64x64 RGB, patches of 4, windows of 4, stages of 2+2 blocks, 10
+    classes (dynamo cannot decompose its window reshapes under a symbolic batch; TorchScript can)."""
+    from transformers import SwinConfig, SwinForImageClassification
+
+    _seeded()
+    config = SwinConfig(  # type: ignore[call-arg]  # num_labels reaches PretrainedConfig through **kwargs
+        image_size=64, patch_size=4, embed_dim=32, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=10,
+    )  # fmt: skip
+    return Positional(SwinForImageClassification(config), ["pixel_values"])
+
+
+def convnext() -> nn.Module:
+    """A ConvNeXt CNN (7x7 depthwise convolutions, LayerNorm, GELU, layer scale): 64x64 RGB, 10 classes."""
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    _seeded()
+    config = ConvNextConfig(  # type: ignore[call-arg]  # num_labels reaches PretrainedConfig through **kwargs
+        hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 2, 1], num_labels=10
+    )
+    return Positional(ConvNextForImageClassification(config), ["pixel_values"])
+
+
+class SegNet(nn.Module):
+    """An encoder-decoder segmentation net with a skip connection (UNet-like): any even height and width, 4 classes
+    per pixel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.low = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.up = nn.ConvTranspose2d(32, 16, 2, stride=2)
+        self.head = nn.Sequential(nn.Conv2d(32, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 4, 1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        skip = self.down(image)
+        return self.head(torch.cat([skip, self.up(self.low(skip))], dim=1))
+
+
+def segnet() -> nn.Module:
+    """``SegNet`` with seeded weights and BatchNorm statistics, in eval mode."""
+    _seeded()
+    net = SegNet()
+    for name, buffer in net.named_buffers():  # trained-looking BatchNorm statistics instead of 0 and 1
+        if name.endswith("running_mean"):
+            buffer.uniform_(-0.2, 0.2)
+        elif name.endswith("running_var"):
+            buffer.uniform_(0.5, 2.0)
+    return net.eval()
+
+
 class TwoHeads(nn.Module):
     """A small CNN with two outputs: class logits and an L2-normalised embedding."""
 
@@ -110,6 +187,34 @@ def tokens(role: str) -> torch.utils.data.Dataset:
     lengths = torch.randint(8, 33, (count, 1), generator=generator)
     mask = (torch.arange(32)[None, :] < lengths).long()
     return torch.utils.data.TensorDataset(ids * mask, mask)
+
+
+def pictures(count: int, height: int, width: int, seed: int) -> torch.Tensor:
+    """Photo-like RGB images, normalised as ImageNet models expect: smooth colour gradients with a few flat
+    rectangles (edges and textureless regions, as real pictures have), values in [0, 1] before normalising."""
+    generator = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    a, b, c = (torch.rand(count, 3, 1, 1, generator=generator) for _ in range(3))
+    images = (a + b * x + c * y) / 2
+    for _ in range(3):
+        top, left = torch.randint(0, height // 2, (2,), generator=generator).tolist()
+        h, w = torch.randint(height // 8, height // 2, (2,), generator=generator).tolist()
+        images[:, :, top : top + h, left : left + w] = torch.rand(count, 3, 1, 1, generator=generator)
+    images = (images + 0.03 * torch.randn(images.shape, generator=generator)).clamp(0, 1)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    return (images - mean[:, None, None]) / std[:, None, None]
+
+
+def photos(role: str) -> torch.utils.data.Dataset:
+    """The data factory of the 64x64 image models: photo-like images, 128 eval and 512 calibration samples."""
+    count, seed = {"eval": (128, 0), "calibration": (512, 1)}[role]
+    return torch.utils.data.TensorDataset(pictures(count, 64, 64, seed))
+
+
+def scenes(role: str) -> torch.utils.data.Dataset:
+    """The data factory of the segmentation net: 64 (high) x 48 photo-like images, 128 eval samples and, as a
+    user's small dataset has, only 128 calibration samples (fewer than int8's default 512)."""
+    return torch.utils.data.TensorDataset(pictures(128, 64, 48, {"eval": 0, "calibration": 1}[role]))
 
 
 def _factory(name: str, inputs: list[dict[str, Any]], **keys: Any) -> dict[str, Any]:
@@ -152,6 +257,13 @@ def models() -> dict[str, tuple[str, dict[str, Any]]]:
         "vit": ("custom", _factory("vit", image(32), max_batch=32)),
         "convnet": ("custom", _factory("convnet", image(64), max_batch=32)),
         "gpt2": ("custom", _factory("gpt2", TOKENS, dims={"seq": 32}, max_batch=32, data={"factory": TOKEN_DATA})),
+        "llama": ("custom", _factory("llama", TOKENS, dims={"seq": 32}, max_batch=32, data={"factory": TOKEN_DATA})),
+        "t5": ("custom", _factory("t5", TOKENS, dims={"seq": 32}, max_batch=32, data={"factory": TOKEN_DATA})),
+        "swin": ("custom", _factory("swin", image(64), max_batch=32)),
+        "convnext": ("custom", _factory("convnext", image(64), max_batch=32, data={"factory": "examples.zoo:photos"})),
+        "segnet": ("custom", _factory("segnet", [{"name": "image", "shape": ["batch", 3, "height", "width"],
+                                                  "dtype": "float32"}], dims={"height": 64, "width": 48},
+                                      max_batch=32, data={"factory": "examples.zoo:scenes"})),
         "two_heads": ("custom", _factory("two_heads", [{"name": "image", "shape": ["batch", 3, 32, 32],
                                                         "dtype": "float32"}], max_batch=32)),
     }  # fmt: skip

@@ -22,7 +22,7 @@ from stages.core import precisions
 from stages.core.artifacts import read_json, write_json
 from stages.core.batches import batch_of, feeds
 from stages.core.data import LABELS, data_source, is_synthetic, load_dataset
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, summary
 from stages.core.metrics import task_metric, tolerances
 from stages.core.profiles import random_feed
 from stages.core.run import run_stage
@@ -53,7 +53,8 @@ def edge_checks(
     """Run reference and engine at the min and max shapes of every profile in the engine's manifest.
 
     Shapes the eval data has (other than batch) use real samples, tiled to the batch, and the usual tolerances;
-    other shapes (e.g. sequence length 1) use seeded inputs and must give finite outputs of the right batch.
+    other shapes (e.g. sequence length 1) use seeded inputs and must give finite outputs of the right batch. A
+    shape a runner cannot run is a failure naming it and the keys that set it.
     """
     from polygraphy.comparator import IterationResult
     from polygraphy.logger import G_LOGGER
@@ -61,6 +62,7 @@ def edge_checks(
     profiles = read_json(Path(cfg.paths.engine) / MANIFEST).get("profiles", [])
     dtypes = {spec.name: spec.dtype for spec in input_specs(cfg.model)}
     checked, failures = [], []
+    keys = "model.dims" + (f" or backend.{backend.name}.profiles" if backend.capabilities.uses_profiles else "")
     with ExitStack() as active:  # each runner (an engine load for TensorRT) is activated once for every edge
         for runner in runners:
             active.enter_context(runner)
@@ -73,9 +75,17 @@ def edge_checks(
                 outputs = {}
                 if len(profiles) > 1:  # the engine's runner (the reference has no profiles)
                     backend.set_profile(runners[1], index)
-                for runner in runners:
-                    outputs[runner.name] = IterationResult(runner.infer(feed), runner_name=runner.name)
                 where = f"profile {index} {edge} shapes {shapes}"
+                try:
+                    for runner in runners:
+                        outputs[runner.name] = IterationResult(runner.infer(feed), runner_name=runner.name)
+                except Exception as e:  # each runtime raises its own type for a shape the graph cannot take
+                    failures.append(
+                        f"{where}: {runner.name} cannot run them ({summary(e, 160)}); set {keys} to "
+                        "shapes the model takes"
+                    )
+                    checked.append({"profile": index, "edge": edge, "shapes": shapes, "data": "failed"})
+                    continue
                 for name, value in outputs[CANDIDATE].items():
                     if not np.isfinite(value).all() or value.shape[0] != batch:
                         failures.append(f"{where}: output {name!r} is not finite or not of batch {batch}")

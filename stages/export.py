@@ -1,14 +1,12 @@
 """export stage: the model (recipe or ``model.factory`` + weights, or an ONNX file) -> model.onnx, export.json.
 
-PyTorch models go through torch.onnx.export (one self-contained file, dynamic axes from ``model.inputs``/
-``model.outputs``) and are checked against PyTorch on eval samples in ONNX Runtime at a batch size other than the
+PyTorch models go through torch.onnx.export (``export.exporter``: dynamo, TorchScript, or auto = dynamo and then
+TorchScript where dynamo fails; one self-contained file, dynamic axes from ``model.inputs``/``model.outputs``) and are checked against PyTorch on eval samples in ONNX Runtime at a batch size other than the
 traced one, which also proves the batch axis is dynamic. ``model.source=onnx`` skips the export: the file at
 ``model.path`` is validated (external data must stay in its folder), checked against ``model.inputs`` when those
 are given (else its own inputs and dynamic axes are used), run once in ONNX Runtime, and saved self-contained.
 """
 
-import contextlib
-import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ from stages.core.artifacts import atomic_path, write_json
 from stages.core.batches import feeds
 from stages.core.data import data_source, load_dataset
 from stages.core.errors import PipelineError, first_line
+from stages.core.exporters import ExportFailed, export_onnx
 from stages.core.model import SOURCES, check_forward, load_model
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs
 from stages.core.run import quiet_libraries, run_stage
@@ -65,30 +64,28 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
     specs = input_specs(model)
     names = output_names(model) if model.outputs is not None else None  # null: the exporter names them
     axes = {s.name: s.dynamic_axes for s in specs} | output_dynamic_axes(model)
-    shapes = {"dynamic_shapes": signature_shapes(net.forward, specs)} if export.dynamo else {"dynamic_axes": axes}
+    dynamic = {
+        "dynamo": {"dynamic_shapes": signature_shapes(net.forward, specs)},
+        "torchscript": {"dynamic_axes": axes},
+    }
     with atomic_path(cfg.paths.onnx) as tmp:
-        log = io.StringIO()
         try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                torch.onnx.export(
-                    net,
-                    tuple(torch.from_numpy(a) for a in example.values()),
-                    str(tmp),
-                    input_names=[s.name for s in specs],
-                    output_names=names,
-                    opset_version=export.opset,
-                    dynamo=export.dynamo,
-                    optimize=export.optimize,
-                    external_data=False,
-                    **shapes,
-                )
-        except OSError:
-            raise  # a full disk or permission error on the output: atomic_path names the path
-        except Exception as e:  # the exporter raises many types; its log says why
-            dynamic = ", ".join(f"{s.name}{list(s.shape)}" for s in specs if s.dynamic_axes) or "none"
+            used = export_onnx(
+                net,
+                tuple(torch.from_numpy(a) for a in example.values()),
+                tmp,
+                export.exporter,
+                dynamic,
+                input_names=[s.name for s in specs],
+                output_names=names,
+                opset_version=export.opset,
+                optimize=export.optimize,
+            )
+        except ExportFailed as e:
+            dynamic_inputs = ", ".join(f"{s.name}{list(s.shape)}" for s in specs if s.dynamic_axes) or "none"
             raise PipelineError(
-                f"torch.onnx.export failed for model {model.name!r}: {first_line(e, 300)} (dynamic axes in "
-                f"model.inputs: {dynamic}; an axis the model fixes must be a number there)"
+                f"torch.onnx.export failed for model {model.name!r}: {first_line(e, 400)} (dynamic axes in "
+                f"model.inputs: {dynamic_inputs}; an axis the model fixes must be a number there)"
             ) from e
         onnx_model = load_onnx(tmp)
         names = names or [o.name for o in onnx_model.graph.output]
@@ -107,7 +104,7 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
                 f"rtol={export.check.rtol})"
             )
     samples = sum(len(next(iter(f.values()))) for f in check_feeds)
-    return onnx_model, {"against": "pytorch", "samples": samples, "outputs": check}
+    return onnx_model, {"against": "pytorch", "samples": samples, "outputs": check} | used
 
 
 def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any]]:
@@ -164,7 +161,8 @@ def main(cfg: DictConfig) -> str:
             "model": model.name,
             "source": model.source,
             "opset": max((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), default=None),
-            "dynamo": export.dynamo if model.source != "onnx" else None,
+            "exporter": check.pop("exporter", None),  # the one that wrote the file (None: a given ONNX file)
+            "exporter_failed": check.pop("failed", []),  # those tried before it (export.exporter=auto), with why
             "torch": sys.modules["torch"].__version__ if model.source != "onnx" else None,  # imported by the export
             "inputs": {s.name: list(s.shape) for s in input_specs(model)},
             "data": data_source(model, "test"),

@@ -65,7 +65,17 @@ def race_table(manifest: dict[str, Any]) -> str:
     return table(["candidate", "gate", metric, *(f"p50 ms {b}" for b in batches), "result"], rows)
 
 
-def summary(env: dict, acc: dict, bench: dict, manifest: dict) -> str:
+def exported(record: dict[str, Any]) -> tuple[str, str]:
+    """export.json as the Engine list's line and, where an exporter failed before another wrote the file, a note."""
+    if record["exporter"] is None:
+        return f"given ONNX file ({record['source']})", ""
+    failed = "; ".join(f"{f['exporter']}: {f['error']}" for f in record.get("exporter_failed", []))
+    line = f"torch.onnx.export ({record['exporter']} exporter, torch {record['torch']})"
+    note = f"> **Exported by the {record['exporter']} exporter** after {failed}.\n\n" if failed else ""
+    return line, note
+
+
+def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict) -> str:
     """The one page a person reads first."""
     task, fp = acc["task"], manifest["fingerprint"]
     verdict = "PASSED" if acc["passed"] else "FAILED: " + "; ".join(acc["failures"])
@@ -140,9 +150,10 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict) -> str:
     settings = ", ".join(f"{k}={v}" for k, v in sorted(manifest["settings"].items()))
     asked = acc.get("requested_precision", acc["precision"])
     chose = f"{asked} → {acc['precision']}" if asked != acc["precision"] else acc["precision"]
+    how, note = exported(export)
     return f"""# {acc["model"]} · {chose} · {manifest["backend"]}
 
-{slower(bench)}{gate}
+{slower(bench)}{note}{gate}
 
 ## Accuracy (engine vs ONNX Runtime FP32 on model.sim.onnx)
 
@@ -163,6 +174,7 @@ Speed-up = baseline p50 / engine p50, measured in the same run. ![latency](laten
 
 - backend: {manifest["backend"]} {fp.get("version", "")} — {env["reason"]}
 - settings: {settings}
+- export: {how}
 - ONNX: `{manifest["onnx"]["path"]}` sha256 `{manifest["onnx"]["sha256"][:16]}…`; engine sha256 \
 `{manifest["engine_sha256"][:16]}…`
 - device: {cpu.get("model", "?")} ({cpu.get("arch", "?")}, {cpu.get("cores", "?")} cores, \
@@ -205,8 +217,8 @@ def plot(bench: dict[str, Any], path: str) -> None:
 def main(cfg: DictConfig) -> str:
     """Write ``paths.summary`` and ``paths.latency_plot``."""
     env, acc, bench = read_json(cfg.paths.env), read_json(cfg.paths.accuracy), read_json(cfg.paths.benchmark)
-    manifest = read_json(Path(cfg.paths.engine) / MANIFEST)
-    write_text(cfg.paths.summary, summary(env, acc, bench, manifest))
+    manifest, export = read_json(Path(cfg.paths.engine) / MANIFEST), read_json(cfg.paths.export_report)
+    write_text(cfg.paths.summary, summary(env, acc, bench, manifest, export))
     plot(bench, cfg.paths.latency_plot)
     return f"{cfg.paths.summary}, {cfg.paths.latency_plot}"
 

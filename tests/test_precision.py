@@ -203,9 +203,10 @@ def test_calibration_data_smaller_than_asked_is_used_whole_and_said(root):
     assert read_json(cfg.paths.accuracy)["int8"]["calibration"]["asked"] == 512
     for module in (benchmark, report_stage):
         run_stage(module, cfg_for(root, "model=tiny", "precision=int8", *FAST_BENCH))
-    assert "calibrated on 40 samples (**512 asked: the calibration data has no more**)" in Path(
-        cfg.paths.summary
-    ).read_text()
+    assert (
+        "calibrated on 40 samples (**512 asked: the calibration data has no more**)"
+        in Path(cfg.paths.summary).read_text()
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Architectures nobody here wrote (examples/zoo.py): transformers models behind ``forward(*args)``, a two-output
 network, and the onnx package's opset-9 graphs with a fixed batch, through the real stages at every precision."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,7 @@ def test_a_transformers_model_behind_forward_args_exports_with_its_dynamic_axes(
     assert dims == {"input_ids": ["batch", "seq"], "attention_mask": ["batch", "seq"]}
     report = read_json(cfg.paths.export_report)
     assert report["data"] == "examples.zoo:tokens('eval')" and report["check"]["samples"] >= 64
+    assert (report["exporter"], report["exporter_failed"]) == ("dynamo", [])  # auto: dynamo first
     assert list(report["check"]["outputs"]) == [graph.output[0].name]
 
 
@@ -157,3 +159,42 @@ def test_zoo_factories_are_seeded():
     first, second = zoo.two_heads(), zoo.two_heads()
     for key, value in first.state_dict().items():
         torch.testing.assert_close(value, second.state_dict()[key], rtol=0, atol=0)
+
+
+def test_dynamic_height_and_width_are_checked_only_at_declared_sizes(at_root, tmp_path):
+    """The segmentation net takes even sizes only: compare runs it at model.dims (64x48) for batch 1 and max_batch,
+    and a profile edge it cannot take (height and width 1, as a hand-set profile may ask) is one gate line naming
+    the shape and the keys, not a traceback."""
+    cfg = zoo_cfg("segnet", tmp_path, "backend=onnxruntime", "precision=fp32", "compare.max_samples=16")
+    for module in (env, export, simplify, precision, build_stage, compare):
+        call_stage(module, cfg)
+    edges = read_json(cfg.paths.accuracy)["profile_edges"]
+    assert [(e["edge"], e["shapes"]["image"], e["data"]) for e in edges] == [
+        ("min", [1, 3, 64, 48], "eval"),
+        ("max", [32, 3, 64, 48], "eval"),
+    ]
+    manifest = Path(cfg.paths.engine) / "manifest.json"
+    record = read_json(manifest)
+    record["profiles"][0]["image"]["min"] = [1, 3, 1, 1]
+    manifest.write_text(json.dumps(record))
+    with pytest.raises(PipelineError) as failed:
+        call_stage(compare, cfg)
+    line = str(failed.value)
+    assert "\n" not in line and "profile 0 min shapes {'image': [1, 3, 1, 1]}: reference cannot run them (" in line
+    assert "set model.dims to shapes the model takes" in line
+
+
+def test_where_dynamo_cannot_export_auto_falls_back_to_torchscript_and_says_why(at_root, tmp_path):
+    """The T5 encoder (a reshape after a transpose under symbolic shapes): auto exports it with TorchScript and
+    records dynamo's root cause; dynamo alone stops in one line carrying that cause, not the step's text."""
+    cfg = zoo_cfg("t5", tmp_path)
+    call_stage(export, cfg)
+    report = read_json(cfg.paths.export_report)
+    assert report["exporter"] == "torchscript" and report["check"]["samples"] >= 64
+    (failed,) = report["exporter_failed"]
+    assert failed["exporter"] == "dynamo" and failed["error"].startswith("ValueError: Cannot view a tensor with shape")
+    with pytest.raises(PipelineError) as stopped:
+        call_stage(export, zoo_cfg("t5", tmp_path / "dynamo", "export.exporter=dynamo"))
+    line = str(stopped.value)
+    assert line.startswith("torch.onnx.export failed for model 't5': dynamo: ValueError: Cannot view a tensor")
+    assert "\n" not in line and "\x1b" not in line and "Failed to decompose" not in line

@@ -18,7 +18,9 @@ Profile = dict[str, dict[str, list[int]]]
 
 def default_profile(model: Any, batch_sizes: Sequence[int]) -> Profile:
     """One profile from the model's dynamic axes: batch 1 .. ``model.max_batch``, tuned (opt) for the largest
-    benchmark batch size; every other dynamic axis 1 .. its ``model.dims`` size, tuned for that size.
+    benchmark batch size; every other dynamic axis at its ``model.dims`` size, the one size the model is declared
+    to take (a segmentation net may need even sizes, a transformer a sequence of at least its window): a range
+    for such an axis is a configured profile (``backend.<name>.profiles``).
 
     Args:
         model: the model's config section.
@@ -31,7 +33,7 @@ def default_profile(model: Any, batch_sizes: Sequence[int]) -> Profile:
     opt_batch = min(max(batch_sizes, default=1), model.max_batch)
     for spec in input_specs(model):
         profile[spec.name] = {
-            "min": [d if isinstance(d, int) else 1 for d in spec.shape],
+            "min": list(axis_sizes(spec, 1, model.dims)),
             "opt": list(axis_sizes(spec, opt_batch, model.dims)),
             "max": list(axis_sizes(spec, model.max_batch, model.dims)),
         }

@@ -17,8 +17,10 @@ KEY = "backend.x.profiles"
 
 
 def test_the_default_covers_every_batch_and_is_tuned_for_the_largest_benchmark_batch():
+    """Batch 1 .. max_batch; every other dynamic axis only at its model.dims size, the size the model is declared
+    to take (not 1, which an image net with a skip connection cannot take)."""
     (profile,) = resolve_profiles(None, MODEL, [1, 8, 32], KEY)
-    assert profile == {"ids": {"min": [1, 1], "opt": [32, 16], "max": [64, 16]}}
+    assert profile == {"ids": {"min": [1, 16], "opt": [32, 16], "max": [64, 16]}}
     assert resolve_profiles([], MODEL, [128], KEY)[0]["ids"]["opt"] == [64, 16]  # capped at max_batch
 
 
