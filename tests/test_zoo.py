@@ -91,17 +91,20 @@ def test_a_fixed_batch_model_without_data_gets_samples_in_its_batch(tmp_path):
     assert [len(b["data_0"]) for b in feeds(four, test, 32, limit=10)] == [4, 4]
 
 
-def test_int8_by_default_quantizes_the_compute_and_keeps_the_rest_in_float(at_root, tmp_path):
-    """ViT at the default int8 settings: MatMul reads Q/DQ copies; Softmax, LayerNormalization, GELU (Erf) and
-    the residual Adds read float, also where they share a tensor with a quantized MatMul."""
-    cfg = zoo_cfg("vit", tmp_path, "backend=onnxruntime", "precision=int8", "precision.int8.calibration.samples=64")
+@pytest.mark.parametrize("name", ["vit", "llama"])
+def test_int8_by_default_quantizes_the_compute_and_keeps_the_rest_in_float(name, at_root, tmp_path):
+    """A ViT (LayerNormalization) and a Llama-style decoder (RMSNorm as Pow/ReduceMean/Sqrt/Reciprocal/Mul, SiLU,
+    rotary embeddings) at the default int8 settings: both are found to hold attention by structure, so MatMul reads
+    Q/DQ copies and Softmax, the norms, GELU (Erf) and the residual Adds read float, also where they share a
+    tensor with a quantized MatMul."""
+    cfg = zoo_cfg(name, tmp_path, "backend=onnxruntime", "precision=int8", "precision.int8.calibration.samples=64")
     for module in (env, export, simplify, precision):
         call_stage(module, cfg)
     model = onnx.load(only_graph(cfg))
     dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
     readers = {n.op_type for n in model.graph.node if set(n.input) & dequantized}
-    assert "MatMul" in readers and not readers & {"Softmax", "LayerNormalization", "Add", "Erf"}
+    assert "MatMul" in readers and not readers & {"Softmax", "LayerNormalization", "Add", "Erf", "Pow", "Mul"}
     float_readers = {n.op_type for n in model.graph.node if set(n.input) & quantized} - {"QuantizeLinear"}
     assert "Add" in float_readers  # the residual stream, beside the quantized MatMul that shares its input
 

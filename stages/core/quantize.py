@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from stages.core.attention import has_attention
 from stages.core.errors import PipelineError, first_line
 
 # encoding -> (activation type, symmetric activations, 7-bit weights). u8s7: x86 without VNNI multiplies uint8 by
 # int8 pairwise into int16 (vpmaddubsw), which saturates at 255 * 127 * 2; 7-bit weights keep the sums in range.
 ENCODINGS = {"u8s8": ("QUInt8", False, False), "u8s7": ("QUInt8", False, True), "s8s8": ("QInt8", True, False)}
 QDQ = ("QuantizeLinear", "DequantizeLinear")
+KEEP_FLOAT_IN = ("attention", "every", "none")  # the graphs whose keep_float readers read float
 
 
 QDQ_OPSET = 13  # per-channel DequantizeLinear (its axis attribute) needs opset 13
@@ -78,6 +80,10 @@ def write_int8(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
+    if int8.keep_float_in not in KEEP_FLOAT_IN:
+        raise PipelineError(
+            f"precision.int8.keep_float_in: {int8.keep_float_in!r} is not one of {', '.join(KEEP_FLOAT_IN)}"
+        )
     activation, symmetric, seven_bit = ENCODINGS[encoding]
     data = {
         name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
@@ -111,12 +117,11 @@ def write_int8(
             )
         except Exception as e:  # the quantizer raises plain exceptions on graphs it cannot handle
             raise PipelineError(f"cannot quantize {source}: {first_line(e, 200)}") from e
-    if int8.keep_float:
+    if int8.keep_float and int8.keep_float_in != "none":
         import onnx
 
         model = onnx.load(str(out))
-        present = {node.op_type for node in model.graph.node}
-        if not int8.keep_float_in or present & set(int8.keep_float_in):
+        if int8.keep_float_in == "every" or has_attention(model.graph):
             float_readers_read_float(model.graph, set(int8.keep_float))
             onnx.save(model, str(out))
 

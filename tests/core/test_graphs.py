@@ -1,9 +1,10 @@
-"""Graph helpers: topological_sort, compare_outputs, unsupported_op."""
+"""Graph helpers: topological_sort, compare_outputs, unsupported_op, has_attention."""
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+from stages.core.attention import has_attention
 from stages.core.errors import PipelineError
 from stages.core.float16 import topological_sort
 from stages.core.onnx_io import compare_outputs, unsupported_op
@@ -67,3 +68,37 @@ def test_unsupported_op_names_the_operator_and_its_node():
     assert line.startswith("onnxruntime cannot run operator com.example:Gelu (node 'act') of model.onnx: ")
     plain = str(unsupported_op(RuntimeError("out of\nmemory"), model, "openvino", "m.onnx"))
     assert plain == "openvino cannot run m.onnx: out of memory"
+
+
+def node(op, inputs, outputs):
+    return helper.make_node(op, inputs, outputs)
+
+
+def rms_norm(x, out):
+    """RMSNorm as the dynamo exporter writes a Llama's: Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul."""
+    return [
+        node("Pow", [x, "two"], [f"{out}_sq"]), node("ReduceMean", [f"{out}_sq"], [f"{out}_ms"]),
+        node("Add", [f"{out}_ms", "eps"], [f"{out}_e"]), node("Sqrt", [f"{out}_e"], [f"{out}_r"]),
+        node("Reciprocal", [f"{out}_r"], [f"{out}_i"]), node("Mul", [x, f"{out}_i"], [f"{out}_n"]),
+        node("Mul", [f"{out}_n", "gain"], [out]),
+    ]  # fmt: skip
+
+
+def test_attention_is_found_by_structure_whatever_the_norm():
+    """Q·Kᵀ, scaled and masked, Softmax, · V: attention, under an RMSNorm (no LayerNormalization anywhere); the same
+    Softmax fed by a classifier's Gemm and read by nothing is a CNN head, not attention."""
+    attention = [
+        *rms_norm("x", "h"),
+        node("MatMul", ["h", "wq"], ["q"]), node("MatMul", ["h", "wk"], ["k"]), node("MatMul", ["h", "wv"], ["v"]),
+        node("Transpose", ["k"], ["kt"]), node("MatMul", ["q", "kt"], ["s"]), node("Div", ["s", "scale"], ["d"]),
+        node("Add", ["d", "mask"], ["m"]), node("Softmax", ["m"], ["p"]), node("MatMul", ["p", "v"], ["a"]),
+        node("Add", ["x", "a"], ["y"]),
+    ]  # fmt: skip
+    assert has_attention(graph(attention))
+    head = [node("Conv", ["x", "w"], ["c"]), node("GlobalAveragePool", ["c"], ["g"]), node("Flatten", ["g"], ["f"]),
+            node("Gemm", ["f", "fc"], ["l"]), node("Softmax", ["l"], ["y"])]  # fmt: skip
+    assert not has_attention(graph(head))
+    assert not has_attention(graph([n for n in attention if n.op_type != "Softmax"]))
+    far = [node("MatMul", ["x", "w"], ["t0"]), *(node("Relu", [f"t{i}"], [f"t{i + 1}"]) for i in range(8)),
+           node("Softmax", ["t8"], ["p"]), node("MatMul", ["p", "v"], ["y"])]  # fmt: skip
+    assert not has_attention(graph(far)) and has_attention(graph(far), hops=10)
