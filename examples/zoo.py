@@ -234,13 +234,6 @@ def image(size: int) -> list[dict[str, Any]]:
 
 
 ONNX_ZOO = ("resnet50", "squeezenet", "shufflenet", "densenet121", "inception_v2", "bvlc_alexnet")
-# Graphs whose float32 outputs float32 itself cannot pin down, so that two correct runtimes may differ beyond any
-# fp32 tolerance: name -> the output and the measured why. light_squeezenet's constant weights give every class
-# the same logit, about 6.77e9, where float32's spacing is 512: a runtime that sums in another order ends one ulp
-# apart and its softmax puts 1/8 on eight classes instead of 1/1000 on all (OpenVINO vs ONNX Runtime 0.124 on an
-# Ice Lake Xeon and a Zen 4 EPYC, within the gate on an AVX2 EPYC; every other graph here within 2.1e-06 on the
-# Zen 4, normal or uniform inputs alike: tests/fixtures/cpu_kinds.json).
-UNDETERMINED = {"squeezenet": ("softmaxout_1", "tied logits near 6.77e9, float32 spacing 512")}
 
 
 def onnx_zoo_path(name: str) -> str:

@@ -26,6 +26,7 @@ from stages.core.artifacts import atomic_path, read_json, write_json
 from stages.core.batches import feeds
 from stages.core.data import LABELS, load_dataset
 from stages.core.errors import PipelineError
+from stages.core.floor import softmax_floors
 from stages.core.onnx_io import ort_outputs
 from stages.core.run import run_stage
 
@@ -54,7 +55,7 @@ def entries(cfg: DictConfig, env: dict[str, Any]) -> list[Entry]:
 
 def judge(cfg: DictConfig, samples: int) -> dict[str, Any]:
     """What the race's gates need: each precision's option, the model, the eval sample and the fp32 reference's
-    outputs on it (ONNX Runtime on ``paths.simplified``, as compare's reference)."""
+    outputs on it (ONNX Runtime on ``paths.simplified``, as compare's reference) and float32's floors there."""
     data = load_dataset(cfg.model, "test")
     batches = feeds(cfg.model, data, cfg.compare.batch_size, limit=samples)
     reference = ort_outputs(Path(cfg.paths.simplified), batches)
@@ -66,6 +67,7 @@ def judge(cfg: DictConfig, samples: int) -> dict[str, Any]:
         "reference": reference,
         "batches": batches,
         "labels": None if labels is None else labels[:count],
+        "floors": softmax_floors(Path(cfg.paths.simplified), batches),
     }
 
 

@@ -23,6 +23,7 @@ from stages.core.artifacts import read_json, write_json
 from stages.core.batches import batch_of, feeds
 from stages.core.data import LABELS, data_source, is_synthetic, load_dataset
 from stages.core.errors import PipelineError, summary
+from stages.core.floor import softmax_floors
 from stages.core.metrics import task_metric, tolerances
 from stages.core.profiles import random_feed
 from stages.core.run import run_stage
@@ -111,7 +112,8 @@ def main(cfg: DictConfig) -> str:
     runners = [registry.reference_runner(Path(cfg.paths.simplified), REFERENCE), backend.runner(Path(cfg.paths.engine))]
     results = Comparator.run(runners, data_loader=batches)
     outputs = output_names(model, cfg.paths.simplified)
-    atol, rtol = tolerances(precision, outputs)
+    floors = softmax_floors(Path(cfg.paths.simplified), batches)  # where float32 itself cannot do better
+    atol, rtol = tolerances(precision, outputs, floors)
     compare_func = SimpleCompareFunc(atol=atol, rtol=rtol, check_error_stat="elemwise")
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # its [E] lines per output: the stats go to accuracy.json
         accuracy = Comparator.compare_accuracy(results, compare_func=compare_func)[0]
@@ -153,6 +155,7 @@ def main(cfg: DictConfig) -> str:
         "outputs": stats,
         "task": task,
         "profile_edges": edges["checked"],
+        "float32_floors": floors,
         "data": {"eval": data_source(model, "test"), "synthetic": is_synthetic(model, "test")},
     }
     if "fallback" in graph:  # int8: the precision stage's rounds (on the engine's runtime, same eval data)

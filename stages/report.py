@@ -106,6 +106,12 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict) -> 
             for n, s in acc["outputs"].items()
         ],
     )
+    raised = [f"`{n}` ({f:.3g})" for n, f in acc.get("float32_floors", {}).items() if f >= acc["outputs"][n]["atol"]]
+    if raised:
+        outputs += (
+            "\n\natol raised to float32's own floor (its logits are too large for float32 to resolve the "
+            f"probabilities: stages/core/floor.py) on {', '.join(raised)}."
+        )
     if "int8" in acc:  # the precision stage's Q/DQ encoding and fallback rounds, as compare recorded them
         fallback = acc["int8"]["fallback"]
         rounds = " → ".join(f"{100 * r['candidate']:.2f}%" for r in fallback["rounds"])

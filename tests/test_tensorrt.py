@@ -43,8 +43,9 @@ def plan_for(*overrides: str, fingerprint: dict = H100, cache_dir: str = "build/
 def test_default_profile_comes_from_dynamic_axes_and_benchmark_batches():
     plan = plan_for("model=textenc", "benchmark.batch_sizes=[1,8]")
     assert plan["strongly_typed"] is True
+    # sequence length only at model.dims (32): a range is a configured profile (backend.tensorrt.profiles)
     assert plan["profiles"] == [
-        {name: {"min": [1, 1], "opt": [8, 32], "max": [256, 32]} for name in ("input_ids", "attention_mask")}
+        {name: {"min": [1, 32], "opt": [8, 32], "max": [256, 32]} for name in ("input_ids", "attention_mask")}
     ]
     digits = plan_for()["profiles"][0]["image"]
     assert digits == {"min": [1, 1, 8, 8], "opt": [32, 1, 8, 8], "max": [1024, 1, 8, 8]}

@@ -22,7 +22,13 @@ Entry = tuple[Candidate, Path, BuildSpec]  # a candidate, its graph and its buil
 
 
 def gate(
-    runner: Any, option: Any, model: Any, reference: Mapping[str, np.ndarray], batches: Sequence[dict], labels: Any
+    runner: Any,
+    option: Any,
+    model: Any,
+    reference: Mapping[str, np.ndarray],
+    batches: Sequence[dict],
+    labels: Any,
+    floors: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """A candidate's accuracy on the race's eval sample, by the gate's rule (``metrics.gate_check``).
 
@@ -33,13 +39,14 @@ def gate(
         reference: output name -> the fp32 reference's outputs on ``batches``.
         batches: the eval sample.
         labels: its labels, or None.
+        floors: per-output atol floors float32 itself sets (``floor.softmax_floors``).
 
     Returns:
         dict: ``passed``, ``failure`` (the first, one line, or None), the task metric and each output's max abs.
     """
     results = [runner.infer(batch) for batch in batches]
     got = {name: np.concatenate([np.asarray(r[name]) for r in results]) for name in reference}
-    checked = gate_check(model, option, reference, got, labels)
+    checked = gate_check(model, option, reference, got, labels, floors)
     keep = ("passed", "failure", "max_abs", "metric", "reference", "candidate", "samples")
     return {k: checked[k] for k in keep}
 
@@ -127,7 +134,13 @@ def build_and_gate(
             with chosen.backend.runner(out, chosen.key) as runner:
                 option = judge["options"][chosen.precision]
                 entry["gate"] = gate(
-                    runner, option, judge["model"], judge["reference"], judge["batches"], judge["labels"]
+                    runner,
+                    option,
+                    judge["model"],
+                    judge["reference"],
+                    judge["batches"],
+                    judge["labels"],
+                    judge["floors"],
                 )
             built[chosen.key] = (chosen, out, spec)
         except Exception as e:  # a runtime's own exception types too: one candidate's failure is its record

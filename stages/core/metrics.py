@@ -51,12 +51,16 @@ def task_metric(model: DictConfig, ref: np.ndarray, cand: np.ndarray, labels: np
     }
 
 
-def tolerances(precision: DictConfig, outputs: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+def tolerances(
+    precision: DictConfig, outputs: list[str], floors: Mapping[str, float] | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
     """Per-output atol and rtol dicts in Polygraphy's form ("" = default).
 
     Args:
         precision: a precision option (``tolerance.atol``, ``tolerance.rtol``, ``tolerance.outputs``).
         outputs: the graph's output names.
+        floors: output name -> the smallest atol float32 can honour there (``floor.softmax_floors``): an atol
+            below it is raised to it.
 
     Returns:
         tuple: atol and rtol, output name -> value, ``""`` the default.
@@ -66,6 +70,9 @@ def tolerances(precision: DictConfig, outputs: list[str]) -> tuple[dict[str, flo
         if name not in outputs:
             raise PipelineError(f"precision.tolerance.outputs: {name!r} is not an output ({', '.join(outputs)})")
         atol[name], rtol[name] = tol.get("atol", atol[""]), tol.get("rtol", rtol[""])
+    for name, floor in (floors or {}).items():
+        if floor > atol.get(name, atol[""]):
+            atol[name] = floor
     return atol, rtol
 
 
@@ -75,6 +82,7 @@ def gate_check(
     reference: Mapping[str, np.ndarray],
     got: Mapping[str, np.ndarray],
     labels: np.ndarray | None,
+    floors: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The accuracy gate's rule on one set of outputs: every output within the option's tolerances (Polygraphy's
     rule: an element fails only beyond both atol and rtol) and the task metric within its budget. The int8
@@ -86,6 +94,7 @@ def gate_check(
         reference: output name -> the fp32 reference's outputs.
         got: output name -> the candidate's outputs on the same inputs.
         labels: the samples' labels, or None.
+        floors: per-output atol floors (``tolerances``).
 
     Returns:
         dict: the task metric's fields, ``passed`` (both hold), ``failure`` (the first, one line, or None) and each
@@ -93,7 +102,7 @@ def gate_check(
     """
     from stages.core.onnx_io import compare_outputs
 
-    atol, rtol = tolerances(option, list(reference))
+    atol, rtol = tolerances(option, list(reference), floors)
     failures, max_abs = [], {}
     for name, want in reference.items():
         stats = compare_outputs({name: want}, {name: got[name]}, atol.get(name, atol[""]), rtol.get(name, rtol[""]))

@@ -7,6 +7,7 @@ from onnx import TensorProto, helper
 from stages.core.attention import has_attention
 from stages.core.errors import PipelineError
 from stages.core.float16 import topological_sort
+from stages.core.floor import softmax_floors
 from stages.core.onnx_io import compare_outputs, unsupported_op
 
 
@@ -102,3 +103,24 @@ def test_attention_is_found_by_structure_whatever_the_norm():
     far = [node("MatMul", ["x", "w"], ["t0"]), *(node("Relu", [f"t{i}"], [f"t{i + 1}"]) for i in range(8)),
            node("Softmax", ["t8"], ["p"]), node("MatMul", ["p", "v"], ["y"])]  # fmt: skip
     assert not has_attention(graph(far)) and has_attention(graph(far), hops=10)
+
+
+@pytest.mark.parametrize(("scale", "undetermined"), [(1.0, False), (1e9, True)])
+def test_a_softmax_over_huge_logits_has_a_float32_floor_of_one(tmp_path, scale, undetermined):
+    """Softmax(x · scale) as an output, beside a plain output: logits near 1e9 (float32 spacing 64) leave the
+    probabilities undetermined in float32 (floor 1); logits near 1 leave them determined to ~1e-6; outputs that no
+    Softmax writes have no floor."""
+    from onnx import numpy_helper, save
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 10])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 10]) for n in ("p", "z")]
+    nodes = [helper.make_node("Mul", ["x", "s"], ["z"]), helper.make_node("Softmax", ["z"], ["p"], axis=-1)]
+    scaled = numpy_helper.from_array(np.array(scale, dtype=np.float32), "s")
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], outs, [scaled]), opset_imports=[helper.make_opsetid("", 13)], ir_version=8
+    )
+    save(model, tmp_path / "m.onnx")
+    feeds = [{"x": np.random.default_rng(0).uniform(1, 2, (4, 10)).astype(np.float32)}]
+    floors = softmax_floors(tmp_path / "m.onnx", feeds)
+    assert set(floors) == {"p"}
+    assert floors["p"] == 1.0 if undetermined else floors["p"] < 1e-5
