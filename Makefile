@@ -14,11 +14,11 @@ pipeline: setup  ## set everything up, run the pipeline on the default model, re
 	dvc repro
 	$(PY) -m engineforge.reproduce --record
 
-test: setup  ## the fast layer between edits (unit and stage tests, no real DVC pipelines): about 1.5 min
+test: setup  ## the fast layer between edits (unit and stage tests, no real DVC pipelines): about 2.5 min
 	pytest -m "not slow"
 
-test-all: setup  ## set everything up, then run the whole suite (what .ci/run runs): about 22 min on 2 cores
-	pytest
+test-all: setup  ## set everything up, then run the whole suite (what .ci/run runs): about 30 min on 2 cores
+	pytest --durations=25
 
 lint: setup  ## ruff check, format check and the type checker (what .ci/run runs before the tests)
 	ruff check . && ruff format --check . && mypy

@@ -24,7 +24,7 @@ from stages.backends import registry
 from stages.core.artifacts import read_json, write_text
 from stages.core.device import cpu_fingerprint, cpu_label
 from stages.core.errors import PipelineError
-from stages.core.run import compose, plain, quiet_libraries, stage_config
+from stages.core.run import compose, plain, quiet_libraries, quiet_onnxruntime, stage_config
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TABLE = "docs/coverage.md"
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown model {unknown[0]!r}: choose from {', '.join(corpus)}")
     quiet_libraries()
+    quiet_onnxruntime()
     root = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="engineforge-coverage-") as tmp:
         chosen = args.names or [n for n in corpus if n not in BUILT_IN]

@@ -14,6 +14,7 @@ from engineforge.coverage import PRECISIONS, call_stage, overrides, run_model
 from examples import zoo
 from stages import build as build_stage
 from stages import compare, env, export, precision, simplify
+from stages import report as report_stage
 from stages.core.artifacts import read_json
 from stages.core.batches import feeds
 from stages.core.data import load_dataset
@@ -141,6 +142,10 @@ def test_every_corpus_model_runs_at_every_precision_or_says_why_in_one_line(name
         "backend.race.duration_s=0.1",
         "backend.race.rounds=1",
         "backend.race.samples=64",
+        "compare.max_samples=32",
+        "precision.int8.calibration.samples=32",
+        "precision.int8.fallback_search.budget_s=5",  # the loop's behaviour, not its best result (coverage's job)
+        "precision.int8.fallback_search.sensitivity_samples=16",
     )
     rows = run_model(name, *MODELS[name], PRECISIONS, tmp_path, quick)
     assert [r["precision"] for r in rows] == list(PRECISIONS)
@@ -190,6 +195,9 @@ def test_where_dynamo_cannot_export_auto_falls_back_to_torchscript_and_says_why(
     assert report["exporter"] == "torchscript" and report["check"]["samples"] >= 64
     (failed,) = report["exporter_failed"]
     assert failed["exporter"] == "dynamo" and failed["error"].startswith("ValueError: Cannot view a tensor with shape")
+    line, note = report_stage.exported(report)
+    assert line.startswith("torch.onnx.export (torchscript exporter, torch 2.13")
+    assert note.startswith("> **Exported by the torchscript exporter** after dynamo: ValueError: Cannot view a")
     with pytest.raises(PipelineError) as stopped:
         call_stage(export, zoo_cfg("t5", tmp_path / "dynamo", "export.exporter=dynamo"))
     line = str(stopped.value)

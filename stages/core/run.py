@@ -186,6 +186,14 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def quiet_onnxruntime() -> None:
+    """ONNX Runtime's default logger at errors only: sessions made inside other libraries (the calibrator, the
+    quantizer, Polygraphy's runners) would print warnings such as "Removing initializer … not used" otherwise."""
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)
+
+
 def run_stage(name: str, main: Callable[[Any], str]) -> None:
     """Entry point of ``python -m stages.<name>``: one line on success, one line and exit 1 on a user error.
 
@@ -195,6 +203,8 @@ def run_stage(name: str, main: Callable[[Any], str]) -> None:
     """
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     quiet_libraries()
+    if name not in PLAIN_STAGES:  # the env stage, on every `dvc repro`, does not import onnxruntime
+        quiet_onnxruntime()
     start = time.perf_counter()
     try:
         message = main(load_params(name))
