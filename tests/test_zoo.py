@@ -143,9 +143,6 @@ def test_every_corpus_model_runs_at_every_precision_or_says_why_in_one_line(name
         "backend.race.rounds=1",
         "backend.race.samples=64",
         "compare.max_samples=32",
-        "precision.int8.calibration.samples=32",
-        "precision.int8.fallback_search.budget_s=5",  # the loop's behaviour, not its best result (coverage's job)
-        "precision.int8.fallback_search.sensitivity_samples=16",
     )
     rows = run_model(name, *MODELS[name], PRECISIONS, tmp_path, quick)
     assert [r["precision"] for r in rows] == list(PRECISIONS)
