@@ -26,13 +26,13 @@ lint: setup  ## ruff check, format check and the type checker (what .ci/run runs
 params: setup  ## recompose params.yaml from conf/ (what `dvc exp run` does) after editing conf/
 	$(PY) -c 'import os; from dvc.utils.hydra import compose_and_dump as c; c("params.yaml", os.path.abspath("conf"), None, "config", "", [])'
 
-setup: $(VENV)/.installed  ## create .venv with the pinned toolchain and the dev tools
-
 # onnxruntime-gpu on PyPI: 1.26.0 is the last built for CUDA 12 (its `cuda` extra pins nvidia-cuda-runtime-cu12),
 # 1.27+ are built for CUDA 13. Both providers link libnvinfer.so.10: TRT=10 keeps ONNX Runtime's TensorRT provider
 # usable (TensorRT 11 serves backend=tensorrt alone). docs/gpu.md.
 ORT_GPU_12 := 1.26.0
 ORT_GPU_13 := 1.31.1
+setup: $(VENV)/.installed $(VENV)/compat/onnxruntime-$(ORT_GPU_12)  ## create .venv with the pinned toolchain and the dev tools
+
 CUDA ?=
 TRT ?=
 setup-gpu: setup  ## CUDA=12|13 (the CUDA Version nvidia-smi prints) [TRT=10]: TensorRT, onnxruntime-gpu, then gpu_check
@@ -41,6 +41,11 @@ setup-gpu: setup  ## CUDA=12|13 (the CUDA Version nvidia-smi prints) [TRT=10]: T
 	$(PY) -m pip uninstall -q -y onnxruntime onnxruntime-gpu  # one module, two distributions: never both
 	$(PY) -m pip install -q 'onnxruntime-gpu[cuda,cudnn]==$(ORT_GPU_$(CUDA))'
 	$(PY) -m engineforge.gpu_check
+
+# The CPU wheel of each onnxruntime a GPU setup installs that .venv's own is not, beside .venv's site-packages (no
+# dependencies): tests/test_onnxruntime_versions.py runs the precision stage with it on PYTHONPATH.
+$(VENV)/compat/onnxruntime-%: | $(VENV)/.installed
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --target $@ 'onnxruntime==$*'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

@@ -33,8 +33,10 @@ def write_fp16(source: Path, keep_float32: list[str], out: Path) -> list[str]:
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     blocked = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(keep_float32))
+    model = onnx.load(str(source))
+    constant_of_shape_values(model.graph)
     try:
-        model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, op_block_list=blocked)
+        model = convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
     except Exception as e:  # the converter raises plain exceptions on graphs it cannot handle
         raise PipelineError(f"cannot cast {source} to float16: {first_line(e, 200)}") from e
     drop_repeated_nodes(model.graph)  # a shared initializer gets one identical Cast per float32-kept consumer
@@ -70,6 +72,25 @@ def float16_overflow(fp16: Path, batches: list[dict[str, Any]]) -> tuple[str, st
         if value is not None and value.dtype.kind == "f" and not np.isfinite(value).all():
             return node.name or name, node.op_type
     return None
+
+
+def constant_of_shape_values(graph: Any) -> None:
+    """Give each ConstantOfShape without a ``value`` its default (a float32 zero) as an explicit attribute, in place.
+
+    The converter casts attribute tensors, so the fill then becomes float16 like its readers. onnxruntime 1.31's
+    converter adds the attribute itself; 1.26's (onnxruntime-gpu's last CUDA 12 build) leaves the float32 default, a
+    type mismatch with every float16 reader: with the attribute written here, both write the same graph.
+
+    Args:
+        graph: a GraphProto.
+    """
+    import onnx
+
+    for node in graph.node:
+        fill = node.domain in ("", "ai.onnx") and node.op_type == "ConstantOfShape"
+        if fill and not any(a.name == "value" for a in node.attribute):
+            zero = onnx.helper.make_tensor("value", onnx.TensorProto.FLOAT, [1], [0.0])
+            node.attribute.append(onnx.helper.make_attribute("value", zero))
 
 
 def drop_repeated_nodes(graph: Any) -> None:

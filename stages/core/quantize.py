@@ -1,12 +1,11 @@
 """Graph precision for int8: explicit QuantizeLinear/DequantizeLinear pairs with ONNX Runtime's ``quantize_static``
-(QDQ format), fed the precomputed ranges through its calibration cache so it never calibrates again (one
-calibration, the form each backend runs fast). Encodings: ``u8s8`` (uint8 asymmetric activations, int8 symmetric
+(QDQ format): its QDQ quantizer fed the precomputed ranges, so it never calibrates again (one calibration, the form
+each backend runs fast; the same calls on onnxruntime 1.26 and 1.31, the versions the GPU setups install). Encodings: ``u8s8`` (uint8 asymmetric activations, int8 symmetric
 per-channel weights: what ONNX Runtime's CPU kernels run fast), ``u8s7`` (the same with 7-bit weights, for x86
 without VNNI) and ``s8s8`` (int8 symmetric activations and weights, every zero point 0, float biases: what
 TensorRT consumes). The float16 cast is ``stages.core.float16``.
 """
 
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -77,46 +76,48 @@ def write_int8(
         exclude: node names kept in float.
         only: when given, quantize only these nodes (sensitivity analysis).
     """
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+    from onnxruntime.quantization import QDQQuantizer, QuantType
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     if int8.keep_float_in not in KEEP_FLOAT_IN:
         raise PipelineError(
             f"precision.int8.keep_float_in: {int8.keep_float_in!r} is not one of {', '.join(KEEP_FLOAT_IN)}"
         )
     activation, symmetric, seven_bit = ENCODINGS[encoding]
-    data = {
-        name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
-        for name, (lo, hi) in ranges.items()
-    }
-    with tempfile.TemporaryDirectory(prefix="engineforge-int8-") as tmp:
-        cache = Path(tmp) / "ranges.json"
-        save_tensors_data(TensorsData(method, data), cache)
-        try:
-            quantize_static(
-                str(source),
-                str(out),
-                None,
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(int8.op_types) or None,
-                per_channel=int8.per_channel,
-                reduce_range=bool(int8.reduce_range) or seven_bit,
-                activation_type=QuantType[activation],
-                weight_type=QuantType.QInt8,
-                nodes_to_quantize=only,
-                nodes_to_exclude=list(exclude),
-                calibrate_method=method,
-                calibration_cache_path=cache,
-                extra_options={
-                    "ActivationSymmetric": symmetric,
-                    "WeightSymmetric": True,
-                    # s8s8 is TensorRT's form: its ONNX parser rejects an int32 bias feeding DequantizeLinear
-                    # ("only activation types allowed as input to this layer"), so biases stay float there
-                    "QuantizeBias": encoding != "s8s8",
-                },
-            )
-        except Exception as e:  # the quantizer raises plain exceptions on graphs it cannot handle
-            raise PipelineError(f"cannot quantize {source}: {first_line(e, 200)}") from e
+    ranges_data = TensorsData(
+        method,
+        {
+            name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+            for name, (lo, hi) in ranges.items()
+        },
+    )
+    # quantize_static's own steps, minus calibrating: shape inference, then its QDQ quantizer fed our ranges.
+    # Called directly because 1.26 (onnxruntime-gpu's last CUDA 12 build) has no calibration_cache_path.
+    try:
+        quantizer = QDQQuantizer(
+            load_model_with_shape_infer(Path(source)),
+            int8.per_channel,
+            bool(int8.reduce_range) or seven_bit,
+            QuantType.QInt8,
+            QuantType[activation],
+            ranges_data,
+            only,
+            list(exclude),
+            list(int8.op_types) or sorted(set(QLinearOpsRegistry) | set(QDQRegistry)),
+            {
+                "ActivationSymmetric": symmetric,
+                "WeightSymmetric": True,
+                # s8s8 is TensorRT's form: its ONNX parser rejects an int32 bias feeding DequantizeLinear
+                # ("only activation types allowed as input to this layer"), so biases stay float there
+                "QuantizeBias": encoding != "s8s8",
+            },
+        )
+        quantizer.quantize_model()
+        quantizer.model.save_model_to_file(str(out), False)
+    except Exception as e:  # the quantizer raises plain exceptions on graphs it cannot handle
+        raise PipelineError(f"cannot quantize {source}: {first_line(e, 200)}") from e
     if int8.keep_float and int8.keep_float_in != "none":
         import onnx
 
