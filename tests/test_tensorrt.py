@@ -92,6 +92,23 @@ def test_loader_chain_is_polygraphys_strongly_typed_build(tmp_path):
     assert tuple(profile["input_ids"].max) == (256, 32) and tuple(profile["attention_mask"].opt) == (32, 32)
 
 
+def test_the_timing_cache_folder_exists_when_polygraphy_locks_the_cache_after_the_build(tmp_path):
+    from polygraphy import util
+
+    plan = plan_for(cache_dir=str(tmp_path / "first" / "run"))  # a folder no build has made yet
+    chain = loaders(plan, "model.onnx")
+    with util.LockFile(chain.timing_cache_path):  # EngineBytesFromNetwork's step after TensorRT built the engine
+        assert Path(chain.timing_cache_path + ".lock").is_file()
+
+
+def test_a_build_can_be_made_to_prove_the_timing_cache_held_every_tactic(tmp_path):
+    plan = plan_for("backend.tensorrt.error_on_timing_cache_miss=true", cache_dir=str(tmp_path))
+    assert loaders(plan, "model.onnx")._config._config.error_on_timing_cache_miss is True
+    assert loaders(plan_for(cache_dir=str(tmp_path)), "m.onnx")._config._config.error_on_timing_cache_miss is False
+    with pytest.raises(PipelineError, match=r"^backend.tensorrt.error_on_timing_cache_miss=true needs a timing cache"):
+        plan_for("backend.tensorrt.error_on_timing_cache_miss=true", "backend.tensorrt.timing_cache=false")
+
+
 def test_timing_cache_is_shared_by_models_and_keyed_by_tensorrt_and_gpu():
     digits, textenc = plan_for()["timing_cache"], plan_for("model=textenc")["timing_cache"]
     assert digits == textenc and Path(digits).name.startswith("trt10.9.0.34-sm90-")

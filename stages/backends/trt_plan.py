@@ -109,8 +109,12 @@ def build_plan(
         )
     if s.exclude_lean_runtime and not s.version_compatible:
         raise PipelineError("backend.tensorrt.exclude_lean_runtime=true needs backend.tensorrt.version_compatible=true")
+    use_cache = bool(s.timing_cache and timing_cache_dir is not None)
+    if s.error_on_timing_cache_miss and not use_cache:
+        raise PipelineError("backend.tensorrt.error_on_timing_cache_miss=true needs a timing cache (timing_cache=true)")
     settings = {
         "builder_optimization_level": int(s.builder_optimization_level),
+        "error_on_timing_cache_miss": bool(s.error_on_timing_cache_miss),
         "exclude_lean_runtime": bool(s.exclude_lean_runtime),
         "hardware_compatibility_level": s.hardware_compatibility_level,
         "tactic_sources": None if s.tactic_sources is None else sorted(s.tactic_sources),
@@ -122,7 +126,6 @@ def build_plan(
     problem = version_problem(settings, fingerprint["version"])
     if problem:
         raise PipelineError(problem)
-    use_cache = s.timing_cache and timing_cache_dir is not None
     cache = str(Path(timing_cache_dir) / timing_cache_key(fingerprint)) if use_cache and timing_cache_dir else None
     return {"profiles": profiles, "settings": settings, "strongly_typed": True, "timing_cache": cache}
 
@@ -154,7 +157,10 @@ class ApplyEnumSettings:
 
 def loaders(plan: Mapping[str, Any], onnx: str | Path) -> Any:
     """Polygraphy's lazy loader chain for ``plan``: NetworkFromOnnxPath(strongly typed) -> CreateConfig (profiles,
-    TF32, optimization level, compatibility, timing cache) -> PostprocessConfig -> EngineBytesFromNetwork."""
+    TF32, optimization level, compatibility, timing cache) -> PostprocessConfig -> EngineBytesFromNetwork.
+
+    The timing cache's folder is made here: after the build, Polygraphy opens ``<cache>.lock`` to save the cache
+    outside any error handling, so a missing folder would fail a build that succeeded."""
     from polygraphy.backend.trt import (
         CreateConfig,
         EngineBytesFromNetwork,
@@ -170,6 +176,8 @@ def loaders(plan: Mapping[str, Any], onnx: str | Path) -> Any:
             profile.add(name, min=edge["min"], opt=edge["opt"], max=edge["max"])
         profiles.append(profile)
     s = plan["settings"]
+    if plan["timing_cache"]:
+        Path(plan["timing_cache"]).parent.mkdir(parents=True, exist_ok=True)
     config = CreateConfig(
         profiles=profiles,
         tf32=s["tf32"],
@@ -177,6 +185,7 @@ def loaders(plan: Mapping[str, Any], onnx: str | Path) -> Any:
         version_compatible=s["version_compatible"] or None,
         exclude_lean_runtime=s["exclude_lean_runtime"] or None,
         load_timing_cache=plan["timing_cache"],
+        error_on_timing_cache_miss=s["error_on_timing_cache_miss"],
     )
     network = NetworkFromOnnxPath(str(onnx), strongly_typed=plan["strongly_typed"])
     return EngineBytesFromNetwork(
