@@ -27,8 +27,8 @@ params: setup  ## recompose params.yaml from conf/ (what `dvc exp run` does) aft
 	$(PY) -c 'import os; from dvc.utils.hydra import compose_and_dump as c; c("params.yaml", os.path.abspath("conf"), None, "config", "", [])'
 
 # onnxruntime-gpu on PyPI: 1.26.0 is the last built for CUDA 12 (its `cuda` extra pins nvidia-cuda-runtime-cu12),
-# 1.27+ are built for CUDA 13. Both providers link libnvinfer.so.10: TRT=10 keeps ONNX Runtime's TensorRT provider
-# usable (TensorRT 11 serves backend=tensorrt alone). docs/gpu.md.
+# 1.27+ are built for CUDA 13. Both providers link libnvinfer.so.10: pip picks TensorRT 11.1 (the extras' newest),
+# which serves backend=tensorrt alone (gpu_check SKIPs ort-tensorrt, naming TRT=10); TRT=10 serves both. docs/gpu.md.
 ORT_GPU_12 := 1.26.0
 ORT_GPU_13 := 1.31.1
 setup: $(VENV)/.installed $(VENV)/compat/onnxruntime-$(ORT_GPU_12)  ## create .venv with the pinned toolchain and the dev tools

@@ -76,7 +76,8 @@ class GpuCheck:
         self.gpu_only(f"{found}, installed,")
         if problem := trt_plan.too_old(trt.__version__):
             raise PipelineError(problem)
-        return found
+        note = trt_plan.unchecked(trt.__version__)
+        return f"{found}; note: {note}" if note else found
 
     def cuda_python(self) -> str:
         try:
@@ -149,6 +150,8 @@ class GpuCheck:
 
         if "TensorrtExecutionProvider" not in ort.get_available_providers():
             raise Skip("this onnxruntime has no TensorRT provider (optional: onnxruntime-gpu, docs/gpu.md)")
+        if problem := cuda_setup.provider_tensorrt_problem():  # the provider is optional: backend=tensorrt is not
+            raise Skip(problem)
         self.needs("device")
         onnx = tiny_model(self.tmp / "tiny.onnx")
         providers = [*cuda_setup.GPU_PROVIDERS, "CPUExecutionProvider"]

@@ -117,6 +117,29 @@ def test_the_tensorrt_provider_library_names_the_libnvinfer_it_needs(tmp_path):
     assert cuda_setup.nvinfer_major(library) is None
 
 
+def test_a_tensorrt_major_the_onnxruntime_provider_does_not_link_is_a_skip_naming_the_fix(tmp_path, monkeypatch):
+    """What pip leaves by default: TensorRT 11 beside onnxruntime-gpu, whose provider links libnvinfer.so.10. The
+    GPU packages are what this machine lacks, so they are the fakes: a tensorrt module that has only its version,
+    the provider library's dynamic strings, and onnxruntime listing the provider."""
+    import types
+
+    import onnxruntime
+
+    from engineforge.gpu_check import GpuCheck, Skip
+
+    library = tmp_path / "libonnxruntime_providers_tensorrt.so"
+    library.write_bytes(b"\x7fELF\0libcublas.so.13\0libnvinfer.so.10\0libnvonnxparser.so.10\0")
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="11.4.0.14"))
+    monkeypatch.setattr(cuda_setup, "ort_tensorrt_provider", lambda: library)
+    monkeypatch.setattr(cuda_setup, "tensorrt_cuda_major", lambda: "13")
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CPU"])
+    with pytest.raises(Skip, match=r"links libnvinfer.so.10, but TensorRT 11.4.0.14 is installed: make setup-gpu"):
+        GpuCheck(tmp_path).ort_tensorrt()
+    assert str(cuda_setup.provider_tensorrt_problem()).endswith("make setup-gpu CUDA=13 TRT=10 (docs/gpu.md)")
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.16.1.11"))
+    assert cuda_setup.provider_tensorrt_problem() is None
+
+
 @pytest.mark.skipif(cuda_setup.installed("tensorrt-cu12-libs", "tensorrt-cu13-libs") != {}, reason="has TensorRT")
 def test_onnxruntime_tensorrt_provider_without_tensorrt_is_one_line(tmp_path):
     from engineforge.tiny import tiny_model

@@ -12,7 +12,7 @@ import pytest
 from stages.backends import registry
 from stages.backends.candidate import build_spec
 from stages.backends.tensorrt import ENGINE_FILE, profile_index
-from stages.backends.trt_plan import build_plan, loaders, timing_cache_key, version_problem
+from stages.backends.trt_plan import CHECKED_THROUGH, build_plan, loaders, timing_cache_key, unchecked, version_problem
 from stages.core.errors import PipelineError
 from stages.core.run import plain
 from tests.helpers import AUTO, QUICK, ROOT, compose, env_record, python_module, run, run_if
@@ -118,6 +118,21 @@ def test_timing_cache_is_shared_by_models_and_keyed_by_tensorrt_and_gpu():
     keys = {timing_cache_key(f) for f in (H100, other_gpu, other_version)}
     assert len(keys) == 3
     assert plan_for("backend.tensorrt.timing_cache=false")["timing_cache"] is None
+
+
+def test_the_extras_install_no_tensorrt_newer_than_the_last_release_checked():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    last = ".".join(map(str, CHECKED_THROUGH))
+    for major in ("12", "13"):
+        (spec,) = [Requirement(r).specifier for r in extras[f"tensorrt-cu{major}"] if r.startswith("tensorrt-")]
+        assert spec.contains(f"{last}.0") and spec.contains(f"{last}.9.99")
+        assert not spec.contains(f"{CHECKED_THROUGH[0]}.{CHECKED_THROUGH[1] + 1}.0") and not spec.contains("12.0.0")
+    assert unchecked(f"{last}.0.26") is None and unchecked("10.16.1.11") is None
+    assert unchecked("11.4.0.14") == "TensorRT 11.4.0.14 is newer than 11.1, the last release checked (docs/gpu.md)"
 
 
 def test_settings_of_one_tensorrt_version_fail_in_one_line_on_the_other():

@@ -141,6 +141,27 @@ def ort_tensorrt_provider() -> Path | None:
     return None
 
 
+def provider_tensorrt_problem() -> str | None:
+    """One line when ONNX Runtime's TensorRT provider cannot load the installed TensorRT: tensorrt does not import,
+    or its major is not the ``libnvinfer.so.N`` the provider links (onnxruntime-gpu 1.26 and 1.31 link 10; pip
+    picks TensorRT 11 unless told ``TRT=10``); else None."""
+    import onnxruntime as ort
+
+    try:
+        import tensorrt
+    except ImportError as e:
+        return f"ONNX Runtime's TensorRT provider needs libnvinfer, and tensorrt does not import ({e})"
+    library = ort_tensorrt_provider()
+    need, have = (nvinfer_major(library) if library else None), tensorrt.__version__.split(".")[0]
+    if need and need != have:
+        return (
+            f"ONNX Runtime {ort.__version__}'s TensorRT provider links libnvinfer.so.{need}, but TensorRT "
+            f"{tensorrt.__version__} is installed: make setup-gpu CUDA={tensorrt_cuda_major() or '<12|13>'} "
+            f"TRT={need} (docs/gpu.md)"
+        )
+    return None
+
+
 def preload_gpu_libraries(providers: list[str]) -> str | None:
     """Load what ONNX Runtime's GPU providers link before a session opens: CUDA and cuDNN from the nvidia wheels
     (``onnxruntime.preload_dlls``, which Linux needs unless a CUDA torch came first) and, for the TensorRT provider,
@@ -148,18 +169,8 @@ def preload_gpu_libraries(providers: list[str]) -> str | None:
     done, else one line saying what is missing."""
     import onnxruntime as ort
 
-    if "TensorrtExecutionProvider" in providers:
-        try:
-            import tensorrt
-        except ImportError as e:
-            return f"ONNX Runtime's TensorRT provider needs libnvinfer, and tensorrt does not import ({e})"
-        library = ort_tensorrt_provider()
-        need, have = (nvinfer_major(library) if library else None), tensorrt.__version__.split(".")[0]
-        if need and need != have:
-            return (
-                f"ONNX Runtime {ort.__version__}'s TensorRT provider links libnvinfer.so.{need}, but TensorRT "
-                f"{tensorrt.__version__} is installed: make setup-gpu CUDA=<12|13> TRT={need} (docs/gpu.md)"
-            )
-    if set(providers) & set(GPU_PROVIDERS) and hasattr(ort, "preload_dlls"):
-        ort.preload_dlls()
+    if "TensorrtExecutionProvider" in providers and (problem := provider_tensorrt_problem()):
+        return problem
+    if set(providers) & set(GPU_PROVIDERS):
+        ort.preload_dlls()  # onnxruntime 1.21 and later, the GPU setups' 1.26 and 1.31 among them
     return None

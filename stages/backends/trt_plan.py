@@ -33,6 +33,9 @@ ONLY_IN = {
     ("tactic_sources", "cudnn"): (None, 10),
 }
 DEFAULTS = {"tiling_optimization_level": "none"}
+# The newest TensorRT release this backend was checked against (its sources: python/src/infer/pyCore.cpp, NvInfer.h,
+# trtexec); pyproject's tensorrt-cuNN extras stop there until the next is checked the same way (docs/gpu.md).
+CHECKED_THROUGH = (11, 1)
 
 
 def _values(value: Any) -> list:
@@ -59,6 +62,21 @@ def too_old(version: str) -> str | None:
     if int(version.split(".")[0]) < 10:
         return f"TensorRT {version} is too old: strongly typed builds need 10 or 11"
     return None
+
+
+def unchecked(version: str) -> str | None:
+    """One line where TensorRT ``version`` is newer than ``CHECKED_THROUGH`` (installed by hand: the extras stop
+    there), else None; a note, not a refusal.
+
+    Args:
+        version: ``tensorrt.__version__``.
+
+    Returns:
+        str | None: the note, or None.
+    """
+    if tuple(int(p) for p in version.split(".")[:2]) <= CHECKED_THROUGH:
+        return None
+    return f"TensorRT {version} is newer than {'.'.join(map(str, CHECKED_THROUGH))}, the last release checked (docs/gpu.md)"
 
 
 def version_problem(settings: Mapping[str, Any], version: str) -> str | None:
