@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from engineforge.tiny import PROFILE, ROOT, WIDTH, cpu_reference, feed, s8s8_model, tiny_model, worst
-from stages.backends import cuda, cuda_setup, registry, trt_plan
+from stages.backends import cuda, cuda_setup, registry, trt_versions
 from stages.backends.base import BuildSpec
-from stages.backends.ort_session import open_session, session_options
+from stages.backends.ort_session import open_session, session_options, tensorrt_options
 from stages.backends.tensorrt import INSTALL
 from stages.core.errors import PipelineError, first_line
 from stages.core.run import compose, plain, quiet_libraries
+
+INT8_ATOL = 0.25  # the tiny s8s8 model on ONNX Runtime's CPU is 0.01..0.1 off float32 (tests/test_gpu_check.py)
 
 
 class Skip(Exception):
@@ -74,9 +76,9 @@ class GpuCheck:
             raise PipelineError(f"tensorrt does not import ({e}): {INSTALL}") from e
         found = f"TensorRT {trt.__version__} (libraries for CUDA {cuda_setup.tensorrt_cuda_major() or 'unknown'})"
         self.gpu_only(f"{found}, installed,")
-        if problem := trt_plan.too_old(trt.__version__):
+        if problem := trt_versions.too_old(trt.__version__):
             raise PipelineError(problem)
-        note = trt_plan.unchecked(trt.__version__)
+        note = trt_versions.unchecked(trt.__version__)
         return f"{found}; note: {note}" if note else found
 
     def cuda_python(self) -> str:
@@ -153,11 +155,23 @@ class GpuCheck:
         if problem := cuda_setup.provider_tensorrt_problem():  # the provider is optional: backend=tensorrt is not
             raise Skip(problem)
         self.needs("device")
-        onnx = tiny_model(self.tmp / "tiny.onnx")
+        fp32 = tiny_model(self.tmp / "tiny.onnx")
+        int8 = s8s8_model(fp32, self.tmp / "tiny.s8s8.onnx")  # the precision stage's form for this provider
         providers = [*cuda_setup.GPU_PROVIDERS, "CPUExecutionProvider"]
-        session = open_session(onnx, session_options(0, "basic"), providers, self.tmp)  # refuses a CPU fallback
-        error = worst(session.run(None, feed())[0], cpu_reference(onnx, feed()))
-        return f"ONNX Runtime {ort.__version__} runs on TensorrtExecutionProvider: max |diff| {error:.2e}"
+        errors = {}
+        for precision, onnx, atol in (("fp32", fp32, 1e-2), ("int8", int8, INT8_ATOL)):
+            options = tensorrt_options(precision, PROFILE[0], self.tmp / "ort-trt")  # as the backend's build
+            session = open_session(onnx, session_options(0, "basic"), providers, options)  # refuses a CPU fallback
+            errors[precision] = worst(session.run(None, feed())[0], cpu_reference(fp32, feed()))
+            if errors[precision] > atol:
+                raise PipelineError(
+                    f"TensorRT's provider runs the {precision} model {errors[precision]:.3g} off ONNX Runtime's CPU "
+                    f"float32 (atol {atol})"
+                )
+        diffs = ", ".join(f"{p} {e:.2e}" for p, e in errors.items())
+        return (
+            f"ONNX Runtime {ort.__version__} runs fp32 and s8s8 int8 on TensorrtExecutionProvider: max |diff| {diffs}"
+        )
 
     def timing_cache(self) -> str:
         self.needs("engine")

@@ -34,16 +34,18 @@ Factory = Callable[[ExitStack, dict], TimedCall]
 CURVE = [*range(0, 90, 5), 90, 95, 99, 99.9, 100]  # percentiles written for `dvc plots`
 
 
-def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any]) -> dict[str, Factory]:
+def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes: dict[str, Any]) -> dict[str, Factory]:
     """Name -> factory(stack, feed) of a timed call, for the engine and each configured baseline.
 
     A baseline other than eager PyTorch is a backend's untuned default on the raw export (``Backend.baseline``);
-    what it ran with (its backend's ``describe``) goes into ``notes``."""
+    what it ran with (its backend's ``describe``) goes into ``notes``, and what the engine's call ran with (its
+    ``TimedCall.notes``: a GPU engine's CUDA graph) into ``engine_notes``."""
     backend = registry.get(read_json(Path(cfg.paths.engine) / MANIFEST)["backend"])  # the race's winner
 
     def engine(stack: ExitStack, feed: dict) -> TimedCall:
         call = backend.timed_call(stack.enter_context(backend.runner(Path(cfg.paths.engine))), feed, cfg.benchmark)
         stack.callback(call.close)
+        engine_notes.update(call.notes())  # the same at every batch size
         return call
 
     def default_of(name: str) -> Factory:
@@ -113,7 +115,8 @@ def main(cfg: DictConfig) -> str:
     threads = len(os.sched_getaffinity(0))  # eager PyTorch as a user runs it: every core
     data = load_dataset(model, "test")
     notes: dict[str, Any] = {}
-    factories = runtimes(cfg, threads, notes)
+    engine_notes: dict[str, Any] = {}
+    factories = runtimes(cfg, threads, notes, engine_notes)
     results: dict[str, dict[str, Any]] = {name: {} for name in factories}
     curves: dict[int, dict[str, np.ndarray]] = {}
     rounds, warmup_s = bench.rounds, bench.warmup_ms / 1e3
@@ -162,6 +165,7 @@ def main(cfg: DictConfig) -> str:
         "runtimes": results,
         "baselines": notes,
         "engine_settings": manifest["settings"],
+        "engine_call": engine_notes,
         "engine_bytes": (Path(cfg.paths.engine) / manifest["engine"]).stat().st_size,
     }
     write_json(cfg.paths.benchmark, report)

@@ -10,69 +10,8 @@ from stages.backends.manifest import MANIFEST
 from stages.core.artifacts import atomic_path, read_json, write_text
 from stages.core.markdown import table
 from stages.core.metrics import ENGINE
+from stages.core.report_parts import exported, gpu_times, race_table, slower, speedups
 from stages.core.run import run_stage
-
-
-def speedups(bench: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Baseline -> batch -> baseline p50 latency / engine p50 latency."""
-    engine = bench["runtimes"][ENGINE]
-    return {
-        name: {b: runs[b]["latency_ms"]["p50"] / engine[b]["latency_ms"]["p50"] for b in engine}
-        for name, runs in bench["runtimes"].items()
-        if name != ENGINE
-    }
-
-
-def slower(bench: dict[str, Any]) -> str:
-    """The report's first warning: every baseline that ran faster than the engine in the same run, with the ratio
-    (engine speed / baseline speed, below 1) at each batch size where it did; empty when none did."""
-    slow = [(n, b, r) for n, per_batch in speedups(bench).items() for b, r in per_batch.items() if r < 1.0]
-    if not slow:
-        return ""
-    p50 = {
-        (n, b): bench["runtimes"][n][b]["latency_ms"]["p50"] for n in bench["runtimes"] for b in bench["runtimes"][n]
-    }
-    found = [
-        f"{ratio:.2f}× {name} at batch {b[2:]} ({p50[ENGINE, b]:.3f} ms vs {p50[name, b]:.3f} ms p50)"
-        for name, b, ratio in slow
-    ]
-    ran = {n: bench.get("baselines", {}).get(n, {}).get("inference_precision") for n, _, _ in slow}
-    faster = sorted(f"{n} (it ran in {ran[n]})" if ran[n] else n for n in {name for name, _, _ in slow})
-    return (
-        f"> **Slower than a baseline:** the {bench['backend']} {bench['precision']} engine ran "
-        + "; ".join(found)
-        + f". Faster here: {', '.join(faster)}.\n\n"
-    )
-
-
-def race_table(manifest: dict[str, Any]) -> str:
-    """The build's race, a row per candidate (its gate, p50 per batch, result), or a line saying there was none."""
-    race = manifest.get("race")
-    if not race:
-        return f"One candidate ({manifest['precision']} on {manifest['backend']}): nothing raced."
-    batches = sorted({b for e in race for b in e.get("p50_ms", {})}, key=lambda b: int(b[2:]))
-    rows = [
-        [
-            e["candidate"],
-            ("pass" if e["gate"]["passed"] else "FAIL") if "gate" in e else "—",
-            f"{e['gate']['candidate']:.4f}" if "gate" in e else "—",
-            *(f"{e['p50_ms'][b]:.3f}" if b in e.get("p50_ms", {}) else "—" for b in batches),
-            e["result"],
-        ]
-        for e in race
-    ]
-    metric = next((e["gate"]["metric"] for e in race if "gate" in e), "metric")
-    return table(["candidate", "gate", metric, *(f"p50 ms {b}" for b in batches), "result"], rows)
-
-
-def exported(record: dict[str, Any]) -> tuple[str, str]:
-    """export.json as the Engine list's line and, where an exporter failed before another wrote the file, a note."""
-    if record["exporter"] is None:
-        return f"given ONNX file ({record['source']})", ""
-    failed = "; ".join(f"{f['exporter']}: {f['error']}" for f in record.get("exporter_failed", []))
-    line = f"torch.onnx.export ({record['exporter']} exporter, torch {record['torch']})"
-    note = f"> **Exported by the {record['exporter']} exporter** after {failed}.\n\n" if failed else ""
-    return line, note
 
 
 def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict) -> str:
@@ -144,13 +83,7 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict) -> 
     latency = table(
         ["runtime", "batch", "p50 ms", "p99 ms", "mean ms", "samples/s", *(f"engine vs {b}" for b in ups)], rows
     )
-    gpu = [  # GPU engines: trtexec's split of the host latency, from CUDA events
-        f"bs{b[2:]}: " + ", ".join(f"{phase} p50 {v['p50']:.3f} ms" for phase, v in r["gpu_ms"].items())
-        for b, r in bench["runtimes"][ENGINE].items()
-        if "gpu_ms" in r
-    ]
-    if gpu:
-        latency += "\n\nGPU time of the engine (CUDA events): " + "; ".join(gpu) + "."
+    latency += gpu_times(bench)
     cpu = fp["device"].get("cpu", {})
     versions = ", ".join(f"{k} {v}" for k, v in sorted(bench["versions"].items()))
     settings = ", ".join(f"{k}={v}" for k, v in sorted(manifest["settings"].items()))

@@ -299,11 +299,44 @@ def test_manifest_records_the_profile_and_compare_runs_its_edges(tiny):
 def test_tensorrt_provider_engines_are_optimized_offline_without_it_at_basic():
     """ONNX Runtime cannot save a model holding TensorRT-compiled nodes: the build optimizes on the other providers,
     at most at `basic` (higher levels bake in CPU-only layouts), and TensorRT joins when the engine loads."""
-    from stages.backends.ort_session import offline_providers, provider_options
+    from stages.backends.ort_session import offline_providers
 
     gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert offline_providers(gpu) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert offline_providers(["TensorrtExecutionProvider"]) == ["CPUExecutionProvider"]
     assert offline_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    trt = provider_options(gpu, Path("build/m/engine"))[0]
-    assert trt["trt_engine_cache_path"] == trt["trt_timing_cache_path"] == str(Path("build/m/engine/trt_ep_cache"))
+
+
+def test_onnxruntime_behind_tensorrt_gets_its_int8_form_flags_profile_and_a_cache_outside_the_engine():
+    """What ONNX Runtime's TensorRT provider is handed, from env.json's record to the session's provider options
+    (the provider itself needs a GPU: its session is not opened here)."""
+    from stages.backends.candidate import build_spec
+    from stages.backends.ort_session import provider_options, with_tensorrt_options
+    from stages.core.run import plain
+
+    backend = registry.get("onnxruntime")
+    gpu = "backend.onnxruntime.providers=[TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider]"
+    cfg = compose("backend=onnxruntime", gpu)
+    record = registry.candidate_record(backend, plain(cfg.backend))
+    assert record["capabilities"]["int8_encoding"] == "s8s8" and record["capabilities"]["device"] == "cuda"
+    assert precision.encoding_for("auto", record["capabilities"]) == "s8s8"  # TensorRT's parser takes no uint8
+    cpu = registry.candidate_record(backend, plain(compose("backend=onnxruntime").backend))["capabilities"]
+    assert cpu["int8_encoding"] in ("u8s8", "u8s7") and cpu["device"] == "cpu"
+
+    cache = Path(cfg.paths.timing_cache)
+    options = {}
+    for name in ("int8", "fp16", "fp32"):
+        spec = build_spec(cfg.model, name, [1, 32], record, cache)
+        options[name] = with_tensorrt_options(dict(record["settings"]), spec)["tensorrt_options"]
+    assert (options["int8"]["trt_int8_enable"], options["int8"]["trt_fp16_enable"]) == ("True", "False")
+    assert (options["fp16"]["trt_int8_enable"], options["fp16"]["trt_fp16_enable"]) == ("False", "True")
+    assert (options["fp32"]["trt_int8_enable"], options["fp32"]["trt_fp16_enable"]) == ("False", "False")
+    shapes = {k: options["int8"][f"trt_profile_{k}_shapes"] for k in ("min", "opt", "max")}
+    assert shapes == {"min": "image:1x1x8x8", "opt": "image:32x1x8x8", "max": f"image:{cfg.model.max_batch}x1x8x8"}
+    where = Path(options["int8"]["trt_engine_cache_path"])
+    assert where == Path(options["int8"]["trt_timing_cache_path"]) and where.parent == cache
+    assert not where.is_relative_to(cfg.paths.engine)  # compare and benchmark never write into build's output
+    judge = build_spec(cfg.model, "int8", [8], record, None)  # the precision stage's judge: no cache
+    assert "trt_engine_cache_path" not in with_tensorrt_options(dict(record["settings"]), judge)["tensorrt_options"]
+    assert "tensorrt_options" not in with_tensorrt_options({"providers": ["CPUExecutionProvider"]}, judge)
+    assert provider_options(list(record["settings"]["providers"]), options["int8"]) == [options["int8"], {}, {}]

@@ -5,6 +5,7 @@ No test imports tensorrt at module level; the GPU tests skip with the reason the
 """
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from stages.backends import registry
 from stages.backends.candidate import build_spec
 from stages.backends.tensorrt import ENGINE_FILE, profile_index
-from stages.backends.trt_plan import CHECKED_THROUGH, build_plan, loaders, timing_cache_key, unchecked, version_problem
+from stages.backends.trt_plan import build_plan, loaders, timing_cache_key
+from stages.backends.trt_versions import CHECKED_THROUGH, bf16_problem, unchecked, version_problem
 from stages.core.errors import PipelineError
 from stages.core.run import plain
 from tests.helpers import AUTO, QUICK, ROOT, compose, env_record, python_module, run, run_if
@@ -232,3 +234,69 @@ def test_tensorrt_extras_pin_one_cuda_major_each():
         extra = extras[f"tensorrt-cu{major}"]
         assert any(r.startswith(f"tensorrt-cu{major}>=") for r in extra) and runtime in extra
         assert f"cuda-python>={major}" in " ".join(extra) and f"<{int(major) + 1}" in " ".join(extra)
+
+
+class FakeRuntime:
+    """cuda-python's runtime as far as ``capture_graph`` calls it (this machine has no GPU): each call returns
+    cuda-python's ``(error, *values)`` tuple and is logged; the capture ends as CUDA would after ``enqueued``."""
+
+    class cudaError_t:
+        cudaSuccess, cudaErrorStreamCaptureInvalidated = 0, 901
+
+    class cudaStreamCaptureMode:
+        cudaStreamCaptureModeThreadLocal = 1
+
+    def __init__(self, end_error: int = 0) -> None:
+        self.calls: list[str] = []
+        self.end_error = end_error
+
+    def __getattr__(self, name: str):
+        results = {
+            "cudaStreamEndCapture": (self.end_error, None if self.end_error else "graph"),
+            "cudaGraphInstantiate": (0, "executable"),
+            "cudaGetLastError": (0,),
+        }
+        return lambda *args: self.calls.append(name) or results.get(name, (0,))
+
+
+def test_a_cuda_graph_capture_tensorrt_refuses_falls_back_to_plain_enqueue_as_trtexec_does():
+    from stages.backends.trt_timing import capture_graph
+
+    rt = FakeRuntime()
+    assert capture_graph(rt, "stream", lambda: True) == "executable"
+    assert rt.calls == ["cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphInstantiate", "cudaGraphDestroy"]
+    rt = FakeRuntime()  # execute_async_v3 returned False under capture: the graph exists but must not be used
+    assert capture_graph(rt, "stream", lambda: False) is None
+    assert rt.calls == ["cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphDestroy", "cudaGetLastError"]
+    rt = FakeRuntime(end_error=FakeRuntime.cudaError_t.cudaErrorStreamCaptureInvalidated)  # no graph to destroy
+    assert capture_graph(rt, "stream", lambda: False) is None
+    assert rt.calls == ["cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGetLastError"]
+
+
+def test_bf16_on_a_gpu_before_ampere_is_one_line_not_a_build_error(monkeypatch):
+    from stages import precision
+    from stages.backends import tensorrt
+
+    assert bf16_problem(None) is None and bf16_problem("8.0") is None and bf16_problem("12.0") is None
+    reason = "TensorRT runs bfloat16 from compute capability 8.0 (Ampere) on; this GPU is sm 7.5: use precision=fp16"
+    assert bf16_problem("7.5") == reason
+    monkeypatch.setattr(tensorrt, "compute_capability", lambda: "7.5")  # a T4: the GPU is what is missing here
+    backend = registry.get("tensorrt")
+    assert backend.supports("bf16").reason == reason and not backend.supports("bf16").ok
+    assert backend.supports("fp16").ok
+    with pytest.raises(PipelineError, match=rf"^precision=bf16: {re.escape(reason)}$"):
+        precision.bf16(compose("precision=bf16").precision, backend.capabilities.record(), Path("m"), Path("o"))
+    monkeypatch.setattr(tensorrt, "compute_capability", lambda: "8.9")
+    assert backend.capabilities.record()["bf16"] == "graph"
+
+
+def test_the_report_gives_a_gpu_engines_phase_times_and_does_not_call_its_wall_clock_trtexecs():
+    from stages.core.report_parts import gpu_times
+
+    phase = {"p50": 0.1, "p99": 0.2, "mean": 0.1}
+    run = {"latency_ms": phase, "gpu_ms": {"h2d": phase, "compute": phase, "d2h": phase}}
+    bench = {"runtimes": {"engine": {"bs1": run}}, "engine_call": {"cuda_graph": "ignored: not capturable"}}
+    text = gpu_times(bench)
+    assert "GPU time of the engine (CUDA events; CUDA graph ignored: not capturable): bs1: h2d p50 0.100 ms" in text
+    assert "not trtexec's host latency" in text
+    assert gpu_times({"runtimes": {"engine": {"bs1": {"latency_ms": phase}}}}) == ""

@@ -14,7 +14,7 @@ from engineforge.coverage import PRECISIONS, call_stage, overrides, run_model
 from examples import zoo
 from stages import build as build_stage
 from stages import compare, env, export, precision, simplify
-from stages import report as report_stage
+from stages.core import report_parts
 from stages.core.artifacts import read_json
 from stages.core.batches import feeds
 from stages.core.data import load_dataset
@@ -192,7 +192,7 @@ def test_where_dynamo_cannot_export_auto_falls_back_to_torchscript_and_says_why(
     assert report["exporter"] == "torchscript" and report["check"]["samples"] >= 64
     (failed,) = report["exporter_failed"]
     assert failed["exporter"] == "dynamo" and failed["error"].startswith("ValueError: Cannot view a tensor with shape")
-    line, note = report_stage.exported(report)
+    line, note = report_parts.exported(report)
     assert line.startswith("torch.onnx.export (torchscript exporter, torch 2.13")
     assert note.startswith("> **Exported by the torchscript exporter** after dynamo: ValueError: Cannot view a")
     with pytest.raises(PipelineError) as stopped:

@@ -123,6 +123,19 @@ class Backend(ABC):
     def capabilities(self) -> Capabilities:
         """What this backend can do on this machine."""
 
+    def capabilities_for(self, settings: Mapping[str, Any]) -> Capabilities:
+        """What this backend can do with its own settings ``settings`` (``backend.<name>``): env.json records this.
+        By default the settings change nothing; a backend whose device follows a setting (ONNX Runtime's
+        providers) says so here.
+
+        Args:
+            settings: the backend's own config section, as plain data.
+
+        Returns:
+            Capabilities: for engines built with those settings.
+        """
+        return self.capabilities
+
     @abstractmethod
     def availability(self) -> Availability:
         """Whether this backend can build and run engines on this machine (``ok`` and a one-line reason)."""

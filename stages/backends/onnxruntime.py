@@ -7,23 +7,26 @@ for this CPU's instruction set, so the manifest's fingerprint includes the CPU.
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stages.backends.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
-from stages.backends.cuda_setup import GPU_PROVIDERS, onnxruntime_conflict
+from stages.backends.cuda_setup import GPU_PROVIDERS
 from stages.backends.ort_session import (
     LEVELS,
-    MODES,
+    TRT,
     SessionFromEngine,
     bound_session,
     offline_providers,
     onnxruntime_module,
     open_session,
     relative_error,
+    resolve_settings,
     session_options,
+    with_tensorrt_options,
 )
 from stages.core.device import cpu_fingerprint, x86_without_vnni
 from stages.core.errors import PipelineError, first_line
@@ -36,31 +39,6 @@ if TYPE_CHECKING:
 NAME = "onnxruntime"
 ENGINE_FILE = "engine.onnx"
 SMOKE_TOLERANCE = 0.1  # largest relative error (L2) of an optimized engine against its unoptimized graph
-
-
-def resolve_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The engine's session settings with defaults made explicit (thread count resolved to a number)."""
-    level, mode = settings["graph_optimization_level"], settings.get("execution_mode", "sequential")
-    for key, value, allowed in (("graph_optimization_level", level, LEVELS), ("execution_mode", mode, MODES)):
-        if value not in allowed:
-            raise PipelineError(f"backend.onnxruntime.{key}: {value!r} is not one of {', '.join(allowed)}")
-    available = onnxruntime_module().get_available_providers()
-    missing = [p for p in settings["providers"] if p not in available]
-    if missing or not settings["providers"]:
-        gpu = "; GPU providers need onnxruntime-gpu (docs/gpu.md)" if set(missing) & set(GPU_PROVIDERS) else ""
-        raise PipelineError(
-            f"backend.onnxruntime.providers: {', '.join(missing) or 'empty list'} not available in this "
-            f"onnxruntime; available: {', '.join(available)}{gpu}"
-        )
-    if set(settings["providers"]) & set(GPU_PROVIDERS) and (conflict := onnxruntime_conflict()):
-        raise PipelineError(f"backend.onnxruntime.providers: {conflict}")
-    threads = settings["intra_op_num_threads"] or cpu_fingerprint()["cores"]
-    return {
-        "execution_mode": mode,
-        "graph_optimization_level": level,
-        "intra_op_num_threads": threads,
-        "providers": list(settings["providers"]),
-    }
 
 
 def candidates(settings: Mapping[str, Any], cores: int) -> list[dict[str, Any]]:
@@ -95,6 +73,17 @@ class OnnxRuntimeBackend(Backend):
             tunes=True,  # threads and the execution mode, timed at build within backend.tune_s
         )
 
+    def capabilities_for(self, settings: Mapping[str, Any]) -> Capabilities:
+        """On a GPU provider the engine runs on CUDA; behind TensorRT's it takes TensorRT's int8 form (s8s8: its
+        parser refuses the CPU encoding's uint8 zero points), else the CPU's."""
+        providers = list(settings.get("providers") or [])
+        caps = self.capabilities
+        if providers[:1] == [TRT]:
+            return replace(caps, device="cuda", int8_encoding="s8s8")
+        if set(providers[:1]) & set(GPU_PROVIDERS):
+            return replace(caps, device="cuda")
+        return caps
+
     def availability(self) -> Availability:
         """ONNX Runtime is available wherever it imports."""
         try:
@@ -118,7 +107,7 @@ class OnnxRuntimeBackend(Backend):
         runs it: each candidate must load and match the unoptimized graph on a smoke input (ONNX Runtime's CPU
         optimizers have crashed on float16 graphs). A lower level than asked is recorded in the manifest. Then,
         when ``spec.tune``, time thread counts and execution modes on the optimized model and keep the fastest."""
-        settings = resolve_settings(spec.settings)
+        settings = with_tensorrt_options(resolve_settings(spec.settings), spec)
         requested = settings["graph_optimization_level"]
         if set(settings["providers"]) & set(GPU_PROVIDERS) and requested in ("extended", "all"):
             requested = "basic"  # higher levels bake in CPU-only layouts; ONNX Runtime advises basic for other EPs
@@ -131,7 +120,7 @@ class OnnxRuntimeBackend(Backend):
                 options = session_options(settings["intra_op_num_threads"], level)
                 options.optimized_model_filepath = str(out / ENGINE_FILE)
                 open_session(onnx, options, offline_providers(settings["providers"]))
-                got = self._session(out / ENGINE_FILE, settings, "disabled", out).run(None, feed)
+                got = self._session(out / ENGINE_FILE, settings, "disabled").run(None, feed)
                 error = relative_error(got, expected)
             except PipelineError:
                 raise
@@ -148,7 +137,7 @@ class OnnxRuntimeBackend(Backend):
         if spec.tune and not set(settings["providers"]) & set(GPU_PROVIDERS):
 
             def open_call(option: dict[str, Any], batch: int) -> TimedCall:
-                session = self._session(out / ENGINE_FILE, settings | option, "disabled", out)
+                session = self._session(out / ENGINE_FILE, settings | option, "disabled")
                 return bound_session(session, spec.feed(batch))
 
             options = candidates(settings, cpu_fingerprint()["cores"])
@@ -160,10 +149,10 @@ class OnnxRuntimeBackend(Backend):
         return built
 
     @staticmethod
-    def _session(model: Path, settings: dict[str, Any], level: str, engine_dir: Path | None = None) -> Any:
+    def _session(model: Path, settings: dict[str, Any], level: str) -> Any:
         options = session_options(settings["intra_op_num_threads"], level, settings.get("execution_mode", "sequential"))
         try:
-            return open_session(model, options, settings["providers"], engine_dir)
+            return open_session(model, options, settings["providers"], settings.get("tensorrt_options"))
         except PipelineError:
             raise
         except Exception as e:  # onnxruntime's own exception types
@@ -180,7 +169,7 @@ class OnnxRuntimeBackend(Backend):
         the precision stage judges a graph with."""
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
-        settings = resolve_settings(spec.settings)
+        settings = with_tensorrt_options(resolve_settings(spec.settings), spec)
         level = settings["graph_optimization_level"]
         if set(settings["providers"]) & set(GPU_PROVIDERS) and level in ("extended", "all"):
             level = "basic"  # as build: higher levels bake in CPU-only layouts

@@ -1,6 +1,6 @@
 """ONNX Runtime sessions as the backend opens them: session options, execution providers and their options (the
-TensorRT provider's caches inside the engine folder; offline optimization without it), the check that the provider
-asked for is the one that runs, IO-bound timed calls, the lazy session loader over a built engine and the
+TensorRT provider's precision flags, profile and caches; offline optimization without it), the check that the
+provider asked for is the one that runs, IO-bound timed calls, the lazy session loader over a built engine and the
 smoke check's relative error."""
 
 from collections.abc import Mapping
@@ -9,50 +9,107 @@ from typing import Any
 
 import numpy as np
 
-from stages.backends.base import TimedCall
-from stages.backends.cuda_setup import preload_gpu_libraries
+from stages.backends.base import BuildSpec, TimedCall
+from stages.backends.cuda_setup import GPU_PROVIDERS, onnxruntime_conflict, preload_gpu_libraries
+from stages.core.device import cpu_fingerprint
 from stages.core.errors import PipelineError
 
 LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
 LEVELS["all"] = "ORT_ENABLE_ALL"
 MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
-TRT_EP_CACHE = "trt_ep_cache"  # inside the engine folder: the TensorRT provider's engines and timing cache
+TRT = "TensorrtExecutionProvider"
+TRT_CACHE = "onnxruntime-tensorrt"  # the TensorRT provider's engines and timing cache, under the timing-cache folder
+SHAPES = ("min", "opt", "max")
 
 
-def provider_options(providers: list[str], engine_dir: Path | None) -> list[dict[str, str]]:
-    """Options per provider: the TensorRT provider caches its engines and timing cache inside the engine folder,
-    so DVC owns them with the engine (never a side directory)."""
-    options = []
-    for name in providers:
-        if name == "TensorrtExecutionProvider" and engine_dir is not None:
-            cache = str(engine_dir / TRT_EP_CACHE)
-            options.append(
-                {
-                    "trt_engine_cache_enable": "True",
-                    "trt_engine_cache_path": cache,
-                    "trt_timing_cache_enable": "True",
-                    "trt_timing_cache_path": cache,
-                }
-            )
-        else:
-            options.append({})
+def tensorrt_options(precision: str, profile: Mapping[str, Any] | None, cache_dir: Path | None) -> dict[str, str]:
+    """The TensorRT provider's options for a graph of ``precision``.
+
+    The provider builds weakly typed networks, so a float16 graph needs ``trt_fp16_enable`` and a Q/DQ graph
+    ``trt_int8_enable`` for TensorRT to pick those kernels; the profile is explicit (the engine is built once for the
+    whole range, not rebuilt as shapes arrive); its engines and timing cache go in ``cache_dir`` (the timing-cache
+    folder, outside every DVC output: a later stage that builds for new shapes writes there, never into the engine).
+
+    Args:
+        precision: the graph's precision (fp32, fp16, bf16, int8).
+        profile: input name -> min/opt/max shapes (``stages.core.profiles``), or None for the provider's own.
+        cache_dir: the folder kept across builds, or None for no cache (a judge's session).
+
+    Returns:
+        dict[str, str]: provider option -> value, as ONNX Runtime's Python API takes them.
+    """
+    options = {"trt_fp16_enable": str(precision == "fp16"), "trt_int8_enable": str(precision == "int8")}
+    for key in SHAPES if profile else ():
+        options[f"trt_profile_{key}_shapes"] = ",".join(
+            f"{name}:{'x'.join(map(str, edge[key]))}" for name, edge in (profile or {}).items()
+        )
+    if cache_dir is not None:
+        cache = str(cache_dir / TRT_CACHE)
+        options |= {
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": cache,
+        }
     return options
+
+
+def provider_options(providers: list[str], tensorrt: Mapping[str, str] | None) -> list[dict[str, str]]:
+    """Options per provider: ``tensorrt`` (``tensorrt_options``) for TensorRT's, none for the others."""
+    return [dict(tensorrt or {}) if name == TRT else {} for name in providers]
+
+
+def resolve_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine's session settings with defaults made explicit (thread count resolved to a number)."""
+    level, mode = settings["graph_optimization_level"], settings.get("execution_mode", "sequential")
+    for key, value, allowed in (("graph_optimization_level", level, LEVELS), ("execution_mode", mode, MODES)):
+        if value not in allowed:
+            raise PipelineError(f"backend.onnxruntime.{key}: {value!r} is not one of {', '.join(allowed)}")
+    available = onnxruntime_module().get_available_providers()
+    missing = [p for p in settings["providers"] if p not in available]
+    if missing or not settings["providers"]:
+        gpu = "; GPU providers need onnxruntime-gpu (docs/gpu.md)" if set(missing) & set(GPU_PROVIDERS) else ""
+        raise PipelineError(
+            f"backend.onnxruntime.providers: {', '.join(missing) or 'empty list'} not available in this "
+            f"onnxruntime; available: {', '.join(available)}{gpu}"
+        )
+    if set(settings["providers"]) & set(GPU_PROVIDERS) and (conflict := onnxruntime_conflict()):
+        raise PipelineError(f"backend.onnxruntime.providers: {conflict}")
+    threads = settings["intra_op_num_threads"] or cpu_fingerprint()["cores"]
+    return {
+        "execution_mode": mode,
+        "graph_optimization_level": level,
+        "intra_op_num_threads": threads,
+        "providers": list(settings["providers"]),
+    }
+
+
+def with_tensorrt_options(settings: dict[str, Any], spec: BuildSpec) -> dict[str, Any]:
+    """``settings`` plus, where the TensorRT provider is asked for, its options for ``spec``'s graph (precision
+    flag, the first profile, which covers every batch size, and caches under ``spec.cache_dir``): recorded in the
+    manifest, so every later session on the engine opens with them."""
+    if TRT not in settings["providers"]:
+        return settings
+    return settings | {"tensorrt_options": tensorrt_options(spec.precision, spec.profiles[0], spec.cache_dir)}
 
 
 def offline_providers(providers: list[str]) -> list[str]:
     """The providers the offline optimization runs on: all but TensorRT's, whose compiled nodes ONNX Runtime cannot
     serialize ("Unable to serialize model as it contains compiled nodes"); TensorRT joins when the engine loads."""
-    return [p for p in providers if p != "TensorrtExecutionProvider"] or ["CPUExecutionProvider"]
+    return [p for p in providers if p != TRT] or ["CPUExecutionProvider"]
 
 
-def open_session(model: Path, options: Any, providers: list[str], engine_dir: Path | None = None) -> Any:
-    """An InferenceSession on ``providers``; refused in one line when ONNX Runtime silently fell back from the
-    first provider asked for (it does when, e.g., the CUDA or TensorRT libraries do not load). The TensorRT
-    and CUDA providers get their libraries loaded first (``cuda_setup.preload_gpu_libraries``)."""
+def open_session(model: Path, options: Any, providers: list[str], tensorrt: Mapping[str, str] | None = None) -> Any:
+    """An InferenceSession on ``providers`` (TensorRT's with the options ``tensorrt``); refused in one line when
+    ONNX Runtime silently fell back from the first provider asked for (it does when, e.g., the CUDA or TensorRT
+    libraries do not load). The TensorRT and CUDA providers get their libraries loaded first
+    (``cuda_setup.preload_gpu_libraries``)."""
     if problem := preload_gpu_libraries(providers):
         raise PipelineError(f"backend.onnxruntime.providers: {problem}")
+    if TRT in providers and tensorrt and "trt_engine_cache_path" in tensorrt:
+        Path(tensorrt["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
     session = onnxruntime_module().InferenceSession(
-        str(model), options, providers=providers, provider_options=provider_options(providers, engine_dir)
+        str(model), options, providers=providers, provider_options=provider_options(providers, tensorrt)
     )
     check_provider(session, providers[0])
     return session
@@ -126,6 +183,5 @@ class SessionFromEngine:
 
     def __call__(self) -> Any:
         threads, mode = self.settings["intra_op_num_threads"], self.settings.get("execution_mode", "sequential")
-        return open_session(
-            self.engine, session_options(threads, "disabled", mode), self.settings["providers"], self.engine.parent
-        )
+        options = session_options(threads, "disabled", mode)
+        return open_session(self.engine, options, self.settings["providers"], self.settings.get("tensorrt_options"))

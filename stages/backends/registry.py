@@ -173,8 +173,9 @@ def candidate_record(backend: Backend, group: Mapping[str, Any]) -> dict[str, An
     Returns:
         dict: what build and precision read of that backend.
     """
+    own = engine_settings(backend, group)
     return {
         "backend": backend.name,
-        "capabilities": backend.capabilities.record(),
+        "capabilities": backend.capabilities_for(own["settings"]).record(),
         "fingerprint": backend.fingerprint(),
-    } | engine_settings(backend, group)
+    } | own

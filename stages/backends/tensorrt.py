@@ -1,6 +1,6 @@
 """TensorRT backend (10 and 11): the precision stage's ONNX as a strongly typed network, built per the plan in
 ``trt_plan`` with Polygraphy's loaders into a plain serialized engine (``engine.plan``, which trtexec and C++
-loaders open) beside its manifest; run by Polygraphy's TrtRunner; timed trtexec-style (``cuda.TimedInference``).
+loaders open) beside its manifest; run by Polygraphy's TrtRunner; timed trtexec-style (``trt_timing.TimedInference``).
 
 TensorRT is imported only inside methods: every other module, and the CPU test suite, works without it.
 """
@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stages.backends.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
-from stages.backends.cuda import cuda_mismatch, device_count, device_facts, why_no_device
+from stages.backends.cuda import compute_capability, cuda_mismatch, device_count, device_facts, why_no_device
 from stages.backends.cuda_setup import expose_cudart, installed, tensorrt_cuda_major
-from stages.backends.trt_plan import build_plan, loaders, too_old
+from stages.backends.trt_plan import build_plan, loaders
+from stages.backends.trt_versions import bf16_problem, too_old
 from stages.core.artifacts import atomic_path, sha256
 from stages.core.errors import PipelineError, first_line
 
@@ -45,9 +46,12 @@ class TensorRTBackend(Backend):
     @property
     def capabilities(self) -> Capabilities:
         """CUDA; int8 as TensorRT's explicit quantization (symmetric int8 Q/DQ, zero points 0); bf16 as a bfloat16
-        graph (strongly typed); shape profiles; no baseline (the engine is the TensorRT figure) and no tuning at
-        build (TensorRT times its own tactics: backend.tune/tune_s do not reach it)."""
-        return Capabilities(device="cuda", int8_encoding="s8s8", bf16=Bf16.GRAPH, uses_profiles=True)
+        graph (strongly typed) where the GPU has bfloat16 (compute capability 8.0 on), else one line; shape
+        profiles; no baseline (the engine is the TensorRT figure) and no tuning at build (TensorRT times its own
+        tactics: backend.tune/tune_s do not reach it)."""
+        no_bf16 = bf16_problem(compute_capability())
+        bf16 = Bf16.NONE if no_bf16 else Bf16.GRAPH
+        return Capabilities("cuda", "s8s8", bf16, bf16_reason=no_bf16 or "", uses_profiles=True)
 
     def availability(self) -> Availability:
         """TensorRT 10 or newer imports, and a CUDA device is visible."""
@@ -124,8 +128,8 @@ class TensorRTBackend(Backend):
         runner.set_profile(index)
 
     def timed_call(self, runner: "BaseRunner", feed: dict[str, Any], settings: Mapping[str, Any]) -> TimedCall:
-        """trtexec-style timing (``stages.backends.cuda.TimedInference``) in a context of its own."""
-        from stages.backends.cuda import TimedInference
+        """trtexec-style timing (``stages.backends.trt_timing.TimedInference``) in a context of its own."""
+        from stages.backends.trt_timing import TimedInference
 
         index = profile_index(runner.profiles, feed)
         return TimedInference(runner.engine, feed, index, settings["cuda_graph"], settings["no_data_transfers"])

@@ -1,5 +1,5 @@
 """The TensorRT build plan: profiles, builder settings and the timing cache as plain data, checked without
-TensorRT (which settings each TensorRT version has), and Polygraphy's lazy loader chain made from it.
+TensorRT (``trt_versions`` says which settings each TensorRT version has), and Polygraphy's lazy loader chain made from it.
 
 Precision is never a builder flag: the network is strongly typed, so the precision stage's Q/DQ or float16 ONNX
 fixes every layer's type (TensorRT 11 removed the FP16/INT8 flags; 10 needs the strongly typed flag, 11 ignores it).
@@ -7,11 +7,12 @@ fixes every layer's type (TensorRT 11 removed the FP16/INT8 flags; 10 needs the 
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from stages.backends.trt_versions import values, version_problem
 from stages.core.errors import PipelineError
 
 # config value -> TensorRT enum member name
@@ -24,75 +25,12 @@ TACTIC_SOURCES = {
     "edge_mask_convolutions": "EDGE_MASK_CONVOLUTIONS",
     "jit_convolutions": "JIT_CONVOLUTIONS",
 }
-# (setting, value; None = any value but the default) -> (first version, last major) of TensorRT that has it
-ONLY_IN = {
-    ("hardware_compatibility_level", "same_compute_capability"): ((10, 9), None),
-    ("tiling_optimization_level", None): ((10, 8), None),
-    ("tactic_sources", "cublas"): (None, 10),
-    ("tactic_sources", "cublas_lt"): (None, 10),
-    ("tactic_sources", "cudnn"): (None, 10),
-}
-DEFAULTS = {"tiling_optimization_level": "none"}
-# The newest TensorRT release this backend was checked against (its sources: python/src/infer/pyCore.cpp, NvInfer.h,
-# trtexec); pyproject's tensorrt-cuNN extras stop there until the next is checked the same way (docs/gpu.md).
-CHECKED_THROUGH = (11, 1)
-
-
-def _values(value: Any) -> list:
-    return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
 
 
 def _choice(settings: Mapping, key: str, options: Mapping) -> None:
-    values = _values(settings[key])
-    for value in values:
+    for value in values(settings[key]):
         if value not in options:
             raise PipelineError(f"backend.tensorrt.{key}: {value!r} is not one of {', '.join(options)}")
-
-
-def too_old(version: str) -> str | None:
-    """One line where TensorRT ``version`` cannot build the pipeline's strongly typed networks (before 10), else
-    None: the gate the backend's availability and gpu_check share.
-
-    Args:
-        version: ``tensorrt.__version__``.
-
-    Returns:
-        str | None: the reason, or None.
-    """
-    if int(version.split(".")[0]) < 10:
-        return f"TensorRT {version} is too old: strongly typed builds need 10 or 11"
-    return None
-
-
-def unchecked(version: str) -> str | None:
-    """One line where TensorRT ``version`` is newer than ``CHECKED_THROUGH`` (installed by hand: the extras stop
-    there), else None; a note, not a refusal.
-
-    Args:
-        version: ``tensorrt.__version__``.
-
-    Returns:
-        str | None: the note, or None.
-    """
-    if tuple(int(p) for p in version.split(".")[:2]) <= CHECKED_THROUGH:
-        return None
-    return f"TensorRT {version} is newer than {'.'.join(map(str, CHECKED_THROUGH))}, the last release checked (docs/gpu.md)"
-
-
-def version_problem(settings: Mapping[str, Any], version: str) -> str | None:
-    """One line naming a setting this TensorRT ``version`` lacks (it exists only in other versions), else None."""
-    have = tuple(int(p) for p in version.split(".")[:2])
-    for (key, value), (first, last_major) in ONLY_IN.items():
-        chosen = _values(settings.get(key))
-        hit = any(v is not None and v != DEFAULTS.get(key) and (value is None or v == value) for v in chosen)
-        if not hit:
-            continue
-        setting = f"backend.tensorrt.{key}={value or chosen[0]}"
-        if first and have < first:
-            return f"{setting} needs TensorRT >= {'.'.join(map(str, first))}; this is TensorRT {version}"
-        if last_major and have[0] > last_major:
-            return f"{setting} exists only in TensorRT {last_major}.x; this is TensorRT {version}: remove it"
-    return None
 
 
 def timing_cache_key(fingerprint: Mapping[str, Any]) -> str:

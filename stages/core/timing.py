@@ -12,8 +12,9 @@ import numpy as np
 class TimedCall:
     """One inference of an activated runner with inputs and outputs bound beforehand: what a benchmark times.
 
-    ``take()`` returns the device time of each phase since the last take (a GPU call; None on CPUs) and
-    ``close()`` frees what the call holds: every call has both, so no caller asks which kind it has.
+    ``take()`` returns the device time of each phase since the last take (a GPU call; None on CPUs), ``notes()``
+    what it runs with, and ``close()`` frees what the call holds: every call has all three, so no caller asks which
+    kind it has.
     """
 
     def __init__(self, run: Callable[[], object]) -> None:
@@ -26,6 +27,10 @@ class TimedCall:
     def take(self) -> dict[str, np.ndarray] | None:
         """Device times per phase (ms) since the last take; None where the runtime has no device clock."""
         return None
+
+    def notes(self) -> dict[str, Any]:
+        """What the call runs with, for the benchmark's record (a GPU call: its CUDA graph); empty by default."""
+        return {}
 
     def close(self) -> None:
         """Free the call's buffers (nothing on CPUs)."""

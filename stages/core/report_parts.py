@@ -1,0 +1,88 @@
+"""The report's parts that read one record each: speed-ups, the slower-than-a-baseline warning, the race table,
+the export line and a GPU engine's phase times (values from benchmark.json, the manifest and export.json in,
+Markdown out)."""
+
+from typing import Any
+
+from stages.core.markdown import table
+from stages.core.metrics import ENGINE
+
+
+def speedups(bench: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Baseline -> batch -> baseline p50 latency / engine p50 latency."""
+    engine = bench["runtimes"][ENGINE]
+    return {
+        name: {b: runs[b]["latency_ms"]["p50"] / engine[b]["latency_ms"]["p50"] for b in engine}
+        for name, runs in bench["runtimes"].items()
+        if name != ENGINE
+    }
+
+
+def slower(bench: dict[str, Any]) -> str:
+    """The report's first warning: every baseline that ran faster than the engine in the same run, with the ratio
+    (engine speed / baseline speed, below 1) at each batch size where it did; empty when none did."""
+    slow = [(n, b, r) for n, per_batch in speedups(bench).items() for b, r in per_batch.items() if r < 1.0]
+    if not slow:
+        return ""
+    p50 = {
+        (n, b): bench["runtimes"][n][b]["latency_ms"]["p50"] for n in bench["runtimes"] for b in bench["runtimes"][n]
+    }
+    found = [
+        f"{ratio:.2f}× {name} at batch {b[2:]} ({p50[ENGINE, b]:.3f} ms vs {p50[name, b]:.3f} ms p50)"
+        for name, b, ratio in slow
+    ]
+    ran = {n: bench.get("baselines", {}).get(n, {}).get("inference_precision") for n, _, _ in slow}
+    faster = sorted(f"{n} (it ran in {ran[n]})" if ran[n] else n for n in {name for name, _, _ in slow})
+    return (
+        f"> **Slower than a baseline:** the {bench['backend']} {bench['precision']} engine ran "
+        + "; ".join(found)
+        + f". Faster here: {', '.join(faster)}.\n\n"
+    )
+
+
+def race_table(manifest: dict[str, Any]) -> str:
+    """The build's race, a row per candidate (its gate, p50 per batch, result), or a line saying there was none."""
+    race = manifest.get("race")
+    if not race:
+        return f"One candidate ({manifest['precision']} on {manifest['backend']}): nothing raced."
+    batches = sorted({b for e in race for b in e.get("p50_ms", {})}, key=lambda b: int(b[2:]))
+    rows = [
+        [
+            e["candidate"],
+            ("pass" if e["gate"]["passed"] else "FAIL") if "gate" in e else "—",
+            f"{e['gate']['candidate']:.4f}" if "gate" in e else "—",
+            *(f"{e['p50_ms'][b]:.3f}" if b in e.get("p50_ms", {}) else "—" for b in batches),
+            e["result"],
+        ]
+        for e in race
+    ]
+    metric = next((e["gate"]["metric"] for e in race if "gate" in e), "metric")
+    return table(["candidate", "gate", metric, *(f"p50 ms {b}" for b in batches), "result"], rows)
+
+
+def exported(record: dict[str, Any]) -> tuple[str, str]:
+    """export.json as the Engine list's line and, where an exporter failed before another wrote the file, a note."""
+    if record["exporter"] is None:
+        return f"given ONNX file ({record['source']})", ""
+    failed = "; ".join(f"{f['exporter']}: {f['error']}" for f in record.get("exporter_failed", []))
+    line = f"torch.onnx.export ({record['exporter']} exporter, torch {record['torch']})"
+    note = f"> **Exported by the {record['exporter']} exporter** after {failed}.\n\n" if failed else ""
+    return line, note
+
+
+def gpu_times(bench: dict[str, Any]) -> str:
+    """A GPU engine's paragraph under the latency table: each phase's GPU time from CUDA events, as trtexec splits
+    it, whether a CUDA graph was replayed, and what the table's latency is (empty for a CPU engine)."""
+    gpu = [
+        f"bs{b[2:]}: " + ", ".join(f"{phase} p50 {v['p50']:.3f} ms" for phase, v in r["gpu_ms"].items())
+        for b, r in bench["runtimes"][ENGINE].items()
+        if "gpu_ms" in r
+    ]
+    if not gpu:
+        return ""
+    graph = bench.get("engine_call", {}).get("cuda_graph", "off")
+    return (
+        f"\n\nGPU time of the engine (CUDA events; CUDA graph {graph}): " + "; ".join(gpu) + ". The table's "
+        "engine latency is the host's wall clock around its Python-driven copies, enqueue and wait, not trtexec's "
+        "host latency (from events): compare these GPU times with trtexec's."
+    )
