@@ -79,7 +79,8 @@ class OnnxRuntimeBackend(Backend):
         providers = list(settings.get("providers") or [])
         caps = self.capabilities
         if providers[:1] == [TRT]:
-            return replace(caps, device="cuda", int8_encoding="s8s8")
+            no_bf16 = "bf16 behind ONNX Runtime's TensorRT provider is not wired here: use backend=tensorrt"
+            return replace(caps, device="cuda", int8_encoding="s8s8", bf16_reason=no_bf16)
         if set(providers[:1]) & set(GPU_PROVIDERS):
             return replace(caps, device="cuda")
         return caps
