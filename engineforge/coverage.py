@@ -102,16 +102,24 @@ def stage_plan(dvc_file: str = "dvc.yaml") -> tuple[list[str], list[str]]:
 
 
 def run_model(
-    name: str, option: str, keys: dict[str, Any], precisions: tuple[str, ...], out: Path, extra: tuple[str, ...] = ()
+    name: str,
+    option: str,
+    keys: dict[str, Any],
+    precisions: tuple[str, ...],
+    out: Path,
+    extra: tuple[str, ...] = (),
+    by_precision: dict[str, tuple[str, ...]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per precision: gate result, task delta, engine vs ONNX Runtime fp32 at batch 1, or the error.
-    Every artifact and report goes below ``out`` (``paths.build``, ``paths.reports``)."""
+    Every artifact and report goes below ``out`` (``paths.build``, ``paths.reports``); ``extra`` overrides every
+    precision's config, ``by_precision`` one precision's (its own keys: fp32 has no ``precision.int8``)."""
     once, per = stage_plan()
     module = {stage: importlib.import_module(f"stages.{stage}") for stage in [*once, *per]}
     base = [*overrides(name, option, keys), f"paths.build={out}/build", f"paths.reports={out}/reports", *QUICK]
 
     def at(chosen: str) -> Any:
-        return compose(*base, f"precision={chosen}", *BY_PRECISION.get(chosen, ()), *extra)
+        own = (*BY_PRECISION.get(chosen, ()), *(by_precision or {}).get(chosen, ()))
+        return compose(*base, f"precision={chosen}", *own, *extra)
 
     try:
         cfg = at(precisions[0])

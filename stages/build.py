@@ -26,8 +26,7 @@ from stages.core.artifacts import atomic_path, read_json, write_json
 from stages.core.batches import feeds
 from stages.core.data import LABELS, load_dataset
 from stages.core.errors import PipelineError
-from stages.core.floor import softmax_floors
-from stages.core.onnx_io import ort_outputs
+from stages.core.floor import reference_and_floors
 from stages.core.run import run_stage
 
 
@@ -58,7 +57,7 @@ def judge(cfg: DictConfig, samples: int) -> dict[str, Any]:
     outputs on it (ONNX Runtime on ``paths.simplified``, as compare's reference) and float32's floors there."""
     data = load_dataset(cfg.model, "test")
     batches = feeds(cfg.model, data, cfg.compare.batch_size, limit=samples)
-    reference = ort_outputs(Path(cfg.paths.simplified), batches)
+    reference, floors = reference_and_floors(Path(cfg.paths.simplified), batches)
     labels = data.get(LABELS)
     count = len(next(iter(reference.values())))
     return {
@@ -67,7 +66,7 @@ def judge(cfg: DictConfig, samples: int) -> dict[str, Any]:
         "reference": reference,
         "batches": batches,
         "labels": None if labels is None else labels[:count],
-        "floors": softmax_floors(Path(cfg.paths.simplified), batches),
+        "floors": floors,
     }
 
 

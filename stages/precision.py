@@ -43,6 +43,7 @@ from stages.core.run import run_stage
 CALIBRATION = "precision.int8.calibration"  # where the calibration settings live, for error messages
 
 AUTO = "auto"  # precision.int8.encoding: the backend's own
+BACKEND_FREE = ("fp32", "fp16")  # graphs the precision stage writes the same for every backend
 
 
 def encoding_for(requested: str, capabilities: dict[str, Any]) -> str:
@@ -80,7 +81,8 @@ class Calibrated:
         batches, self.data = calibration.calibration_batches(cfg.model, settings.calibration, CALIBRATION)
         self.graph, self.opset = with_qdq_opset(source, folder)
         self.ranges = calibration.calibrate(self.graph, batches, settings.calibration, CALIBRATION)
-        self.eval = load_dataset(cfg.model, "test")
+        test = load_dataset(cfg.model, "test")
+        self.reference = fallback.Reference(cfg.model, settings.fallback_search.batch_size, self.graph, test)
 
 
 def int8(
@@ -98,14 +100,7 @@ def int8(
         chosen.record,
         None,  # no timing cache: a judge
     )
-    evaluate = fallback.Evaluator(
-        cfg.model,
-        option,
-        settings.fallback_search.batch_size,
-        calibrated.graph,
-        calibrated.eval,
-        runtime_outputs(chosen.backend, spec),
-    )
+    evaluate = fallback.Evaluator(calibrated.reference, option, runtime_outputs(chosen.backend, spec))
     record = fallback.run(
         out, encode, evaluate, bool(settings.fallback), settings.fallback_search, list(settings.op_types)
     )
@@ -181,6 +176,7 @@ def main(cfg: DictConfig) -> str:
     skipped: list[dict[str, str]] = []
     with atomic_path(cfg.paths.precise, directory=True) as folder, tempfile.TemporaryDirectory() as tmp:
         shared: dict[str, Calibrated] = {}
+        same_for_all: dict[str, tuple[Path, dict[str, Any]]] = {}  # fp32, fp16: one graph whatever the backend
 
         def calibrated() -> Calibrated:
             if not shared:
@@ -195,7 +191,13 @@ def main(cfg: DictConfig) -> str:
                 try:
                     if not supported.ok:
                         raise PipelineError(f"precision={precision} on {name}: {supported.reason}")
-                    fields = write(cfg, option, chosen, calibrated, source, out)
+                    if precision in same_for_all:
+                        shutil.copyfile(same_for_all[precision][0], out)
+                        fields = same_for_all[precision][1]
+                    else:
+                        fields = write(cfg, option, chosen, calibrated, source, out)
+                    if precision in BACKEND_FREE:
+                        same_for_all[precision] = (out, fields)
                 except PipelineError as e:
                     if len(options) == 1 and len(found) == 1:  # the one candidate: its problem, in one line
                         raise

@@ -141,10 +141,12 @@ def test_every_corpus_model_runs_at_every_precision_or_says_why_in_one_line(name
         "backend.tune_s=1",
         "backend.race.duration_s=0.1",
         "backend.race.rounds=1",
-        "backend.race.samples=64",
-        "compare.max_samples=32",
+        "backend.race.samples=16",
+        "compare.max_samples=16",
     )
-    rows = run_model(name, *MODELS[name], PRECISIONS, tmp_path, quick)
+    # int8 on the fewest calibration samples allowed, its fallback search bounded: whether a model runs, not how well
+    small = ("precision.int8.calibration.samples=32", "precision.int8.fallback_search.budget_s=8")
+    rows = run_model(name, *MODELS[name], PRECISIONS, tmp_path, quick, {"int8": small})
     assert [r["precision"] for r in rows] == list(PRECISIONS)
     for row in rows:
         assert row["result"] == "pass" or row["result"].startswith(("gate failed: ", "stopped: ")), row

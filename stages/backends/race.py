@@ -39,7 +39,7 @@ def gate(
         reference: output name -> the fp32 reference's outputs on ``batches``.
         batches: the eval sample.
         labels: its labels, or None.
-        floors: per-output atol floors float32 itself sets (``floor.softmax_floors``).
+        floors: per-output atol floors float32 itself sets (``floor.reference_and_floors``).
 
     Returns:
         dict: ``passed``, ``failure`` (the first, one line, or None), the task metric and each output's max abs.

@@ -34,31 +34,36 @@ Encoder = Callable[..., None]
 Outputs = Callable[[Path, Sequence[dict[str, np.ndarray]]], dict[str, np.ndarray]]
 
 
-class Evaluator:
-    """The task metric of a candidate model on the eval data, against the float reference's outputs."""
+class Reference:
+    """The eval split in batches and the float model's outputs on them (ONNX Runtime fp32): computed once and shared
+    by every candidate's judge."""
 
-    def __init__(
-        self,
-        model: DictConfig,
-        option: DictConfig,
-        batch_size: int,
-        reference: Path,
-        data: dict[str, np.ndarray],
-        outputs: Outputs,
-    ) -> None:
+    def __init__(self, model: DictConfig, batch_size: int, reference: Path, data: dict[str, np.ndarray]) -> None:
         """Args:
         model: the model's section (``cfg.model``): inputs, task output and metric.
-        option: the int8 option: the gate's tolerances and task budget, which every round must meet.
         batch_size: samples per evaluation batch.
-        reference: the float model every candidate is compared with (run by ONNX Runtime at fp32).
+        reference: the float model every candidate is compared with.
         data: the eval split.
-        outputs: runs a candidate graph on the runtime that will run the engine.
         """
-        self.model, self.option, self.outputs = model, option, outputs
+        self.model = model
         self.batches = feeds(model, data, batch_size)
         self.labels = data.get(LABELS)
         self.output = task_output(model, str(reference))
-        self.references = ort_outputs(reference, self.batches)
+        self.outputs = ort_outputs(reference, self.batches)
+
+
+class Evaluator:
+    """The task metric of a candidate model on the eval data, against the float reference's outputs."""
+
+    def __init__(self, reference: Reference, option: DictConfig, outputs: Outputs) -> None:
+        """Args:
+        reference: the eval batches and the float model's outputs on them.
+        option: the int8 option: the gate's tolerances and task budget, which every round must meet.
+        outputs: runs a candidate graph on the runtime that will run the engine.
+        """
+        self.model, self.option, self.outputs = reference.model, option, outputs
+        self.batches, self.labels, self.output = reference.batches, reference.labels, reference.output
+        self.references = reference.outputs
         self.reference = self.references[self.output]
 
     def __call__(self, candidate: Path) -> dict[str, Any]:
