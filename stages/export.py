@@ -51,8 +51,9 @@ def strip_stack_traces(model: Any) -> None:
         node.metadata_props.extend(kept)
 
 
-def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any]]:
-    """torch.onnx.export of the model into ``paths.onnx``; returns the ONNX model and the PyTorch-vs-ORT check."""
+def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """torch.onnx.export of the model into ``paths.onnx``; returns the ONNX model, the PyTorch-vs-ORT check and
+    which exporter wrote it (``exporter``, and ``exporter_failed``: those tried before it, with why)."""
     import onnx
     import torch
 
@@ -104,11 +105,13 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
                 f"rtol={export.check.rtol})"
             )
     samples = sum(len(next(iter(f.values()))) for f in check_feeds)
-    return onnx_model, {"against": "pytorch", "samples": samples, "outputs": check} | used
+    how = {"exporter": used["exporter"], "exporter_failed": used["failed"]}
+    return onnx_model, {"against": "pytorch", "samples": samples, "outputs": check}, how
 
 
-def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any]]:
-    """Validate ``model.path`` and save it self-contained into ``paths.onnx``; returns it and a run check."""
+def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Validate ``model.path`` and save it self-contained into ``paths.onnx``; returns it, a run check and no
+    exporter."""
     import onnx
 
     model = cfg.model
@@ -124,7 +127,8 @@ def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[s
     with atomic_path(cfg.paths.onnx) as tmp:
         onnx.save(onnx_model, str(tmp))  # external data (checked safe) is inlined: one file, as an export writes
     samples = sum(len(next(iter(b.values()))) for b in batches)
-    return onnx_model, {"against": None, "samples": samples, "weights_no_longer_inputs": fixed}
+    checked = {"against": None, "samples": samples, "weights_no_longer_inputs": fixed}
+    return onnx_model, checked, {"exporter": None, "exporter_failed": []}
 
 
 def weights_as_constants(model: Any) -> int:
@@ -154,15 +158,14 @@ def main(cfg: DictConfig) -> str:
         raise PipelineError(f"model.path: no such file {model.path}")
     data = load_dataset(model, "test")
     build = from_onnx if model.source == "onnx" else from_pytorch
-    onnx_model, check = build(cfg, data)
+    onnx_model, check, how = build(cfg, data)
     write_json(
         cfg.paths.export_report,
         {
             "model": model.name,
             "source": model.source,
             "opset": max((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), default=None),
-            "exporter": check.pop("exporter", None),  # the one that wrote the file (None: a given ONNX file)
-            "exporter_failed": check.pop("failed", []),  # those tried before it (export.exporter=auto), with why
+            **how,  # the exporter that wrote the file (None: a given ONNX file), and those tried before it
             "torch": sys.modules["torch"].__version__ if model.source != "onnx" else None,  # imported by the export
             "inputs": {s.name: list(s.shape) for s in input_specs(model)},
             "data": data_source(model, "test"),

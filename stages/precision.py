@@ -18,7 +18,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig
 
 from stages.backends import registry
@@ -26,11 +25,11 @@ from stages.backends.candidate import Candidate, build_spec, graph_file, records
 from stages.core import calibration, fallback, precisions
 from stages.core.artifacts import atomic_path, read_json, sha256, write_json
 from stages.core.batches import feeds
-from stages.core.bfloat16 import write_bf16
+from stages.core.bfloat16 import bf16_for
 from stages.core.data import data_source, load_dataset
 from stages.core.errors import PipelineError
-from stages.core.float16 import float16_overflow, write_fp16
-from stages.core.onnx_io import load_onnx, op_counts, ort_outputs
+from stages.core.float16 import check_float16_range, write_fp16
+from stages.core.onnx_io import load_onnx, op_counts
 from stages.core.quantize import (
     ENCODINGS,
     activation_table,
@@ -53,18 +52,6 @@ def encoding_for(requested: str, capabilities: dict[str, Any]) -> str:
     if requested not in ENCODINGS:
         raise PipelineError(f"precision.int8.encoding: {requested!r} is not one of {', '.join([AUTO, *ENCODINGS])}")
     return requested
-
-
-def bf16(option: DictConfig, capabilities: dict[str, Any], source: Path, out: Path) -> dict[str, Any]:
-    """The graph precision=bf16 needs for the backend: a bfloat16 graph (TensorRT), the float32 graph its
-    runtime executes in bfloat16 (OpenVINO), or one line saying why not."""
-    form = capabilities["bf16"]
-    if form == "graph":
-        return {"bf16": form, "kept_float32": write_bf16(source, list(option.bf16.keep_float32), out)}
-    if form == "runtime":
-        shutil.copyfile(source, out)
-        return {"bf16": form}
-    raise PipelineError(f"precision=bf16: {capabilities['bf16_reason']}")
 
 
 class Calibrated:
@@ -114,21 +101,6 @@ def int8(
     }
 
 
-def check_float16_range(cfg: DictConfig, source: Path, fp16: Path) -> None:
-    """Refuse, in one line naming the first overflowing node, a float16 model that gives Inf or NaN on eval
-    samples where the float32 model does not."""
-    batches = feeds(cfg.model, load_dataset(cfg.model, "test"), 8, limit=32)
-    if not all(np.isfinite(v).all() for v in ort_outputs(source, batches, as_written=True).values()):
-        return  # the float32 model itself is not finite here: compare names the output
-    found = float16_overflow(fp16, batches)
-    if found:
-        raise PipelineError(
-            f"precision=fp16: node {found[0]!r} ({found[1]}) gives Inf or NaN in float16 on "
-            f"{data_source(cfg.model, 'test')} (float32 is finite: values beyond float16's 65504); add {found[1]} "
-            "to precision.fp16.keep_float32 or use precision=fp32"
-        )
-
-
 def write(
     cfg: DictConfig, option: DictConfig, chosen: Candidate, calibrated: Any, source: Path, out: Path
 ) -> dict[str, Any]:
@@ -139,10 +111,11 @@ def write(
         return {}
     if chosen.precision == "fp16":
         kept = write_fp16(source, list(option.fp16.keep_float32), out)
-        check_float16_range(cfg, source, out)
+        batches = feeds(cfg.model, load_dataset(cfg.model, "test"), 8, limit=32)
+        check_float16_range(source, out, batches, data_source(cfg.model, "test"))
         return {"kept_float32": kept}
     if chosen.precision == "bf16":
-        return bf16(option, capabilities, source, out)
+        return bf16_for(capabilities, list(option.bf16.keep_float32), source, out)
     return int8(cfg, option, chosen, calibrated(), source, out)
 
 

@@ -274,8 +274,8 @@ def test_a_cuda_graph_capture_tensorrt_refuses_falls_back_to_plain_enqueue_as_tr
 
 
 def test_bf16_on_a_gpu_before_ampere_is_one_line_not_a_build_error(monkeypatch):
-    from stages import precision
     from stages.backends import tensorrt
+    from stages.core.bfloat16 import bf16_for
 
     assert bf16_problem(None) is None and bf16_problem("8.0") is None and bf16_problem("12.0") is None
     reason = "TensorRT runs bfloat16 from compute capability 8.0 (Ampere) on; this GPU is sm 7.5: use precision=fp16"
@@ -285,7 +285,7 @@ def test_bf16_on_a_gpu_before_ampere_is_one_line_not_a_build_error(monkeypatch):
     assert backend.supports("bf16").reason == reason and not backend.supports("bf16").ok
     assert backend.supports("fp16").ok
     with pytest.raises(PipelineError, match=rf"^precision=bf16: {re.escape(reason)}$"):
-        precision.bf16(compose("precision=bf16").precision, backend.capabilities.record(), Path("m"), Path("o"))
+        bf16_for(backend.capabilities.record(), [], Path("m.onnx"), Path("o.onnx"))  # what the precision stage calls
     monkeypatch.setattr(tensorrt, "compute_capability", lambda: "8.9")
     assert backend.capabilities.record()["bf16"] == "graph"
 

@@ -3,15 +3,42 @@ structure (float32 I/O, fragile ops kept in float32 behind Casts) with every flo
 weight rounded from its float32 value (bfloat16 has float32's range, so nothing clamps as it would in float16),
 at opset 22 or later (the first whose type constraints admit bfloat16 on Conv, Gemm and the rest)."""
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stages.core.errors import PipelineError
 from stages.core.float16 import write_fp16
 
 FLOAT, FLOAT16, BFLOAT16 = 1, 10, 16  # onnx.TensorProto data types
 BF16_OPSET = 22  # the first opset whose Conv, Gemm, pooling... accept bfloat16
+
+
+def bf16_for(capabilities: dict[str, Any], keep_float32: list[str], source: Path, out: Path) -> dict[str, Any]:
+    """The graph precision=bf16 needs for a backend: a bfloat16 graph (TensorRT), the float32 graph its runtime
+    executes in bfloat16 (OpenVINO), or one line saying why not.
+
+    Args:
+        capabilities: the backend's env.json capabilities (``bf16``, ``bf16_reason``).
+        keep_float32: op types kept in float32 in a bfloat16 graph.
+        source: the float32 graph.
+        out: where the graph is written.
+
+    Returns:
+        dict: the report fields (``bf16``: the form; ``kept_float32`` for a graph).
+
+    Raises:
+        PipelineError: the backend has no bf16 here, with its reason.
+    """
+    form = capabilities["bf16"]
+    if form == "graph":
+        return {"bf16": form, "kept_float32": write_bf16(source, keep_float32, out)}
+    if form == "runtime":
+        shutil.copyfile(source, out)
+        return {"bf16": form}
+    raise PipelineError(f"precision=bf16: {capabilities['bf16_reason']}")
 
 
 def bfloat16_array(values: np.ndarray) -> np.ndarray:

@@ -93,6 +93,32 @@ def constant_of_shape_values(graph: Any) -> None:
             node.attribute.append(onnx.helper.make_attribute("value", zero))
 
 
+def check_float16_range(source: Path, fp16: Path, batches: list[dict[str, Any]], where: str) -> None:
+    """Refuse, in one line naming the first overflowing node, a float16 model that gives Inf or NaN on ``batches``
+    where the float32 model does not.
+
+    Args:
+        source: the float32 model.
+        fp16: its float16 cast.
+        batches: input feeds (a few eval batches).
+        where: the data's name, for the message.
+
+    Raises:
+        PipelineError: the node, its op type and the keys to change.
+    """
+    from stages.core.onnx_io import ort_outputs
+
+    if not all(np.isfinite(v).all() for v in ort_outputs(source, batches, as_written=True).values()):
+        return  # the float32 model itself is not finite here: compare names the output
+    found = float16_overflow(fp16, batches)
+    if found:
+        raise PipelineError(
+            f"precision=fp16: node {found[0]!r} ({found[1]}) gives Inf or NaN in float16 on {where} (float32 is "
+            f"finite: values beyond float16's 65504); add {found[1]} to precision.fp16.keep_float32 or use "
+            "precision=fp32"
+        )
+
+
 def drop_repeated_nodes(graph: Any) -> None:
     """Keep one of each set of nodes that are the same computation (op, inputs, outputs, attributes), in place.
 
