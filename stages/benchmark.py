@@ -40,7 +40,9 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes:
     A baseline other than eager PyTorch is a backend's untuned default on the raw export (``Backend.baseline``);
     what it ran with (its backend's ``describe``) goes into ``notes``, and what the engine's call ran with (its
     ``TimedCall.notes``: a GPU engine's CUDA graph) into ``engine_notes``."""
-    backend = registry.get(read_json(Path(cfg.paths.engine) / MANIFEST)["backend"])  # the race's winner
+    manifest = read_json(Path(cfg.paths.engine) / MANIFEST)
+    backend = registry.get(manifest["backend"])  # the race's winner
+    engine_device = backend.capabilities_for(manifest["settings"]).device  # ONNX Runtime: its providers' device
 
     def engine(stack: ExitStack, feed: dict) -> TimedCall:
         call = backend.timed_call(stack.enter_context(backend.runner(Path(cfg.paths.engine))), feed, cfg.benchmark)
@@ -67,7 +69,7 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes:
 
         torch.set_num_threads(threads)
         nets[:] = nets or [load_model(cfg.model)]
-        on_cuda = backend.capabilities.device == "cuda" and torch.cuda.is_available()
+        on_cuda = engine_device == "cuda" and torch.cuda.is_available()
         device = "cuda" if on_cuda else "cpu"  # the engine's device
         net, tensors = nets[0].to(device), [torch.from_numpy(a).to(device) for a in feed.values()]
         stack.enter_context(torch.inference_mode())
