@@ -14,11 +14,14 @@ pipeline: setup  ## set everything up, run the pipeline on the default model, re
 	dvc repro
 	$(PY) -m engineforge.reproduce --record
 
-test: setup  ## the fast layer between edits (unit and stage tests, no real DVC pipelines): about 2.5 min
-	pytest -m "not slow"
+# pytest-xdist workers: much of a test is single-threaded Python (DVC, onnx serialisation, session setup), so two
+# workers on 2 cores cut the suite from 28.5 to 20 min on the Zen 4 EPYC. No test has a timing threshold.
+WORKERS ?= 2
+test: setup  ## the fast layer between edits (unit and stage tests, no real DVC pipelines): about 2 min
+	pytest -n $(WORKERS) -m "not slow"
 
-test-all: setup  ## set everything up, then run the whole suite (what .ci/run runs): about 30 min on 2 cores
-	pytest --durations=25
+test-all: setup  ## set everything up, then run the whole suite (what .ci/run runs): about 20 min on 2 cores
+	pytest -n $(WORKERS) --durations=25
 
 lint: setup  ## ruff check, format check and the type checker (what .ci/run runs before the tests)
 	ruff check . && ruff format --check . && mypy
