@@ -15,7 +15,7 @@ pipeline: setup  ## set everything up, run the pipeline on the default model, re
 	$(PY) -m engineforge.reproduce --record
 
 # pytest-xdist workers: much of a test is single-threaded Python (DVC, onnx serialisation, session setup), so two
-# workers on 2 cores cut the suite from 28.5 to 20 min on the Zen 4 EPYC. No test has a timing threshold.
+# workers on 2 cores cut the suite from 28.5 to 20 min (Zen 4 EPYC, avx512_vnni). No test has a timing threshold.
 WORKERS ?= 2
 test: setup  ## the fast layer between edits (unit and stage tests, no real DVC pipelines): about 2 min
 	pytest -n $(WORKERS) -m "not slow"
