@@ -34,7 +34,7 @@ params: setup  ## recompose params.yaml from conf/ (what `dvc exp run` does) aft
 # which serves backend=tensorrt alone (gpu_check SKIPs ort-tensorrt, naming TRT=10); TRT=10 serves both. docs/gpu.md.
 ORT_GPU_12 := 1.26.0
 ORT_GPU_13 := 1.31.1
-setup: $(VENV)/.installed $(VENV)/compat/onnxruntime-$(ORT_GPU_12)  ## create .venv with the pinned toolchain and the dev tools
+setup: $(VENV)/.installed $(VENV)/compat/onnxruntime-$(ORT_GPU_12) $(VENV)/app/.installed  ## create .venv with the pinned toolchain and the dev tools
 
 CUDA ?=
 TRT ?=
@@ -49,6 +49,15 @@ setup-gpu: setup  ## CUDA=12|13 (the CUDA Version nvidia-smi prints) [TRT=10]: T
 # dependencies): tests/test_onnxruntime_versions.py runs the precision stage with it on PYTHONPATH.
 $(VENV)/compat/onnxruntime-%: | $(VENV)/.installed
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --target $@ 'onnxruntime==$*'
+
+# What an application installs to open an engine (docs/deploy.md): numpy, the runtimes, Polygraphy and this package
+# without its dependencies (no torch, DVC, Hydra, onnx). tests/test_engine.py opens deploy folders with it.
+APP_PINS := $(shell sed -nE 's/^ *"((numpy|onnxruntime|openvino|polygraphy)[=<>][^"]*)".*/\1/p' pyproject.toml)
+$(VENV)/app/.installed: pyproject.toml | $(VENV)/.installed
+	python3 -m venv $(VENV)/app
+	$(VENV)/app/bin/python -m pip install -q --disable-pip-version-check $(foreach p,$(APP_PINS),'$(p)')
+	$(VENV)/app/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

@@ -3,7 +3,7 @@
 trtexec semantics: warm up for ``warmup_ms``, then run back to back for at least ``duration_s`` and at least
 ``min_iterations`` inferences, per batch size; latency statistics from the individual timings, throughput from
 the wall time. The measuring time is split into ``rounds`` slices that alternate between the runtimes, so a shared
-machine's drift does not favour whichever runtime ran first. The engine is timed through its backend's ``timed_call`` (inputs and outputs bound beforehand);
+machine's drift does not favour whichever runtime ran first. The engine is opened with ``Engine.open`` as an application opens it and timed through ``Engine.timed_call`` (inputs and outputs bound beforehand);
 the baselines (what a user would run instead, on the raw fp32 export: eager PyTorch and each CPU runtime's untuned
 default session) are measured in the same run, and what each ran with is recorded.
 """
@@ -11,6 +11,7 @@ default session) are measured in the same run, and what each ran with is recorde
 import csv
 import os
 import platform
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stages.backends import registry
 from stages.backends.base import TimedCall
+from stages.backends.engine import Engine
 from stages.backends.manifest import MANIFEST
 from stages.core.artifacts import atomic_path, read_json, write_json
 from stages.core.batches import batch_of, check_batch
@@ -45,7 +47,8 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes:
     engine_device = backend.capabilities_for(manifest["settings"]).device  # ONNX Runtime: its providers' device
 
     def engine(stack: ExitStack, feed: dict) -> TimedCall:
-        call = backend.timed_call(stack.enter_context(backend.runner(Path(cfg.paths.engine))), feed, cfg.benchmark)
+        opened = stack.enter_context(Engine.open(cfg.paths.engine))
+        call = opened.timed_call(feed, cfg.benchmark.cuda_graph, cfg.benchmark.no_data_transfers)
         stack.callback(call.close)
         engine_notes.update(call.notes())  # the same at every batch size
         return call
@@ -54,8 +57,9 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes:
         other = registry.baseline(name)
 
         def factory(stack: ExitStack, feed: dict) -> TimedCall:
+            started = time.perf_counter()
             runner = stack.enter_context(other.baseline_runner(Path(cfg.paths.onnx), name))
-            notes[name] = other.describe(runner)
+            notes[name] = other.describe(runner) | {"open_ms": round(1e3 * (time.perf_counter() - started), 2)}
             call = other.timed_call(runner, feed, cfg.benchmark)
             stack.callback(call.close)
             return call
@@ -93,6 +97,33 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes:
     return factories
 
 
+def cold_start(folder: str, manifest: dict[str, Any], feed: dict[str, np.ndarray]) -> dict[str, Any]:
+    """What an application waits for before its first answer, as benchmark_app reports it ("compile model took",
+    "first inference took"): the build (once, from the manifest: a restore from the cache skips it), then
+    ``Engine.open`` (hash check, load with the certified settings) and the first inference, in milliseconds.
+
+    Args:
+        folder: the engine folder.
+        manifest: its manifest.
+        feed: the first batch size's inputs.
+
+    Returns:
+        dict: ``build_s``, ``open_ms``, ``first_inference_ms`` and the ``batch`` of that first inference.
+    """
+    registry.get(manifest["backend"]).availability()  # the runtime imported beforehand: an application's start
+    started = time.perf_counter()
+    with Engine.open(folder) as engine:
+        opened = time.perf_counter()
+        engine(feed)
+        answered = time.perf_counter()
+    return {
+        "build_s": manifest.get("build_s"),
+        "open_ms": round(1e3 * (opened - started), 2),
+        "first_inference_ms": round(1e3 * (answered - opened), 2),
+        "batch": len(next(iter(feed.values()))),
+    }
+
+
 def write_curves(folder: str, curves: dict[int, dict[str, np.ndarray]]) -> None:
     """One CSV per batch size: latency (ms) at each percentile, a column per runtime (for `dvc plots`)."""
     with atomic_path(folder, directory=True) as tmp:
@@ -118,6 +149,7 @@ def main(cfg: DictConfig) -> str:
     data = load_dataset(model, "test")
     notes: dict[str, Any] = {}
     engine_notes: dict[str, Any] = {}
+    cold = cold_start(cfg.paths.engine, manifest, batch_of(model, data, bench.batch_sizes[0]))
     factories = runtimes(cfg, threads, notes, engine_notes)
     results: dict[str, dict[str, Any]] = {name: {} for name in factories}
     curves: dict[int, dict[str, np.ndarray]] = {}
@@ -168,6 +200,7 @@ def main(cfg: DictConfig) -> str:
         "baselines": notes,
         "engine_settings": manifest["settings"],
         "engine_call": engine_notes,
+        "cold_start": cold,
         "engine_bytes": (Path(cfg.paths.engine) / manifest["engine"]).stat().st_size,
     }
     write_json(cfg.paths.benchmark, report)

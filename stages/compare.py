@@ -8,15 +8,19 @@ run at the min and max shapes of every profile its manifest records. For int8 th
 also carries the precision stage's fallback rounds (nodes kept in float and the accuracy of each round).
 """
 
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
+from polygraphy.backend.base import BaseRunner
+from polygraphy.common import TensorMetadata
 
 from stages.backends import registry
 from stages.backends.base import Backend
+from stages.backends.engine import Engine
 from stages.backends.manifest import MANIFEST
 from stages.core import precisions
 from stages.core.artifacts import read_json, write_json
@@ -48,6 +52,31 @@ def output_stats(per_iteration: list[dict[str, Any]], atol: dict, rtol: dict) ->
     return stats
 
 
+class EngineRunner(BaseRunner):
+    """Polygraphy's runner interface over an opened ``Engine``, so the Comparator runs the engine exactly as an
+    application does (opened once; activation and deactivation leave it open)."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(name=engine.name, prefix="engine-runner")
+        self.engine = engine
+
+    def get_input_metadata_impl(self) -> TensorMetadata:
+        """The engine's inputs (None for a dynamic axis)."""
+        meta = TensorMetadata()
+        for spec in self.engine.inputs:
+            meta.add(
+                spec.name, dtype=np.dtype(spec.dtype), shape=[None if isinstance(d, str) else d for d in spec.shape]
+            )
+        return meta
+
+    def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference of the engine."""
+        start = time.perf_counter()
+        outputs = self.engine(feed_dict)
+        self.inference_time = time.perf_counter() - start
+        return outputs
+
+
 def edge_checks(
     cfg: DictConfig, backend: Backend, runners: list, data: dict[str, np.ndarray], compare_func: Any
 ) -> dict:
@@ -73,9 +102,7 @@ def edge_checks(
                 real = all(list(data[n].shape[1:]) == s[1:] for n, s in shapes.items())
                 batch = next(iter(shapes.values()))[0]
                 feed = batch_of(cfg.model, data, batch) if real else random_feed(shapes, dtypes)
-                outputs = {}
-                if len(profiles) > 1:  # the engine's runner (the reference has no profiles)
-                    backend.set_profile(runners[1], index)
+                outputs = {}  # the engine picks the profile that holds the shapes, as it does for an application
                 where = f"profile {index} {edge} shapes {shapes}"
                 try:
                     for runner in runners:
@@ -109,12 +136,14 @@ def main(cfg: DictConfig) -> str:
     precision = precisions.options(cfg.precision)[manifest["precision"]]
     data = load_dataset(model, "test")
     batches = feeds(model, data, cfg.compare.batch_size, limit=cfg.compare.max_samples)
-    runners = [registry.reference_runner(Path(cfg.paths.simplified), REFERENCE), backend.runner(Path(cfg.paths.engine))]
-    results = Comparator.run(runners, data_loader=batches)
-    outputs = output_names(model, cfg.paths.simplified)
-    floors = softmax_floors(Path(cfg.paths.simplified), batches)  # where float32 itself cannot do better
-    atol, rtol = tolerances(precision, outputs, floors)
-    compare_func = SimpleCompareFunc(atol=atol, rtol=rtol, check_error_stat="elemwise")
+    with Engine.open(cfg.paths.engine, name=CANDIDATE) as engine:
+        runners = [registry.reference_runner(Path(cfg.paths.simplified), REFERENCE), EngineRunner(engine)]
+        results = Comparator.run(runners, data_loader=batches)
+        outputs = output_names(model, cfg.paths.simplified)
+        floors = softmax_floors(Path(cfg.paths.simplified), batches)  # where float32 itself cannot do better
+        atol, rtol = tolerances(precision, outputs, floors)
+        compare_func = SimpleCompareFunc(atol=atol, rtol=rtol, check_error_stat="elemwise")
+        edges = edge_checks(cfg, backend, runners, data, compare_func)
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # its [E] lines per output: the stats go to accuracy.json
         accuracy = Comparator.compare_accuracy(results, compare_func=compare_func)[0]
     stats = output_stats(accuracy[(REFERENCE, CANDIDATE)], atol, rtol)
@@ -132,7 +161,6 @@ def main(cfg: DictConfig) -> str:
         for n, s in stats.items()
         if not s["passed"]
     ]
-    edges = edge_checks(cfg, backend, runners, data, compare_func)
     failures += edges["failures"]
     if task["delta"] > task["budget"]:
         failures.append(

@@ -10,11 +10,11 @@ from stages.backends.manifest import MANIFEST
 from stages.core.artifacts import atomic_path, read_json, write_text
 from stages.core.markdown import table
 from stages.core.metrics import ENGINE
-from stages.core.report_parts import exported, gpu_times, race_table, slower, speedups
+from stages.core.report_parts import cold_start, exported, gpu_times, race_table, slower, speedups
 from stages.core.run import run_stage
 
 
-def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict) -> str:
+def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict, deploy: str) -> str:
     """The one page a person reads first."""
     task, fp = acc["task"], manifest["fingerprint"]
     verdict = "PASSED" if acc["passed"] else "FAILED: " + "; ".join(acc["failures"])
@@ -105,7 +105,7 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict) -> 
 
 Speed-up = baseline p50 / engine p50, measured in the same run. ![latency](latency.png)
 
-## Race (build: every candidate gated on eval samples, timed, the fastest that passed shipped)
+{cold_start(bench, deploy)}## Race (build: every candidate gated on eval samples, timed, the fastest that passed shipped)
 
 {race_table(manifest)}
 
@@ -157,7 +157,7 @@ def main(cfg: DictConfig) -> str:
     """Write ``paths.summary`` and ``paths.latency_plot``."""
     env, acc, bench = read_json(cfg.paths.env), read_json(cfg.paths.accuracy), read_json(cfg.paths.benchmark)
     manifest, export = read_json(Path(cfg.paths.engine) / MANIFEST), read_json(cfg.paths.export_report)
-    write_text(cfg.paths.summary, summary(env, acc, bench, manifest, export))
+    write_text(cfg.paths.summary, summary(env, acc, bench, manifest, export, cfg.paths.deploy))
     plot(bench, cfg.paths.latency_plot)
     return f"{cfg.paths.summary}, {cfg.paths.latency_plot}"
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stages import build, env, export, precision, simplify
 from stages.backends import registry
+from stages.backends.engine import Engine
 from stages.backends.manifest import MANIFEST
 from stages.backends.openvino import OpenVinoBackend, compiled_precision, execution_precision, properties
 from stages.core.artifacts import read_json
@@ -66,10 +67,9 @@ def test_build_writes_a_blob_that_loads_without_the_onnx_and_matches_onnxruntime
     moved = tmp_path / "gone.onnx"
     shutil.move(root / cfg.paths.precise, moved)  # a load imports the blob: no ONNX, no compile
     try:
-        backend = registry.get("openvino")
-        with backend.runner(engine) as runner:
-            np.testing.assert_allclose(runner.infer(feed)["logits"], expected, rtol=1e-4, atol=1e-5)
-            assert backend.describe(runner) == manifest["settings"]
+        with Engine.open(engine) as opened:
+            np.testing.assert_allclose(opened(feed)["logits"], expected, rtol=1e-4, atol=1e-5)
+            assert opened.describe()["running"] == manifest["settings"]
     finally:
         shutil.move(moved, root / cfg.paths.precise)
 
@@ -121,7 +121,7 @@ def test_a_blob_built_on_an_amx_cpu_is_refused_in_one_line(digits, tmp_path):
     manifest["fingerprint"]["device"]["cpu"]["isa"] = ["amx_bf16", "amx_int8", "amx_tile", "avx2", "avx512_vnni"]
     (engine / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(PipelineError, match=r"built for device\.cpu\.isa=\['amx_bf16'.*this machine has") as e:
-        registry.get("openvino").runner(engine)
+        Engine.open(engine)
     assert "\n" not in str(e.value)
 
 
@@ -165,8 +165,8 @@ def test_bf16_runs_in_bf16_where_the_cpu_has_it(digits, tmp_path):
     _, manifest = built_at(root, engine, "precision=bf16")
     assert manifest["settings"]["inference_precision"] == "bf16"
     feed = feed_of(cfg)
-    with registry.get("openvino").runner(engine) as runner:
-        got = runner.infer(feed)["logits"]
+    with Engine.open(engine) as opened:
+        got = opened(feed)["logits"]
     np.testing.assert_allclose(got, ort_outputs(root / cfg.paths.simplified, [feed])["logits"], atol=0.1, rtol=0.05)
 
 
@@ -211,10 +211,12 @@ def test_fp16_engine_is_fed_and_read_by_the_onnx_graphs_names(digits, tmp_path):
     # f16 where OpenVINO compiles it, else f32 pinned: never its default, which is bf16 on AVX512_BF16 CPUs
     assert manifest["settings"]["inference_precision"] == ("f16" if compiled_precision("f16") == "f16" else "f32")
     feed = feed_of(cfg)
-    with registry.get("openvino").runner(engine) as runner:
-        assert list(runner.get_input_metadata()) == ["image"]
-        got = runner.infer(feed)
-        registry.get("openvino").timed_call(runner, feed, cfg.benchmark)()
+    with Engine.open(engine) as opened:
+        assert [spec.name for spec in opened.inputs] == ["image"]
+        got = opened(feed)
+        call = opened.timed_call(feed)
+        call()
+        call.close()
     want = ort_outputs(root / cfg.paths.simplified, [feed])["logits"]
     np.testing.assert_allclose(got["logits"], want, atol=1e-2, rtol=1e-2)
 

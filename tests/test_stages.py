@@ -10,9 +10,10 @@ import onnx
 import pytest
 from omegaconf import OmegaConf
 
-from stages import benchmark, compare, env, export, precision, report, simplify
+from stages import benchmark, compare, deploy, env, export, precision, report, simplify
 from stages import build as build_module
 from stages.backends import registry
+from stages.backends.engine import Engine
 from stages.backends.manifest import MANIFEST
 from stages.core.artifacts import read_json, sha256
 from stages.core.errors import PipelineError
@@ -41,7 +42,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         cfg = compose("model=tiny", *FAST_BENCH, config_dir=root / "conf")
-        for module in (env, export, simplify, precision, build_module, compare, benchmark, report):
+        for module in (env, export, simplify, precision, build_module, compare, benchmark, deploy, report):
             run_stage(module, cfg)
         yield root, cfg
 
@@ -176,11 +177,12 @@ def test_every_backend_builds_runs_and_times_the_same_model(tiny, tmp_path, name
     assert manifest["backend"] == name and (engine / manifest["engine"]).is_file()
     feed = {"x": np.ones((3, 6), np.float32), "scale": np.full((3, 1), 2.0, np.float32)}
     expected = ort_outputs(root / cfg.paths.simplified, [feed])["y"]
-    with backend.runner(engine) as runner:
-        np.testing.assert_allclose(runner.infer(feed)["y"], expected, rtol=1e-4, atol=1e-5)
-        call = backend.timed_call(runner, feed, cfg.benchmark)
+    with Engine.open(engine) as opened:
+        np.testing.assert_allclose(opened(feed)["y"], expected, rtol=1e-4, atol=1e-5)
+        call = opened.timed_call(feed)
         for _ in range(3):
             call()
+        call.close()
 
 
 def test_build_refuses_an_env_json_without_the_candidates_in_one_line(tiny, tmp_path, monkeypatch):
@@ -204,7 +206,7 @@ def test_engine_with_changed_bytes_is_refused(tiny, tmp_path):
     with open(engine / manifest["engine"], "ab") as f:
         f.write(b"\0")
     with pytest.raises(PipelineError, match="does not match its manifest"):
-        registry.get(manifest["backend"]).runner(engine)
+        Engine.open(engine)
 
 
 def test_engine_built_for_another_runtime_version_is_refused(tiny, tmp_path):
@@ -215,7 +217,7 @@ def test_engine_built_for_another_runtime_version_is_refused(tiny, tmp_path):
     manifest["fingerprint"]["version"] = "0.0.1"
     (engine / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(PipelineError, match=r"built for version=0\.0\.1, this machine has version=\d"):
-        registry.get(manifest["backend"]).runner(engine)
+        Engine.open(engine)
 
 
 def test_compare_gate_fails_when_the_engine_differs_from_the_reference(tiny, tmp_path, monkeypatch):
@@ -340,3 +342,26 @@ def test_onnxruntime_behind_tensorrt_gets_its_int8_form_flags_profile_and_a_cach
     assert "trt_engine_cache_path" not in with_tensorrt_options(dict(record["settings"]), judge)["tensorrt_options"]
     assert "tensorrt_options" not in with_tensorrt_options({"providers": ["CPUExecutionProvider"]}, judge)
     assert provider_options(list(record["settings"]["providers"]), options["int8"]) == [options["int8"], {}, {}]
+
+
+def test_benchmark_reports_the_cold_start_of_the_engine_as_an_application_opens_it(tiny):
+    """build seconds (from the manifest), Engine.open and first-inference milliseconds, beside steady state."""
+    root, cfg = tiny
+    report = read_json(root / cfg.paths.benchmark)
+    cold = report["cold_start"]
+    assert cold["build_s"] > 0 and cold["batch"] == cfg.benchmark.batch_sizes[0]  # the manifest's (later tests rebuild)
+    assert cold["open_ms"] > 0 and cold["first_inference_ms"] > 0
+    assert "open ms" in (root / cfg.paths.summary).read_text()
+
+
+def test_engines_are_loaded_only_by_engine_open():
+    """The race, compare, benchmark and deploy run engines only through Engine: nothing else calls a backend's
+    load_runner."""
+    import ast
+
+    callers = set()
+    for path in [*ROOT.glob("stages/**/*.py"), *ROOT.glob("engineforge/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "load_runner" and isinstance(node.ctx, ast.Load):
+                callers.add(path.relative_to(ROOT).as_posix())
+    assert callers <= {"stages/backends/engine.py", "stages/backends/base.py"}

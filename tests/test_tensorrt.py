@@ -12,10 +12,11 @@ import pytest
 
 from stages.backends import registry
 from stages.backends.candidate import build_spec
-from stages.backends.tensorrt import ENGINE_FILE, profile_index
+from stages.backends.tensorrt import ENGINE_FILE
 from stages.backends.trt_plan import build_plan, loaders, timing_cache_key
 from stages.backends.trt_versions import CHECKED_THROUGH, bf16_problem, unchecked, version_problem
 from stages.core.errors import PipelineError
+from stages.core.profiles import profile_index
 from stages.core.run import plain
 from tests.helpers import AUTO, QUICK, ROOT, compose, env_record, python_module, run, run_if
 

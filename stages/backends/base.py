@@ -3,6 +3,7 @@ part), what a backend can do as frozen data (``Capabilities``), and what a build
 call a benchmark runs is ``stages.core.timing.TimedCall``, re-exported here for the backends."""
 
 import enum
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -11,10 +12,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from stages.backends.manifest import verified_engine
 from stages.core.errors import PipelineError
 from stages.core.profiles import Profile, random_feed
 from stages.core.timing import TimedCall
+from stages.core.triton import TritonModel
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
@@ -108,8 +109,8 @@ class Capabilities:
 class Backend(ABC):
     """A runtime that builds and runs engines. One module beside this one each, registered in ``registry``.
 
-    The base class does what every backend shares: an engine load verifies the manifest against this machine's
-    fingerprint and keeps Polygraphy quiet before the backend's own ``_load``.
+    ``Engine.open`` (stages/backends/engine.py) verifies an engine's manifest against this machine before the
+    backend's own ``load_runner``; callers run engines only through ``Engine``.
     """
 
     name: ClassVar[str]
@@ -172,23 +173,19 @@ class Backend(ABC):
             dict: manifest fields, at least ``engine`` (the engine file's name inside ``out``) and ``settings``.
         """
 
-    def runner(self, engine: Path, name: str = "engine") -> "BaseRunner":
-        """A Polygraphy runner for the engine folder ``engine``, verified against its manifest first.
+    @abstractmethod
+    def load_runner(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
+        """The backend's own Polygraphy runner (not yet activated) over the engine file ``path``, verified against
+        ``manifest`` by ``Engine.open`` (the one caller), with the settings ``manifest`` records.
 
         Args:
-            engine: the engine folder.
+            manifest: the engine's manifest.
+            path: the engine file.
             name: the runner's name in comparisons.
 
         Returns:
             BaseRunner: not yet activated.
         """
-        quiet_polygraphy()
-        manifest, path = verified_engine(engine, self.fingerprint())
-        return self._load(manifest, path, name)
-
-    @abstractmethod
-    def _load(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
-        """The backend's own runner over the verified engine file ``path`` built as ``manifest`` says."""
 
     def evaluation_runner(self, onnx: Path, spec: BuildSpec, folder: Path, name: str) -> "BaseRunner":
         """A runner over ``onnx`` as this backend's engine runs it, for judging a graph before the build (the
@@ -206,11 +203,31 @@ class Backend(ABC):
         """
         built = self.build(onnx, replace(spec, tune=False), folder)
         quiet_polygraphy()
-        return self._load(built, folder / built["engine"], name)
+        return self.load_runner(built, folder / built["engine"], name)
 
     def baseline_runner(self, onnx: Path, name: str) -> "BaseRunner":
         """A Polygraphy runner over ``onnx`` with this runtime's untuned defaults (``capabilities.baseline``)."""
         raise PipelineError(f"benchmark.baselines: {self.name} has no untuned baseline ({name!r})")
+
+    def triton(self, manifest: Mapping[str, Any]) -> TritonModel:
+        """How Triton Inference Server serves this backend's engine built as ``manifest`` says (the deploy
+        stage's model repository); a backend without a Triton backend says so in one line."""
+        raise PipelineError(f"{self.name} engines have no Triton backend to serve them")
+
+    def write_triton_file(
+        self, model: TritonModel, manifest: Mapping[str, Any], engine: Path, graph: Path, dest: Path
+    ) -> None:
+        """Write the Triton model file ``dest``: by default a copy of the engine or of its precision graph
+        (``model.source``); a backend whose Triton backend needs another form writes that.
+
+        Args:
+            model: what ``triton`` declared.
+            manifest: the engine's manifest.
+            engine: the engine file.
+            graph: the precision graph it was built from.
+            dest: ``triton/<model>/1/<model.file>``.
+        """
+        shutil.copy2(engine if model.source == "engine" else graph, dest)
 
     def describe(self, runner: "BaseRunner") -> dict[str, Any]:
         """What an activated runner runs with (the benchmark records it for a baseline); empty by default."""

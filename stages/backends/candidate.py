@@ -3,6 +3,7 @@ capabilities, own settings, tuning budget), the graph the precision stage wrote 
 gets, and the outputs of a graph on the runtime that will run it (what the precision stage judges graphs by)."""
 
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from stages.core.errors import PipelineError
 from stages.core.fallback import Outputs
 from stages.core.onnx_io import load_onnx
 from stages.core.profiles import resolve_profiles
-from stages.core.specs import axis_sizes, input_specs
+from stages.core.specs import axis_sizes, input_specs, io_spec
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,9 @@ def build_engine(chosen: Candidate, onnx: Path, spec: BuildSpec, model: str, tar
     """
     load_onnx(onnx)
     with atomic_path(out, directory=True) as tmp:
+        started = time.perf_counter()
         built = chosen.backend.build(onnx, spec, tmp)
+        seconds = time.perf_counter() - started
         manifest = {
             "backend": chosen.backend.name,
             "engine": built["engine"],
@@ -130,6 +133,8 @@ def build_engine(chosen: Candidate, onnx: Path, spec: BuildSpec, model: str, tar
             "onnx": {"path": str(onnx), "sha256": sha256(onnx)},
             "precision": chosen.precision,
             "settings": built["settings"],
+            "io": io_spec(str(onnx)),  # what Engine.inputs and Engine.outputs say
+            "build_s": round(seconds, 2),  # the cold start's first part: what a restore from the cache saves
             "race": None,  # the race (stages/backends/race.py) records every candidate here
         }
         manifest |= {k: v for k, v in built.items() if k not in manifest}  # backend-specific notes

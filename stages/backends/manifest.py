@@ -29,24 +29,45 @@ def first_difference(built: Any, current: Any, prefix: str = "") -> tuple[str, A
     return next(differences(built, current, prefix), None)
 
 
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """``folder``'s manifest, refused in one line where the folder holds none."""
+    if not (folder / MANIFEST).is_file():
+        raise PipelineError(
+            f"{folder} holds no {MANIFEST}: give the engine folder (build/<model>/engine) or a deploy folder"
+        )
+    return read_json(folder / MANIFEST)
+
+
+def engine_file(folder: Path, manifest: dict[str, Any]) -> Path:
+    """The engine file ``manifest`` names, refused in one line unless it lies in ``folder`` and its sha256 matches."""
+    engine = (folder / manifest["engine"]).resolve()
+    if engine.parent != folder.resolve():
+        raise PipelineError(f"{folder / MANIFEST}: engine file {manifest['engine']!r} is outside its folder")
+    if not engine.is_file() or sha256(engine) != manifest["engine_sha256"]:
+        raise PipelineError(
+            f"{folder / manifest['engine']} does not match its manifest (sha256): "
+            "restore it with `dvc checkout` or rebuild with `dvc repro`"
+        )
+    return engine
+
+
+def host_mismatch(folder: Path, manifest: dict[str, Any], fingerprint: dict[str, Any]) -> str | None:
+    """One line naming the first field where the fingerprint ``manifest`` was built for differs from this
+    machine's ``fingerprint``, else None."""
+    diff = first_difference(manifest["fingerprint"], fingerprint)
+    if diff is None:
+        return None
+    key, built, now = diff
+    return f"{folder} was built for {key}={built}, this machine has {key}={now}"
+
+
 def verified_engine(engine_dir: Path, fingerprint: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     """Read ``engine_dir``'s manifest and refuse, in one line, an engine that does not match it or this machine.
 
     Returns the manifest and the engine file's path.
     """
-    manifest = read_json(engine_dir / MANIFEST)
-    engine = (engine_dir / manifest["engine"]).resolve()
-    if engine.parent != engine_dir.resolve():
-        raise PipelineError(f"{engine_dir / MANIFEST}: engine file {manifest['engine']!r} is outside its folder")
-    if not engine.is_file() or sha256(engine) != manifest["engine_sha256"]:
-        raise PipelineError(
-            f"{engine_dir / manifest['engine']} does not match its manifest (sha256): "
-            "restore it with `dvc checkout` or rebuild with `dvc repro`"
-        )
-    diff = first_difference(manifest["fingerprint"], fingerprint)
-    if diff:
-        key, built, now = diff
-        raise PipelineError(
-            f"{engine_dir} was built for {key}={built}, this machine has {key}={now}: rebuild with `dvc repro`"
-        )
+    manifest = read_manifest(engine_dir)
+    engine = engine_file(engine_dir, manifest)
+    if problem := host_mismatch(engine_dir, manifest, fingerprint):
+        raise PipelineError(f"{problem}: rebuild with `dvc repro`")
     return manifest, engine

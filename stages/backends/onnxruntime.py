@@ -31,6 +31,7 @@ from stages.backends.ort_session import (
 from stages.core.device import cpu_fingerprint, x86_without_vnni
 from stages.core.errors import PipelineError, first_line
 from stages.core.onnx_io import load_onnx, unsupported_op
+from stages.core.triton import TritonModel
 from stages.core.tuning import distinct, thread_counts, tune
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:  # onnxruntime's own exception types
             raise unsupported_op(e, load_onnx(model, check=False), "onnxruntime", str(model)) from e
 
-    def _load(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
+    def load_runner(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
         """An OnnxrtRunner over the verified engine file, with the session settings it was built with."""
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
@@ -180,6 +181,32 @@ class OnnxRuntimeBackend(Backend):
     def baseline_runner(self, onnx: Path, name: str) -> "BaseRunner":
         """A default CPU InferenceSession on ``onnx``: ONNX Runtime's own defaults, nothing tuned."""
         return default_session_runner(onnx, name)
+
+    def triton(self, manifest: Mapping[str, Any]) -> TritonModel:
+        """Triton's onnxruntime backend on the offline-optimized engine file, with the session settings the engine
+        was certified with (threads, execution mode) and its optimizations off (level 2 is ORT_DISABLE_ALL in that
+        backend: the file is already optimized, as ``Engine.open`` opens it)."""
+        settings = manifest["settings"]
+        parameters = {
+            "intra_op_thread_count": str(settings["intra_op_num_threads"]),
+            "execution_mode": "1" if settings.get("execution_mode") == "parallel" else "0",
+        }
+        gpu = bool(set(settings["providers"][:1]) & set(GPU_PROVIDERS))
+        notes = (
+            ["GPU providers: add Triton's gpu_execution_accelerator for TensorRT's"]
+            if TRT in settings["providers"]
+            else []
+        )
+        return TritonModel(
+            "onnxruntime",
+            "onnxruntime_onnx",
+            "model.onnx",
+            "engine",
+            kind="KIND_GPU" if gpu else "KIND_CPU",
+            parameters=parameters,
+            lines=["optimization { graph { level: 2 } }"],
+            notes=notes,
+        )
 
     def describe(self, runner: "BaseRunner") -> dict[str, Any]:
         """What the activated runner's session runs with: providers, optimization level, threads (0: ONNX

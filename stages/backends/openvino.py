@@ -24,8 +24,10 @@ from stages.backends.ov_runner import (
     graph_names,
     properties,
 )
+from stages.backends.ov_triton import triton_model
 from stages.core.device import cpu_fingerprint, cpu_label
 from stages.core.errors import PipelineError, first_line
+from stages.core.triton import TritonModel
 from stages.core.tuning import distinct, thread_counts, tune
 
 NAME = "openvino"
@@ -151,7 +153,6 @@ class OpenVinoBackend(Backend):
         engine.export_model(stream)
         (out / ENGINE_FILE).write_bytes(stream.getvalue())
         built: dict[str, Any] = {"engine": ENGINE_FILE, "profiles": spec.profiles, "settings": ran}
-        built["io_names"] = graph_names(onnx)
         if spec.precision == "fp16" and wanted == "f32" and settings.get("inference_precision", "auto") == "auto":
             built["note"] = "OpenVINO does not compile f16 on this CPU: the float16 graph's weights run in f32"
         return built | {"tuning": tuning}
@@ -167,19 +168,24 @@ class OpenVinoBackend(Backend):
             lambda: _ov().Core().compile_model(str(onnx), DEVICE, properties(option)), name, graph_names(onnx)
         )
 
-    def _load(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
+    def load_runner(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
         """A runner that imports the verified blob (no compile from ONNX) with the settings it was built with."""
 
         def load() -> Any:
             stream = io.BytesIO(path.read_bytes())
             return _ov().Core().import_model(stream, DEVICE, properties(manifest["settings"]))
 
-        return OpenVinoRunner(load, name, manifest["io_names"])
+        ports = manifest["io"]["inputs"] + manifest["io"]["outputs"]
+        return OpenVinoRunner(load, name, [t["name"] for t in ports])
 
     def baseline_runner(self, onnx: Path, name: str) -> "BaseRunner":
         """OpenVINO's untuned defaults on ``onnx`` (on AMX CPUs that means bf16: the runner describes it)."""
         quiet_polygraphy()
         return OpenVinoRunner(lambda: _ov().Core().compile_model(str(onnx), DEVICE), name, graph_names(onnx))
+
+    def triton(self, manifest: Mapping[str, Any]) -> TritonModel:
+        """Triton's openvino backend on the engine's precision graph, with what it can carry (``ov_triton``)."""
+        return triton_model(manifest)
 
     def describe(self, runner: "BaseRunner") -> dict[str, Any]:
         """What the activated runner's compiled model runs with (precision, hint, threads, streams)."""

@@ -107,7 +107,7 @@ def compiled_precision(hint: str) -> str:
     instructions or emulated without them, and on none with AVX2 only: docs/openvino.md).
 
     Args:
-        hint: an ``INFERENCE_PRECISION_HINT`` (``bf16``, ``f16``, ``f32``).
+        hint: an ``INFERENCE_PRECISION_HINT`` (``bf16``, ``f16``, ``f32``), or ``""`` for OpenVINO's default.
 
     Returns:
         str: the element type the compiled model reports (``bf16``, ``f32`` ...), or ``""`` where OpenVINO cannot
@@ -119,7 +119,7 @@ def compiled_precision(hint: str) -> str:
     x = ops.parameter([1, 16], ov.Type.f32, name="x")
     model = ov.Model([ops.matmul(x, ops.constant(np.ones((16, 16), np.float32)), False, False)], [x])
     try:
-        compiled = ov.Core().compile_model(model, DEVICE, {"INFERENCE_PRECISION_HINT": hint})
+        compiled = ov.Core().compile_model(model, DEVICE, {"INFERENCE_PRECISION_HINT": hint} if hint else {})
     except RuntimeError:  # "could not create a primitive descriptor": no kernel for that type here
         return ""
     return str(compiled_settings(compiled)["inference_precision"])

@@ -13,6 +13,7 @@ import numpy as np
 
 from stages.backends.base import BuildSpec
 from stages.backends.candidate import Candidate, build_engine
+from stages.backends.engine import Engine
 from stages.core.errors import PipelineError, first_line
 from stages.core.metrics import gate_check
 from stages.core.timing import measure
@@ -22,7 +23,7 @@ Entry = tuple[Candidate, Path, BuildSpec]  # a candidate, its graph and its buil
 
 
 def gate(
-    runner: Any,
+    engine: Engine,
     option: Any,
     model: Any,
     reference: Mapping[str, np.ndarray],
@@ -33,7 +34,7 @@ def gate(
     """A candidate's accuracy on the race's eval sample, by the gate's rule (``metrics.gate_check``).
 
     Args:
-        runner: the candidate engine's activated runner.
+        engine: the candidate engine, opened.
         option: its precision's option (tolerances, task budget).
         model: ``cfg.model`` (task output and metric).
         reference: output name -> the fp32 reference's outputs on ``batches``.
@@ -44,7 +45,7 @@ def gate(
     Returns:
         dict: ``passed``, ``failure`` (the first, one line, or None), the task metric and each output's max abs.
     """
-    results = [runner.infer(batch) for batch in batches]
+    results = [engine(batch) for batch in batches]
     got = {name: np.concatenate([np.asarray(r[name]) for r in results]) for name in reference}
     checked = gate_check(model, option, reference, got, labels, floors)
     keep = ("passed", "failure", "max_abs", "metric", "reference", "candidate", "samples")
@@ -131,10 +132,10 @@ def build_and_gate(
         out = folder / chosen.key
         try:
             build_engine(chosen, graph, spec, model, target, out)
-            with chosen.backend.runner(out, chosen.key) as runner:
+            with Engine.open(out, name=chosen.key) as engine:
                 option = judge["options"][chosen.precision]
                 entry["gate"] = gate(
-                    runner,
+                    engine,
                     option,
                     judge["model"],
                     judge["reference"],
@@ -156,10 +157,11 @@ def time_engines(engines: Mapping[str, Entry], settings: Mapping[str, Any]) -> d
         return {}
     with ExitStack() as stack:
         calls: dict[str, dict[int, Any]] = {}
-        for key, (chosen, out, spec) in engines.items():
-            runner = stack.enter_context(chosen.backend.runner(out, key))
+        for key, (_, out, spec) in engines.items():
+            engine = stack.enter_context(Engine.open(out, name=key))
             calls[key] = {}
+            gpu = settings["benchmark"]
             for batch in spec.batch_sizes:
-                calls[key][batch] = chosen.backend.timed_call(runner, spec.feed(batch), settings["benchmark"])
+                calls[key][batch] = engine.timed_call(spec.feed(batch), gpu["cuda_graph"], gpu["no_data_transfers"])
                 stack.callback(calls[key][batch].close)
         return timings(calls, float(settings["duration_s"]), int(settings["rounds"]))

@@ -16,6 +16,8 @@ from stages.backends.trt_plan import build_plan, loaders
 from stages.backends.trt_versions import bf16_problem, too_old
 from stages.core.artifacts import atomic_path, sha256
 from stages.core.errors import PipelineError, first_line
+from stages.core.profiles import profile_index
+from stages.core.triton import TritonModel
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
@@ -23,18 +25,6 @@ if TYPE_CHECKING:
 NAME = "tensorrt"
 ENGINE_FILE = "engine.plan"
 INSTALL = "pip install -e '.[tensorrt-cu12]' or '.[tensorrt-cu13]' (by the CUDA version nvidia-smi prints)"
-
-
-def profile_index(profiles: list[dict], feed: Mapping[str, Any]) -> int:
-    """The first profile whose min..max range holds every input shape of ``feed``."""
-    for index, shapes in enumerate(profiles):
-        if all(
-            all(lo <= d <= hi for lo, d, hi in zip(shapes[n]["min"], feed[n].shape, shapes[n]["max"], strict=True))
-            for n in feed
-        ):
-            return index
-    given = {n: list(a.shape) for n, a in feed.items()}
-    raise PipelineError(f"no optimization profile holds the shapes {given}: add one to backend.tensorrt.profiles")
 
 
 class TensorRTBackend(Backend):
@@ -103,25 +93,27 @@ class TensorRTBackend(Backend):
             "timing_cache": used,
         }
 
-    def runner(self, engine: Path, name: str = "engine") -> "BaseRunner":
-        """Polygraphy's TrtRunner over the verified engine in the folder ``engine`` (libcudart exposed first:
-        Polygraphy's CUDA stream needs it, and CUDA 13's wheel puts it where Polygraphy does not look)."""
-        expose_cudart()
-        return super().runner(engine, name)
-
     def evaluation_runner(self, onnx: Path, spec: BuildSpec, folder: Path, name: str) -> "BaseRunner":
         """The untuned plan built into ``folder`` (the base class's), with libcudart exposed as for ``runner``."""
         expose_cudart()
         return super().evaluation_runner(onnx, spec, folder, name)
 
-    def _load(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
-        """A TrtRunner over the verified plan that knows the profiles it was built with."""
+    def load_runner(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":
+        """A TrtRunner over the verified plan that knows the profiles it was built with (libcudart exposed first:
+        Polygraphy's CUDA stream needs it, and CUDA 13's wheel puts it where Polygraphy does not look)."""
         from polygraphy.backend.common import BytesFromPath
         from polygraphy.backend.trt import EngineFromBytes
 
         from stages.backends.trt_runner import ProfiledTrtRunner
 
+        expose_cudart()
         return ProfiledTrtRunner(EngineFromBytes(BytesFromPath(str(path))), name, manifest["profiles"])
+
+    def triton(self, manifest: Mapping[str, Any]) -> TritonModel:
+        """Triton's tensorrt backend (``tensorrt_plan``) on the plan itself, every instance holding every profile
+        the engine was built with; Triton batches up to the largest batch a profile holds."""
+        profiles = [str(i) for i in range(len(manifest["profiles"]))]
+        return TritonModel("tensorrt", "tensorrt_plan", "model.plan", "engine", kind="KIND_GPU", profiles=profiles)
 
     def set_profile(self, runner: "BaseRunner", index: int) -> None:
         """Polygraphy's own switch of the activated TrtRunner's optimization profile."""

@@ -102,3 +102,15 @@ def random_feed(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, Any], 
         else:
             feed[name] = rng.standard_normal(tuple(shape)).astype(dtype)
     return feed
+
+
+def profile_index(profiles: list[dict], feed: Mapping[str, Any]) -> int:
+    """The first profile whose min..max range holds every input shape of ``feed``."""
+    for index, shapes in enumerate(profiles):
+        if all(
+            all(lo <= d <= hi for lo, d, hi in zip(shapes[n]["min"], feed[n].shape, shapes[n]["max"], strict=True))
+            for n in feed
+        ):
+            return index
+    given = {n: list(a.shape) for n, a in feed.items()}
+    raise PipelineError(f"no optimization profile holds the shapes {given}: add one to backend.tensorrt.profiles")

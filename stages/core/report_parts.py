@@ -86,3 +86,24 @@ def gpu_times(bench: dict[str, Any]) -> str:
         "engine latency is the host's wall clock around its Python-driven copies, enqueue and wait, not trtexec's "
         "host latency (from events): compare these GPU times with trtexec's."
     )
+
+
+def cold_start(bench: dict[str, Any], deploy: str) -> str:
+    """The cold start beside the steady state (build once, then open and first answer, as benchmark_app reports
+    "compile model took" and "first inference took"), and how an application opens the deploy folder."""
+    cold = bench.get("cold_start")
+    if not cold:
+        return ""
+    opened = ", ".join(
+        f"{name} {notes['open_ms']:.0f} ms" for name, notes in bench.get("baselines", {}).items() if "open_ms" in notes
+    )
+    rows = table(
+        ["build s (once; a restore skips it)", "open ms (Engine.open)", f"first inference ms (batch {cold['batch']})"],
+        [[f"{cold['build_s']}", f"{cold['open_ms']:.1f}", f"{cold['first_inference_ms']:.2f}"]],
+    )
+    compiled = f" The baselines' session creation or compile from ONNX: {opened}." if opened else ""
+    return (
+        f"## Cold start and deployment\n\n{rows}\n\n`{deploy}/` holds the engine, its manifest, its graph and a Triton "
+        "model repository; an application runs it with `engineforge.Engine.open(folder)` as certified "
+        f"(docs/deploy.md).{compiled}\n\n"
+    )

@@ -144,23 +144,41 @@ def onnx_interface(path: str) -> tuple[tuple[InputSpec, ...], tuple[str, ...]]:
     Returns:
         tuple: the inputs (``InputSpec``) and the output names.
     """
+    found = io_spec(path)
+    inputs = tuple(InputSpec(i["name"], tuple(i["shape"]), np.dtype(i["dtype"])) for i in found["inputs"])
+    return inputs, tuple(o["name"] for o in found["outputs"])
+
+
+def io_spec(path: str) -> dict[str, list[dict[str, Any]]]:
+    """The ONNX file's interface as plain data, what an engine's manifest records and ``Engine.inputs``/``outputs``
+    read: every input (initializers left out) and output with its name, numpy dtype and shape (a symbolic axis by
+    its name, an axis with neither name nor size as ``<tensor>_<axis>``).
+
+    Args:
+        path: the ONNX file.
+
+    Returns:
+        dict: ``inputs`` and ``outputs``, each a list of ``{"name", "dtype", "shape"}``.
+    """
     from onnx import helper
 
     from stages.core.onnx_io import load_onnx
 
     graph = load_onnx(path, check=False).graph
     weights = {t.name for t in graph.initializer}
-    specs = []
-    for value in graph.input:
-        if value.name in weights:
-            continue
+
+    def entry(value: Any) -> dict[str, Any]:
         tensor = value.type.tensor_type
-        shape = tuple(
+        shape = [
             d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{value.name}_{axis}")
             for axis, d in enumerate(tensor.shape.dim)
-        )
-        specs.append(InputSpec(value.name, shape, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))))
-    return tuple(specs), tuple(o.name for o in graph.output)
+        ]
+        return {"name": value.name, "dtype": helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, "shape": shape}
+
+    return {
+        "inputs": [entry(v) for v in graph.input if v.name not in weights],
+        "outputs": [entry(v) for v in graph.output],
+    }
 
 
 def check_against_file(given: list[InputSpec], path: str) -> None:

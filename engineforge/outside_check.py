@@ -1,0 +1,83 @@
+"""An outside check of the benchmark: OpenVINO's own ``benchmark_app`` (it ships in the ``openvino`` wheel) on an
+OpenVINO engine's graph with the engine's certified settings, its median beside the benchmark stage's p50.
+
+``benchmark_app`` refuses an exported blob with any precision option ("Cannot set precision for a compiled model")
+and would import it in OpenVINO's default precision (bf16 on AVX-512 CPUs), so it gets the graph the engine was
+built from and the engine's settings: ``-hint none -nthreads N -nstreams S -infer_precision P -api sync``, one
+synchronous request at a time as the benchmark stage times it.
+
+    python -m engineforge.outside_check build/resnet18/deploy [--benchmark reports/benchmark.json] [--seconds 3]
+"""
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from stages.backends.engine import fallback_graph
+from stages.backends.manifest import read_manifest
+from stages.core.artifacts import read_json
+from stages.core.errors import PipelineError
+
+MEDIAN = re.compile(r"Median:\s+([0-9.]+) ms")
+
+
+def command(graph: Path, manifest: dict[str, Any], batch: int, seconds: float) -> list[str]:
+    """benchmark_app's command line for ``graph`` at ``batch`` with the engine's settings (every other dynamic
+    axis at its profile's optimum)."""
+    settings = manifest["settings"]
+    profile = manifest["profiles"][0]
+    shapes = ",".join(f"{name}[{','.join(map(str, [batch, *edges['opt'][1:]]))}]" for name, edges in profile.items())
+    return [
+        shutil.which("benchmark_app") or "benchmark_app",
+        *("-m", str(graph), "-d", "CPU", "-api", "sync", "-hint", "none"),
+        *("-nthreads", str(settings["inference_num_threads"]), "-nstreams", str(settings["num_streams"])),
+        *("-infer_precision", str(settings["inference_precision"]), "-data_shape", shapes, "-t", str(seconds)),
+    ]
+
+
+def median_ms(args: list[str]) -> float:
+    """Run benchmark_app and read its median latency."""
+    proc = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    found = MEDIAN.search(proc.stdout)
+    if proc.returncode or not found:
+        raise PipelineError(f"benchmark_app failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-300:]}")
+    return float(found.group(1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print, per batch size, benchmark_app's median and the benchmark stage's p50 of the same engine."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="an OpenVINO engine folder or deploy folder")
+    parser.add_argument("--benchmark", default="reports/benchmark.json", help="the benchmark stage's report")
+    parser.add_argument("--seconds", type=float, default=3.0, help="benchmark_app's -t")
+    args = parser.parse_args(argv)
+    try:
+        manifest = read_manifest(args.folder)
+        if manifest["backend"] != "openvino":
+            raise PipelineError(f"{args.folder} is a {manifest['backend']} engine: benchmark_app runs OpenVINO's")
+        graph = fallback_graph(args.folder, manifest)
+        bench = read_json(args.benchmark)
+        if (bench["model"], bench["backend"], bench["precision"]) != (
+            manifest["model"],
+            manifest["backend"],
+            manifest["precision"],
+        ):
+            raise PipelineError(f"{args.benchmark} is about another engine: run the pipeline for this one first")
+        for key, run in bench["runtimes"]["engine"].items():
+            batch = int(key[2:])
+            theirs, ours = median_ms(command(graph, manifest, batch, args.seconds)), run["latency_ms"]["p50"]
+            print(
+                f"{manifest['model']} {manifest['precision']} bs{batch}: benchmark_app median {theirs:.3f} ms, "
+                f"engineforge p50 {ours:.3f} ms ({100 * (ours / theirs - 1):+.1f} %)"
+            )
+    except PipelineError as e:
+        print(f"engineforge outside_check: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

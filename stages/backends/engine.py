@@ -1,0 +1,210 @@
+"""``engineforge.Engine``: the one object that runs an engine. The race, compare, benchmark and an application all
+open engines through it, so what was gated and timed is what a service runs.
+
+``Engine.open(folder)`` reads the manifest, checks the engine file's sha256 and the fingerprint it was built for
+against this host (one line naming what differs), and loads it with the settings its manifest records (OpenVINO's
+precision pin, threads and streams; ONNX Runtime's session options; TensorRT's profiles). Importing this module
+imports numpy, the manifest code and the registry; a runtime is imported when an engine of it opens.
+"""
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from stages.backends import registry
+from stages.backends.base import Backend, TimedCall, quiet_polygraphy
+from stages.backends.manifest import engine_file, host_mismatch, read_manifest
+from stages.core.artifacts import sha256
+from stages.core.errors import PipelineError, first_line
+from stages.core.profiles import profile_index
+
+FALLBACKS = {"cpu": registry.REFERENCE}  # Engine.open(fallback=...) -> the backend that runs the bundle's graph
+
+
+class EngineError(PipelineError):
+    """An engine that cannot be opened or run as given, in one line naming the file or input and the fix."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An engine input or output: name, numpy dtype name, shape (a dynamic axis by its name)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+def tensor_specs(entries: list[Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
+    """The manifest's ``io`` entries as ``TensorSpec``s."""
+    return tuple(TensorSpec(e["name"], e["dtype"], tuple(e["shape"])) for e in entries)
+
+
+def fallback_graph(folder: Path, manifest: Mapping[str, Any]) -> Path:
+    """The precision graph the engine was built from, checked against its sha256: a deploy folder's own copy
+    (``graph``), else the precision stage's file the manifest names (``onnx``, relative to the repository)."""
+    if "graph" in manifest:
+        path, digest = folder / manifest["graph"]["file"], manifest["graph"]["sha256"]
+    else:
+        path, digest = Path(manifest["onnx"]["path"]), manifest["onnx"]["sha256"]
+    if not path.is_file() or sha256(path) != digest:
+        raise EngineError(f"{path}: the engine's graph is missing or does not match its manifest (sha256)")
+    return path
+
+
+class Engine:
+    """An opened engine: ``engine(feed)`` runs it; ``inputs``/``outputs`` describe it; ``close()`` (or a ``with``
+    block) releases it. Open one with ``Engine.open``."""
+
+    def __init__(
+        self, runtime: Backend, runner: Any, manifest: Mapping[str, Any], folder: Path, fallback: str | None
+    ) -> None:
+        self._runtime, self._runner, self.manifest, self.folder = runtime, runner, dict(manifest), folder
+        self.fallback = fallback  # the line saying why the bundle's graph runs instead, or None
+        io = manifest.get("io") or {"inputs": [], "outputs": []}
+        self.inputs, self.outputs = tensor_specs(io["inputs"]), tensor_specs(io["outputs"])
+        self._profile = 0
+
+    @classmethod
+    def open(cls, folder: str | Path, fallback: str | None = None, name: str = "engine") -> "Engine":
+        """Open the engine in ``folder`` (an engine folder or a deploy folder) with its certified settings.
+
+        Args:
+            folder: the folder holding ``manifest.json`` and the engine file.
+            fallback: None refuses an engine this host cannot run; ``"cpu"`` runs the bundle's precision graph
+                on ONNX Runtime's CPU provider instead, and says so in one line on stderr.
+            name: the engine's name in comparisons.
+
+        Returns:
+            Engine: loaded and ready to run.
+
+        Raises:
+            EngineError: one line: a missing or altered file, another host's engine (without ``fallback``), a
+                runtime that cannot load it.
+        """
+        folder = Path(folder)
+        if fallback is not None and fallback not in FALLBACKS:
+            raise EngineError(f"fallback={fallback!r}: choose None (refuse) or one of {', '.join(FALLBACKS)}")
+        quiet_polygraphy()
+        manifest = read_manifest(folder)
+        backend = registry.get(manifest["backend"])
+        path = engine_file(folder, manifest)
+        available = backend.availability()
+        problem = (
+            host_mismatch(folder, manifest, backend.fingerprint())
+            if available.ok
+            else f"{folder} is a {backend.name} engine and {available.reason}"
+        )
+        if problem is None:
+            return cls._activated(backend, backend.load_runner(manifest, path, name), manifest, folder, None)
+        if fallback is None:
+            raise EngineError(f"{problem}: rebuild it here (`dvc repro`), or open it with fallback='cpu'")
+        graph = fallback_graph(folder, manifest)
+        runtime = registry.get(FALLBACKS[fallback])
+        note = f"{problem}: running its {manifest['precision']} graph {graph.name} on ONNX Runtime's CPU provider"
+        print(f"engineforge: {note}", file=sys.stderr)
+        return cls._activated(runtime, runtime.baseline_runner(graph, name), manifest, folder, note)
+
+    @classmethod
+    def _activated(
+        cls, runtime: Backend, runner: Any, manifest: Mapping[str, Any], folder: Path, note: str | None
+    ) -> "Engine":
+        try:
+            runner.activate()
+        except PipelineError:
+            raise
+        except Exception as e:  # each runtime raises its own types for a file it cannot load
+            raise EngineError(f"{runtime.name} cannot load {folder}: {first_line(e, 200)}") from e
+        return cls(runtime, runner, manifest, folder, note)
+
+    @property
+    def name(self) -> str:
+        """The engine's name in comparisons."""
+        return str(self._runner.name)
+
+    def __call__(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one inference.
+
+        Args:
+            feed: input name -> array, every input of ``inputs``.
+
+        Returns:
+            dict[str, np.ndarray]: output name -> array (owned by the caller).
+        """
+        self._check(feed)
+        self._select_profile(feed)
+        return {name: np.array(value) for name, value in self._runner.infer(dict(feed)).items()}
+
+    def timed_call(
+        self, feed: Mapping[str, np.ndarray], cuda_graph: bool = False, no_data_transfers: bool = False
+    ) -> TimedCall:
+        """The call a benchmark times: one inference on ``feed``, its inputs and outputs bound once.
+
+        Args:
+            feed: input name -> array.
+            cuda_graph: capture the inference in a CUDA graph (GPU engines).
+            no_data_transfers: leave host-device copies out of the timing (GPU engines).
+
+        Returns:
+            TimedCall: one inference per call; ``close()`` it before the engine.
+        """
+        self._check(feed)
+        self._select_profile(feed)
+        switches = {"cuda_graph": cuda_graph, "no_data_transfers": no_data_transfers}
+        return self._runtime.timed_call(self._runner, dict(feed), switches)
+
+    def describe(self) -> dict[str, Any]:
+        """What this engine is and what it runs with: backend, precision, the certified settings, what the runtime
+        reports it applied, the host it was built for, the fallback (None when the engine itself runs)."""
+        return {
+            "backend": self.manifest["backend"],
+            "precision": self.manifest["precision"],
+            "engine": self.manifest["engine"],
+            "runs_on": self._runtime.name,
+            "certified_settings": self.manifest["settings"],
+            "running": self._runtime.describe(self._runner),
+            "built_for": self.manifest["fingerprint"],
+            "fallback": self.fallback,
+            "inputs": [vars(s) for s in self.inputs],
+            "outputs": [vars(s) for s in self.outputs],
+        }
+
+    def close(self) -> None:
+        """Release the runtime's session or compiled model."""
+        if self._runner.is_active:
+            self._runner.deactivate()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _check(self, feed: Mapping[str, np.ndarray]) -> None:
+        """One line for a feed that does not fit ``inputs``: names, dtypes, ranks, fixed sizes."""
+        wanted = {s.name: s for s in self.inputs}
+        if wanted and set(feed) != set(wanted):
+            raise EngineError(f"feed has inputs {sorted(feed)}; the engine takes {sorted(wanted)}")
+        for name, spec in wanted.items():
+            array = np.asarray(feed[name])
+            fits = len(array.shape) == len(spec.shape) and all(
+                isinstance(d, str) or d == n for d, n in zip(spec.shape, array.shape, strict=True)
+            )
+            if array.dtype.name != spec.dtype or not fits:
+                raise EngineError(
+                    f"input {name!r}: got {list(array.shape)} {array.dtype.name}, the engine takes "
+                    f"{list(spec.shape)} {spec.dtype}"
+                )
+
+    def _select_profile(self, feed: Mapping[str, np.ndarray]) -> None:
+        """Switch an engine holding several shape profiles to the first that holds ``feed``'s shapes."""
+        profiles = self.manifest.get("profiles") or []
+        if self.fallback is None and len(profiles) > 1:
+            index = profile_index(profiles, feed)
+            if index != self._profile:
+                self._runtime.set_profile(self._runner, index)
+                self._profile = index

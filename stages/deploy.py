@@ -1,0 +1,74 @@
+"""deploy stage: engine folder + its precision graph + accuracy.json (the gate passed) -> build/<model>/deploy/.
+
+The folder a user copies into a service: the engine file and its manifest (plus the graph's record, for
+``Engine.open(folder, fallback="cpu")``), the precision graph, the I/O spec, and a Triton Inference Server model
+repository (``triton/<model>/config.pbtxt`` and ``1/<model file>``) carrying the certified settings as far as the
+Triton backend can take them. It runs only after compare's gate passed, and ends by opening the folder with
+``Engine`` and running it once, as a service would.
+"""
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from stages.backends import registry
+from stages.backends.engine import Engine, fallback_graph
+from stages.backends.manifest import MANIFEST, engine_file, read_manifest
+from stages.core.artifacts import atomic_path, read_json, sha256, write_json, write_text
+from stages.core.errors import PipelineError
+from stages.core.profiles import random_feed
+from stages.core.run import run_stage
+from stages.core.triton import config_text
+
+IO_FILE = "io.json"
+TRITON = "triton"
+
+
+def checked_gate(accuracy: dict[str, Any], manifest: dict[str, Any], path: str) -> None:
+    """Refuse to deploy an engine whose gate failed or whose accuracy report is about another engine."""
+    if not accuracy.get("passed"):
+        raise PipelineError(f"{path}: the accuracy gate failed, nothing is deployed ({accuracy['failures'][0]})")
+    gated = (accuracy.get("backend"), accuracy.get("precision"))
+    if gated != (manifest["backend"], manifest["precision"]):
+        raise PipelineError(f"{path} gated a {gated[0]} {gated[1]} engine, not this one: run `dvc repro`")
+
+
+def smoke_feed(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Seeded inputs at the first profile's optimum shapes (every dynamic axis sized by the profile)."""
+    profile = manifest["profiles"][0]
+    dtypes = {t["name"]: t["dtype"] for t in manifest["io"]["inputs"]}
+    return random_feed({name: edges["opt"] for name, edges in profile.items()}, dtypes)
+
+
+def main(cfg: DictConfig) -> str:
+    """Write ``paths.deploy`` from the gated engine, then open it as an application would."""
+    source = Path(cfg.paths.engine)
+    manifest = read_manifest(source)
+    checked_gate(read_json(cfg.paths.accuracy), manifest, cfg.paths.accuracy)
+    engine, graph = engine_file(source, manifest), fallback_graph(source, manifest)
+    backend = registry.get(manifest["backend"])
+    name = manifest["model"]
+    graph_name = f"model.{manifest['precision']}.onnx"
+    out = Path(cfg.paths.deploy)
+    with atomic_path(out, directory=True) as tmp:
+        shutil.copy2(engine, tmp / engine.name)
+        shutil.copy2(graph, tmp / graph_name)
+        deployed = manifest | {"graph": {"file": graph_name, "sha256": sha256(graph)}}
+        write_json(tmp / MANIFEST, deployed)
+        write_json(tmp / IO_FILE, manifest["io"])
+        triton = backend.triton(manifest)
+        version = tmp / TRITON / name / "1"
+        version.mkdir(parents=True)
+        backend.write_triton_file(triton, manifest, engine, graph, version / triton.file)
+        write_text(
+            tmp / TRITON / name / "config.pbtxt", config_text(name, triton, manifest["io"], manifest["profiles"])
+        )
+    with Engine.open(out) as opened:
+        opened(smoke_feed(manifest))
+    return f"{manifest['backend']} {manifest['precision']} engine, its graph and a Triton repository ({triton.backend}) -> {out}/"
+
+
+if __name__ == "__main__":
+    run_stage("deploy", main)
