@@ -22,10 +22,10 @@ from stages.backends.manifest import read_manifest
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
 
-MEDIAN = re.compile(r"Median:\s+([0-9.]+) ms")
+MEDIAN = re.compile(r"Median:\s+([0-9.]+) (ms|us)")
 
 
-def command(graph: Path, manifest: dict[str, Any], batch: int, seconds: float) -> list[str]:
+def command(graph: Path, manifest: dict[str, Any], batch: int, seconds: int) -> list[str]:
     """benchmark_app's command line for ``graph`` at ``batch`` with the engine's settings (every other dynamic
     axis at its profile's optimum)."""
     settings = manifest["settings"]
@@ -45,7 +45,7 @@ def median_ms(args: list[str]) -> float:
     found = MEDIAN.search(proc.stdout)
     if proc.returncode or not found:
         raise PipelineError(f"benchmark_app failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-300:]}")
-    return float(found.group(1))
+    return float(found.group(1)) / (1e3 if found.group(2) == "us" else 1.0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="an OpenVINO engine folder or deploy folder")
     parser.add_argument("--benchmark", default="reports/benchmark.json", help="the benchmark stage's report")
-    parser.add_argument("--seconds", type=float, default=3.0, help="benchmark_app's -t")
+    parser.add_argument("--seconds", type=int, default=3, help="benchmark_app's -t (whole seconds)")
     args = parser.parse_args(argv)
     try:
         manifest = read_manifest(args.folder)
