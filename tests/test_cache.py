@@ -43,7 +43,7 @@ def test_switching_back_restores_and_each_change_reruns_only_what_it_reaches(dvc
     assert ran_stages(bench) == ["env", "benchmark", "report"], bench
 
     target = exp_run(dvc_repo, "target=edge-a")  # part of the engine's key: the engine and everything after it
-    assert ran_stages(target) == ["env", "build", "compare", "benchmark", "report"], target
+    assert sorted(ran_stages(target)) == ["benchmark", "build", "compare", "deploy", "env", "report"], target
     manifest = json.loads((dvc_repo / "build/digits/engine/manifest.json").read_text())
     assert manifest["target"] == "edge-a"
 

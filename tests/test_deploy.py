@@ -245,3 +245,23 @@ def test_tensorrt_triton_config_holds_every_profile_and_batches_to_the_largest_p
     assert list(config.output[0].dims) == [-1, 8] and config.output[0].data_type == model_config_pb2.TYPE_FP16
     assert list(config.instance_group[0].profile) == ["0", "1"]
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+
+
+@pytest.mark.skipif(TensorRTBackend().availability().ok, reason="TensorRT runs here: no refusal to show")
+def test_a_tensorrt_bundle_on_a_machine_without_tensorrt_falls_back_to_its_graph(deployed, tmp_path, capfd):
+    """The ONNX Runtime + TensorRT seed: a bundle whose engine needs TensorRT, opened where it is absent, is refused
+    in one line, or with fallback='cpu' runs its graph on ONNX Runtime's CPU provider."""
+    root, cfg = deployed
+    out = shutil.copytree(root / cfg.paths.deploy, tmp_path / "deploy")
+    manifest = read_json(out / MANIFEST) | {"backend": "tensorrt"}
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match=r"is a tensorrt engine and tensorrt does not import") as e:
+        Engine.open(out)
+    assert "\n" not in str(e.value)
+    batch = eval_batches(cfg)[0]
+    with Engine.open(out, fallback="cpu") as engine:
+        got = engine(batch)["logits"]
+    assert "is a tensorrt engine" in capfd.readouterr().err
+    np.testing.assert_allclose(
+        got, ort_outputs(out / manifest["graph"]["file"], [batch])["logits"], rtol=1e-5, atol=1e-5
+    )

@@ -6,10 +6,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from stages.backends import registry
+from stages.backends.engine import Engine
 from tests.helpers import QUICK, ran_stages, run
 
 pytestmark = pytest.mark.slow
@@ -17,8 +19,10 @@ pytestmark = pytest.mark.slow
 
 def test_digits_end_to_end_then_a_second_repro_runs_only_env(dvc_repo: Path):
     first = run(["dvc", "exp", "run", *QUICK], dvc_repo)
-    expected = ["env", "export", "simplify", "precision", "build", "compare", "benchmark", "report"]
-    assert ran_stages(first.stdout) == expected
+    expected = ["env", "export", "simplify", "precision", "build", "compare", "benchmark", "deploy", "report"]
+    ran = ran_stages(first.stdout)
+    assert sorted(ran) == sorted(expected) and ran.index("deploy") > ran.index("compare"), ran
+    assert ran[:6] == expected[:6] and ran[-1] == "report", ran
     for stage in expected:  # the one line each stage prints
         assert re.search(rf"^engineforge {stage}: .+ \[\d+\.\d+s\]$", first.stdout, re.MULTILINE), stage
 
@@ -30,6 +34,8 @@ def test_digits_end_to_end_then_a_second_repro_runs_only_env(dvc_repo: Path):
     bench = json.loads((dvc_repo / "reports/benchmark.json").read_text())
     assert set(bench["runtimes"]["engine"]) == {"bs1", "bs32"}
     assert f"digits · fp32 · {manifest['backend']}" in (dvc_repo / "reports/summary.md").read_text()
+    with Engine.open(dvc_repo / "build/digits/deploy") as engine:  # what the deploy stage left, as a service opens it
+        assert engine({"image": np.zeros((2, 1, 8, 8), np.float32)})["logits"].shape == (2, 10)
     lock = yaml.safe_load((dvc_repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(expected)
 

@@ -3,7 +3,7 @@ never an exported blob, and of the precision settings it takes only ``HINT_BF16`
 OpenVINO's default here is not the certified precision (bf16 on AVX-512 CPUs for a float32 engine), Triton would
 serve the graph in that default: config.pbtxt says so at its top, and docs/deploy.md gives the measurement.
 (Marking the IR's operations precise, OpenVINO's DisablePrecisionConversion, did not keep the digits model's
-FullyConnected and pooling out of bf16 on the Zen 4 EPYC: not a pin either.)"""
+FullyConnected and pooling out of bf16 on the Sapphire Rapids Xeon: not a pin either.)"""
 
 from collections.abc import Mapping
 from typing import Any

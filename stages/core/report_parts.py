@@ -98,7 +98,11 @@ def cold_start(bench: dict[str, Any], deploy: str) -> str:
         f"{name} {notes['open_ms']:.0f} ms" for name, notes in bench.get("baselines", {}).items() if "open_ms" in notes
     )
     rows = table(
-        ["engine build s (once; a restore skips it)", "open ms (Engine.open)", f"first inference ms (batch {cold['batch']})"],
+        [
+            "engine build s (once; a restore skips it)",
+            "open ms (Engine.open)",
+            f"first inference ms (batch {cold['batch']})",
+        ],
         [[f"{cold['build_s']}", f"{cold['open_ms']:.1f}", f"{cold['first_inference_ms']:.2f}"]],
     )
     compiled = f" The baselines' session creation or compile from ONNX: {opened}." if opened else ""
