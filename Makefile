@@ -51,7 +51,7 @@ $(VENV)/compat/onnxruntime-%: | $(VENV)/.installed
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --target $@ 'onnxruntime==$*'
 
 # What an application installs to open an engine (docs/deploy.md): numpy, the runtimes, Polygraphy and this package
-# without its dependencies (no torch, DVC, Hydra, onnx). tests/test_engine.py opens deploy folders with it.
+# without its dependencies (no torch, DVC, Hydra, onnx). tests/test_deploy.py opens deploy folders with it.
 APP_PINS := $(shell sed -nE 's/^ *"((numpy|onnxruntime|openvino|polygraphy)[=<>][^"]*)".*/\1/p' pyproject.toml)
 $(VENV)/app/.installed: pyproject.toml | $(VENV)/.installed
 	python3 -m venv $(VENV)/app

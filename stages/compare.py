@@ -102,7 +102,8 @@ def edge_checks(
                 real = all(list(data[n].shape[1:]) == s[1:] for n, s in shapes.items())
                 batch = next(iter(shapes.values()))[0]
                 feed = batch_of(cfg.model, data, batch) if real else random_feed(shapes, dtypes)
-                outputs = {}  # the engine picks the profile that holds the shapes, as it does for an application
+                outputs = {}
+                runners[1].engine.use_profile(index)  # this profile's edges on this profile
                 where = f"profile {index} {edge} shapes {shapes}"
                 try:
                     for runner in runners:
@@ -122,6 +123,7 @@ def edge_checks(
                         result = compare_func(outputs[REFERENCE], outputs[CANDIDATE])
                     failures += [f"{where}: output {n!r} exceeds tolerance" for n, r in result.items() if not bool(r)]
                 checked.append({"profile": index, "edge": edge, "shapes": shapes, "data": "eval" if real else "seeded"})
+    runners[1].engine.use_profile(None)
     return {"checked": checked, "failures": failures}
 
 
@@ -180,6 +182,7 @@ def main(cfg: DictConfig) -> str:
         "precision": manifest["precision"],
         "requested_precision": cfg.precision.name,
         "backend": backend.name,
+        "engine_sha256": manifest["engine_sha256"],  # deploy ships only the engine this gate passed
         "outputs": stats,
         "task": task,
         "profile_edges": edges["checked"],

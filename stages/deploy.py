@@ -27,16 +27,28 @@ TRITON = "triton"
 
 
 def checked_gate(accuracy: dict[str, Any], manifest: dict[str, Any], path: str) -> None:
-    """Refuse to deploy an engine whose gate failed or whose accuracy report is about another engine."""
+    """Refuse to deploy an engine whose gate failed or whose accuracy report is about another engine.
+
+    Args:
+        accuracy: compare's report.
+        manifest: the engine's manifest.
+        path: the report's path, for the message.
+    """
     if not accuracy.get("passed"):
         raise PipelineError(f"{path}: the accuracy gate failed, nothing is deployed ({accuracy['failures'][0]})")
-    gated = (accuracy.get("backend"), accuracy.get("precision"))
-    if gated != (manifest["backend"], manifest["precision"]):
-        raise PipelineError(f"{path} gated a {gated[0]} {gated[1]} engine, not this one: run `dvc repro`")
+    if accuracy.get("engine_sha256") != manifest["engine_sha256"]:
+        raise PipelineError(f"{path} gated another engine than {manifest['engine']} (sha256): run `dvc repro`")
 
 
 def smoke_feed(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Seeded inputs at the first profile's optimum shapes (every dynamic axis sized by the profile)."""
+    """Seeded inputs at the first profile's optimum shapes (every dynamic axis sized by the profile).
+
+    Args:
+        manifest: the engine's manifest (``profiles``, ``io``).
+
+    Returns:
+        dict: input name -> array.
+    """
     profile = manifest["profiles"][0]
     dtypes = {t["name"]: t["dtype"] for t in manifest["io"]["inputs"]}
     return random_feed({name: edges["opt"] for name, edges in profile.items()}, dtypes)

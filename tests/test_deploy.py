@@ -35,7 +35,8 @@ with Engine.open(folder) as engine:
     got = [engine({k.split(":", 1)[1]: batches[k] for k in batches.files if k.startswith(f"{i}:")}) for i in range(int(batches["n"]))]
     described = engine.describe()
 np.savez(out, **{f"{i}:{k}": v for i, r in enumerate(got) for k, v in r.items()})
-heavy = sorted(m for m in HEAVY_MODULES if m in sys.modules)
+import importlib.util
+heavy = sorted(m for m in HEAVY_MODULES if m in sys.modules or importlib.util.find_spec(m) is not None)
 print(json.dumps({"heavy": heavy, "running": described["running"], "inputs": described["inputs"]}))
 """
 
@@ -96,7 +97,10 @@ def test_config_pbtxt_is_tritons_model_config_with_the_certified_settings(deploy
             config.backend == "openvino" and config.max_batch_size == 0 and list(config.input[0].dims) == [-1, 1, 8, 8]
         )
         assert parameters["INFERENCE_NUM_THREADS"] == str(settings["inference_num_threads"])
-        assert parameters["RESHAPE_IO_LAYERS"] == "yes"
+        assert parameters["NUM_STREAMS"] == str(settings["num_streams"])
+        assert (
+            parameters["PERFORMANCE_HINT"] == settings["performance_hint"] and parameters["RESHAPE_IO_LAYERS"] == "yes"
+        )
     else:
         assert (
             config.platform == "onnxruntime_onnx"
@@ -104,13 +108,15 @@ def test_config_pbtxt_is_tritons_model_config_with_the_certified_settings(deploy
         )
         assert list(config.input[0].dims) == [1, 8, 8] and config.HasField("dynamic_batching")
         assert parameters["intra_op_thread_count"] == str(settings["intra_op_num_threads"])
+        assert parameters["execution_mode"] == ("1" if settings["execution_mode"] == "parallel" else "0")
         assert config.optimization.graph.level == 2  # ORT_DISABLE_ALL in Triton's onnxruntime backend
 
 
 @pytest.mark.skipif(not APP.exists(), reason="no .venv/app: run `make setup`")
 def test_an_application_without_torch_or_dvc_reproduces_compares_engine_outputs(deployed, tmp_path):
-    """A fresh process of the application venv opens the deploy folder and gives, bit for bit, what the engine
-    gave in compare's process, within the gate of the fp32 reference."""
+    """A fresh process of the application venv (where torch, DVC, Hydra, onnx cannot even be found) opens the deploy
+    folder and gives, bit for bit, what the engine gives on compare's eval batches through Engine in this process,
+    within the gate of the fp32 reference."""
     root, cfg = deployed
     batches = eval_batches(cfg)
     np.savez(
@@ -223,6 +229,17 @@ def test_deploy_refuses_an_engine_whose_gate_failed(deployed, tmp_path, monkeypa
     )
     with pytest.raises(PipelineError, match=r"accuracy gate failed, nothing is deployed \(output 'logits' differs\)"):
         run_stage(deploy, bad)
+
+
+def test_deploy_refuses_a_gate_about_another_engine(deployed, tmp_path, monkeypatch):
+    """accuracy.json from an earlier engine of the same backend and precision (a stage run by hand): refused."""
+    root, cfg = deployed
+    stale = read_json(root / cfg.paths.accuracy) | {"engine_sha256": "0" * 64}
+    (tmp_path / "accuracy.json").write_text(json.dumps(stale))
+    monkeypatch.chdir(root)
+    overrides = ("model=digits", f"precision={cfg.precision.name}", f"paths.accuracy={tmp_path}/accuracy.json")
+    with pytest.raises(PipelineError, match=r"gated another engine than engine\.\w+ \(sha256\): run `dvc repro`"):
+        run_stage(deploy, compose(*overrides, config_dir=root / "conf"))
 
 
 def test_tensorrt_triton_config_holds_every_profile_and_batches_to_the_largest_profile():

@@ -244,7 +244,7 @@ class Backend(ABC):
         """The call a benchmark times: one inference of the activated ``runner`` on ``feed``.
 
         Args:
-            runner: an activated runner from ``runner`` or ``baseline_runner``.
+            runner: an activated runner from ``load_runner`` or ``baseline_runner``.
             feed: input name -> array, bound once before timing.
             settings: ``benchmark`` config (GPU backends read ``cuda_graph`` and ``no_data_transfers``).
 

@@ -9,7 +9,6 @@ imports numpy, the manifest code and the registry; a runtime is imported when an
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -18,42 +17,13 @@ import numpy as np
 
 from stages.backends import registry
 from stages.backends.base import Backend, TimedCall, quiet_polygraphy
+from stages.backends.bundle import EngineError, TensorSpec, fallback_graph, tensor_specs
 from stages.backends.manifest import engine_file, host_mismatch, read_manifest
-from stages.core.artifacts import sha256
 from stages.core.errors import PipelineError, first_line
 from stages.core.profiles import profile_index
 
+__all__ = ["Engine", "EngineError", "TensorSpec", "fallback_graph"]
 FALLBACKS = {"cpu": registry.REFERENCE}  # Engine.open(fallback=...) -> the backend that runs the bundle's graph
-
-
-class EngineError(PipelineError):
-    """An engine that cannot be opened or run as given, in one line naming the file or input and the fix."""
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """An engine input or output: name, numpy dtype name, shape (a dynamic axis by its name)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
-
-
-def tensor_specs(entries: list[Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
-    """The manifest's ``io`` entries as ``TensorSpec``s."""
-    return tuple(TensorSpec(e["name"], e["dtype"], tuple(e["shape"])) for e in entries)
-
-
-def fallback_graph(folder: Path, manifest: Mapping[str, Any]) -> Path:
-    """The precision graph the engine was built from, checked against its sha256: a deploy folder's own copy
-    (``graph``), else the precision stage's file the manifest names (``onnx``, relative to the repository)."""
-    if "graph" in manifest:
-        path, digest = folder / manifest["graph"]["file"], manifest["graph"]["sha256"]
-    else:
-        path, digest = Path(manifest["onnx"]["path"]), manifest["onnx"]["sha256"]
-    if not path.is_file() or sha256(path) != digest:
-        raise EngineError(f"{path}: the engine's graph is missing or does not match its manifest (sha256)")
-    return path
 
 
 class Engine:
@@ -65,9 +35,9 @@ class Engine:
     ) -> None:
         self._runtime, self._runner, self.manifest, self.folder = runtime, runner, dict(manifest), folder
         self.fallback = fallback  # the line saying why the bundle's graph runs instead, or None
-        io = manifest.get("io") or {"inputs": [], "outputs": []}
-        self.inputs, self.outputs = tensor_specs(io["inputs"]), tensor_specs(io["outputs"])
+        self.inputs, self.outputs = tensor_specs(manifest["io"]["inputs"]), tensor_specs(manifest["io"]["outputs"])
         self._profile = 0
+        self._pinned: int | None = None
 
     @classmethod
     def open(cls, folder: str | Path, fallback: str | None = None, name: str = "engine") -> "Engine":
@@ -90,9 +60,16 @@ class Engine:
         if fallback is not None and fallback not in FALLBACKS:
             raise EngineError(f"fallback={fallback!r}: choose None (refuse) or one of {', '.join(FALLBACKS)}")
         quiet_polygraphy()
-        manifest = read_manifest(folder)
-        backend = registry.get(manifest["backend"])
-        path = engine_file(folder, manifest)
+        try:
+            manifest = read_manifest(folder)
+            backend = registry.get(manifest["backend"])
+            path = engine_file(folder, manifest)
+        except EngineError:
+            raise
+        except PipelineError as e:
+            raise EngineError(str(e)) from e
+        if "io" not in manifest:
+            raise EngineError(f"{folder / 'manifest.json'} predates the engine's I/O record: rebuild with `dvc repro`")
         available = backend.availability()
         problem = (
             host_mismatch(folder, manifest, backend.fingerprint())
@@ -157,9 +134,23 @@ class Engine:
         switches = {"cuda_graph": cuda_graph, "no_data_transfers": no_data_transfers}
         return self._runtime.timed_call(self._runner, dict(feed), switches)
 
+    def use_profile(self, index: int | None) -> None:
+        """Run the next calls on shape profile ``index`` (an engine holding several: TensorRT), as compare checks
+        each profile's edges; None goes back to the first profile that holds each feed's shapes.
+
+        Args:
+            index: a profile of the manifest's ``profiles``, or None.
+        """
+        self._pinned = index
+
     def describe(self) -> dict[str, Any]:
-        """What this engine is and what it runs with: backend, precision, the certified settings, what the runtime
-        reports it applied, the host it was built for, the fallback (None when the engine itself runs)."""
+        """What this engine is and what it runs with.
+
+        Returns:
+            dict: backend, precision, engine file, the runtime it runs on, the certified settings, what the runtime
+            reports it applied (``running``), the host it was built for, the fallback line (None when the engine
+            itself runs), inputs and outputs.
+        """
         return {
             "backend": self.manifest["backend"],
             "precision": self.manifest["precision"],
@@ -187,7 +178,7 @@ class Engine:
     def _check(self, feed: Mapping[str, np.ndarray]) -> None:
         """One line for a feed that does not fit ``inputs``: names, dtypes, ranks, fixed sizes."""
         wanted = {s.name: s for s in self.inputs}
-        if wanted and set(feed) != set(wanted):
+        if set(feed) != set(wanted):
             raise EngineError(f"feed has inputs {sorted(feed)}; the engine takes {sorted(wanted)}")
         for name, spec in wanted.items():
             array = np.asarray(feed[name])
@@ -204,7 +195,10 @@ class Engine:
         """Switch an engine holding several shape profiles to the first that holds ``feed``'s shapes."""
         profiles = self.manifest.get("profiles") or []
         if self.fallback is None and len(profiles) > 1:
-            index = profile_index(profiles, feed)
+            try:
+                index = profile_index(profiles, feed) if self._pinned is None else self._pinned
+            except PipelineError as e:
+                raise EngineError(str(e)) from e
             if index != self._profile:
                 self._runtime.set_profile(self._runner, index)
                 self._profile = index

@@ -30,7 +30,14 @@ def first_difference(built: Any, current: Any, prefix: str = "") -> tuple[str, A
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """``folder``'s manifest, refused in one line where the folder holds none."""
+    """``folder``'s manifest, refused in one line where the folder holds none.
+
+    Args:
+        folder: an engine or deploy folder.
+
+    Returns:
+        dict: the manifest.
+    """
     if not (folder / MANIFEST).is_file():
         raise PipelineError(
             f"{folder} holds no {MANIFEST}: give the engine folder (build/<model>/engine) or a deploy folder"
@@ -39,7 +46,15 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def engine_file(folder: Path, manifest: dict[str, Any]) -> Path:
-    """The engine file ``manifest`` names, refused in one line unless it lies in ``folder`` and its sha256 matches."""
+    """The engine file ``manifest`` names, refused in one line unless it lies in ``folder`` and its sha256 matches.
+
+    Args:
+        folder: the engine or deploy folder.
+        manifest: its manifest.
+
+    Returns:
+        Path: the engine file, resolved.
+    """
     engine = (folder / manifest["engine"]).resolve()
     if engine.parent != folder.resolve():
         raise PipelineError(f"{folder / MANIFEST}: engine file {manifest['engine']!r} is outside its folder")
@@ -53,21 +68,18 @@ def engine_file(folder: Path, manifest: dict[str, Any]) -> Path:
 
 def host_mismatch(folder: Path, manifest: dict[str, Any], fingerprint: dict[str, Any]) -> str | None:
     """One line naming the first field where the fingerprint ``manifest`` was built for differs from this
-    machine's ``fingerprint``, else None."""
+    machine's ``fingerprint``, else None.
+
+    Args:
+        folder: the engine or deploy folder, for the message.
+        manifest: its manifest.
+        fingerprint: the engine's backend's fingerprint on this machine.
+
+    Returns:
+        str | None: the difference, or None.
+    """
     diff = first_difference(manifest["fingerprint"], fingerprint)
     if diff is None:
         return None
     key, built, now = diff
     return f"{folder} was built for {key}={built}, this machine has {key}={now}"
-
-
-def verified_engine(engine_dir: Path, fingerprint: dict[str, Any]) -> tuple[dict[str, Any], Path]:
-    """Read ``engine_dir``'s manifest and refuse, in one line, an engine that does not match it or this machine.
-
-    Returns the manifest and the engine file's path.
-    """
-    manifest = read_manifest(engine_dir)
-    engine = engine_file(engine_dir, manifest)
-    if problem := host_mismatch(engine_dir, manifest, fingerprint):
-        raise PipelineError(f"{problem}: rebuild with `dvc repro`")
-    return manifest, engine

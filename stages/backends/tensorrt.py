@@ -94,7 +94,7 @@ class TensorRTBackend(Backend):
         }
 
     def evaluation_runner(self, onnx: Path, spec: BuildSpec, folder: Path, name: str) -> "BaseRunner":
-        """The untuned plan built into ``folder`` (the base class's), with libcudart exposed as for ``runner``."""
+        """The untuned plan built into ``folder`` (the base class's), with libcudart exposed as for ``load_runner``."""
         expose_cudart()
         return super().evaluation_runner(onnx, spec, folder, name)
 

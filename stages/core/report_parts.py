@@ -103,7 +103,13 @@ def cold_start(bench: dict[str, Any], deploy: str) -> str:
             "open ms (Engine.open)",
             f"first inference ms (batch {cold['batch']})",
         ],
-        [[f"{cold['build_s']}", f"{cold['open_ms']:.1f}", f"{cold['first_inference_ms']:.2f}"]],
+        [
+            [
+                "n/a" if cold["build_s"] is None else f"{cold['build_s']}",
+                f"{cold['open_ms']:.1f}",
+                f"{cold['first_inference_ms']:.2f}",
+            ]
+        ],
     )
     compiled = f" The baselines' session creation or compile from ONNX: {opened}." if opened else ""
     return (
