@@ -27,7 +27,17 @@ MEDIAN = re.compile(r"Median:\s+([0-9.]+) (ms|us)")
 
 def command(graph: Path, manifest: dict[str, Any], batch: int, seconds: int) -> list[str]:
     """benchmark_app's command line for ``graph`` at ``batch`` with the engine's settings (every other dynamic
-    axis at its profile's optimum)."""
+    axis at its profile's optimum).
+
+    Args:
+        graph: the precision graph the engine was built from.
+        manifest: the engine's manifest.
+        batch: the batch size.
+        seconds: benchmark_app's ``-t``.
+
+    Returns:
+        list[str]: the command.
+    """
     settings = manifest["settings"]
     profile = manifest["profiles"][0]
     shapes = ",".join(f"{name}[{','.join(map(str, [batch, *edges['opt'][1:]]))}]" for name, edges in profile.items())
@@ -40,7 +50,14 @@ def command(graph: Path, manifest: dict[str, Any], batch: int, seconds: int) -> 
 
 
 def median_ms(args: list[str]) -> float:
-    """Run benchmark_app and read its median latency."""
+    """Run benchmark_app and read its median latency.
+
+    Args:
+        args: its command line.
+
+    Returns:
+        float: the median in ms.
+    """
     proc = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     found = MEDIAN.search(proc.stdout)
     if proc.returncode or not found:
@@ -49,7 +66,11 @@ def median_ms(args: list[str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Print, per batch size, benchmark_app's median and the benchmark stage's p50 of the same engine."""
+    """Print, per batch size, benchmark_app's median and the benchmark stage's p50 of the same engine.
+
+    Args:
+        argv: the command line (None: ``sys.argv``).
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="an OpenVINO engine folder or deploy folder")
     parser.add_argument("--benchmark", default="reports/benchmark.json", help="the benchmark stage's report")

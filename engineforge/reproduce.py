@@ -43,6 +43,8 @@ TOLERANCE = {"max_abs": 1e-5, "mean_abs": 1e-5, "max_rel": 2.5e-3}
 # Fields the build's race decides by timing (docs/race.md): another machine, or noise between two candidates within
 # a few percent of each other, may ship another backend; its accuracy is still held to the tolerances above.
 RACED = ("backend",)
+# Fields that name the engine a build made: its bytes follow the tuning and the race, timed on the machine.
+BUILT = ("engine_sha256",)
 
 
 def outs(lock: dict[str, Any], stage: str) -> dict[str, str]:
@@ -74,6 +76,8 @@ def report_differences(path: str, committed: Any, fresh: Any) -> tuple[list[str]
         line = f"{path}: {key} {old!r} committed, {new!r} now"
         if key in RACED:
             tolerated.append(f"{line} (the race's choice, decided by timing)")
+        elif key in BUILT:
+            tolerated.append(f"{line} (the engine built here: tuning and the race, timed here, decide its bytes)")
         elif measured and abs(old - new) <= tol:
             tolerated.append(f"{line} (tolerance {tol:g})")
         else:

@@ -9,7 +9,6 @@ the baselines (what a user would run instead, on the raw fp32 export: eager PyTo
 default session) are measured in the same run, and what each ran with is recorded.
 """
 
-import csv
 import os
 import platform
 import time
@@ -25,16 +24,15 @@ from stages.backends import registry
 from stages.backends.base import TimedCall
 from stages.backends.engine import Engine
 from stages.backends.manifest import MANIFEST
-from stages.core.artifacts import atomic_path, read_json, write_json
+from stages.core.artifacts import read_json, write_json
 from stages.core.batches import batch_of, check_batch
 from stages.core.data import load_dataset
 from stages.core.metrics import EAGER, ENGINE
 from stages.core.model import load_model
 from stages.core.run import run_stage
-from stages.core.timing import measure, summarize
+from stages.core.timing import measure, summarize, write_curves
 
 Factory = Callable[[ExitStack, dict], TimedCall]
-CURVE = [*range(0, 90, 5), 90, 95, 99, 99.9, 100]  # percentiles written for `dvc plots`
 
 
 def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes: dict[str, Any]) -> dict[str, Factory]:
@@ -124,17 +122,6 @@ def cold_start(folder: str, manifest: dict[str, Any], feed: dict[str, np.ndarray
         "first_inference_ms": round(1e3 * (answered - opened), 2),
         "batch": len(next(iter(feed.values()))),
     }
-
-
-def write_curves(folder: str, curves: dict[int, dict[str, np.ndarray]]) -> None:
-    """One CSV per batch size: latency (ms) at each percentile, a column per runtime (for `dvc plots`)."""
-    with atomic_path(folder, directory=True) as tmp:
-        for batch, by_runtime in curves.items():
-            with open(tmp / f"bs{batch}.csv", "w", newline="", encoding="utf-8") as f:
-                writer = csv.writer(f)
-                writer.writerow(["percentile", *by_runtime])
-                for p in CURVE:
-                    writer.writerow([p, *(round(float(np.percentile(v, p)), 5) for v in by_runtime.values())])
 
 
 def main(cfg: DictConfig) -> str:

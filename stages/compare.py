@@ -8,19 +8,17 @@ run at the min and max shapes of every profile its manifest records. For int8 th
 also carries the precision stage's fallback rounds (nodes kept in float and the accuracy of each round).
 """
 
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
-from polygraphy.backend.base import BaseRunner
-from polygraphy.common import TensorMetadata
 
 from stages.backends import registry
 from stages.backends.base import Backend
 from stages.backends.engine import Engine
+from stages.backends.engine_runner import EngineRunner
 from stages.backends.manifest import MANIFEST
 from stages.core import precisions
 from stages.core.artifacts import read_json, write_json
@@ -50,31 +48,6 @@ def output_stats(per_iteration: list[dict[str, Any]], atol: dict, rtol: dict) ->
             "passed": all(bool(r) for r in results),
         }
     return stats
-
-
-class EngineRunner(BaseRunner):
-    """Polygraphy's runner interface over an opened ``Engine``, so the Comparator runs the engine exactly as an
-    application does (opened once; activation and deactivation leave it open)."""
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(name=engine.name, prefix="engine-runner")
-        self.engine = engine
-
-    def get_input_metadata_impl(self) -> TensorMetadata:
-        """The engine's inputs (None for a dynamic axis)."""
-        meta = TensorMetadata()
-        for spec in self.engine.inputs:
-            meta.add(
-                spec.name, dtype=np.dtype(spec.dtype), shape=[None if isinstance(d, str) else d for d in spec.shape]
-            )
-        return meta
-
-    def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One inference of the engine."""
-        start = time.perf_counter()
-        outputs = self.engine(feed_dict)
-        self.inference_time = time.perf_counter() - start
-        return outputs
 
 
 def edge_checks(

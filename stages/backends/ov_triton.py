@@ -15,7 +15,14 @@ from stages.core.triton import TritonModel
 def triton_model(manifest: Mapping[str, Any]) -> TritonModel:
     """Triton's openvino backend on the engine's precision graph (``model.onnx``) with its threads, streams and
     hint; every axis as the graph has it (``max_batch_size: 0``, a dynamic axis -1 with ``RESHAPE_IO_LAYERS``: with a
-    positive ``max_batch_size`` that backend takes only full batches)."""
+    positive ``max_batch_size`` that backend takes only full batches).
+
+    Args:
+        manifest: the engine's manifest (its settings: threads, streams, hint, execution precision).
+
+    Returns:
+        TritonModel: with a warning note where Triton would not run it as certified here.
+    """
     settings = manifest["settings"]
     parameters = {
         "PERFORMANCE_HINT": str(settings["performance_hint"]),

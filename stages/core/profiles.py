@@ -105,7 +105,15 @@ def random_feed(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, Any], 
 
 
 def profile_index(profiles: list[dict], feed: Mapping[str, Any]) -> int:
-    """The first profile whose min..max range holds every input shape of ``feed``."""
+    """The first profile whose min..max range holds every input shape of ``feed``.
+
+    Args:
+        profiles: the manifest's profiles (input name -> min/opt/max shapes).
+        feed: input name -> array.
+
+    Returns:
+        int: the profile's index.
+    """
     for index, shapes in enumerate(profiles):
         if all(
             all(lo <= d <= hi for lo, d, hi in zip(shapes[n]["min"], feed[n].shape, shapes[n]["max"], strict=True))

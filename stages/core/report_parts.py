@@ -90,7 +90,15 @@ def gpu_times(bench: dict[str, Any]) -> str:
 
 def cold_start(bench: dict[str, Any], deploy: str) -> str:
     """The cold start beside the steady state (build once, then open and first answer, as benchmark_app reports
-    "compile model took" and "first inference took"), and how an application opens the deploy folder."""
+    "compile model took" and "first inference took"), and how an application opens the deploy folder.
+
+    Args:
+        bench: benchmark.json's content.
+        deploy: the deploy folder's path.
+
+    Returns:
+        str: the section's markdown, empty for a benchmark without a cold start.
+    """
     cold = bench.get("cold_start")
     if not cold:
         return ""

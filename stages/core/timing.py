@@ -2,11 +2,16 @@
 latency percentiles from the individual timings, throughput from the wall time (the benchmark stage and
 ``engineforge.int8_variants`` measure with it); ``TimedCall`` is the one kind of call every backend hands it."""
 
+import csv
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from stages.core.artifacts import atomic_path
+
+CURVE = [*range(0, 90, 5), 90, 95, 99, 99.9, 100]  # percentiles written for `dvc plots`
 
 
 class TimedCall:
@@ -110,3 +115,14 @@ def summarize(run: dict[str, Any], batch: int) -> dict[str, Any]:
     if "device_ms" in run:  # trtexec: H2D latency, GPU compute time, D2H latency
         summary["gpu_ms"] = {phase: distribution(v) for phase, v in run["device_ms"].items() if len(v)}
     return summary
+
+
+def write_curves(folder: str, curves: dict[int, dict[str, np.ndarray]]) -> None:
+    """One CSV per batch size: latency (ms) at each percentile, a column per runtime (for `dvc plots`)."""
+    with atomic_path(folder, directory=True) as tmp:
+        for batch, by_runtime in curves.items():
+            with open(tmp / f"bs{batch}.csv", "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["percentile", *by_runtime])
+                for p in CURVE:
+                    writer.writerow([p, *(round(float(np.percentile(v, p)), 5) for v in by_runtime.values())])

@@ -57,13 +57,29 @@ class TritonModel:
 
 
 def batched(io: Mapping[str, Any]) -> bool:
-    """Whether every input and output starts with a dynamic (named) axis: Triton's batch dimension."""
+    """Whether every input and output starts with a dynamic (named) axis: Triton's batch dimension.
+
+    Args:
+        io: the manifest's ``io``.
+
+    Returns:
+        bool: True where Triton can batch requests along the first axis.
+    """
     tensors = [*io["inputs"], *io["outputs"]]
     return bool(tensors) and all(t["shape"] and isinstance(t["shape"][0], str) for t in tensors)
 
 
 def tensor_block(kind: str, tensors: Sequence[Mapping[str, Any]], skip_batch: bool) -> str:
-    """``input [ ... ]`` or ``output [ ... ]`` for ``tensors`` (the batch axis left out where Triton batches)."""
+    """``input [ ... ]`` or ``output [ ... ]`` for ``tensors`` (the batch axis left out where Triton batches).
+
+    Args:
+        kind: ``input`` or ``output``.
+        tensors: the manifest's ``io`` entries of that kind.
+        skip_batch: leave the first axis out (``max_batch_size`` > 0).
+
+    Returns:
+        str: the block's protobuf text.
+    """
     entries = []
     for tensor in tensors:
         if tensor["dtype"] not in DATA_TYPES:
