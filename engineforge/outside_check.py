@@ -7,6 +7,7 @@ built from and the engine's settings: ``-hint none -nthreads N -nstreams S -infe
 synchronous request at a time as the benchmark stage times it.
 
     python -m engineforge.outside_check build/resnet18/deploy [--benchmark reports/benchmark.json] [--seconds 3]
+    python -m engineforge.outside_check build/resnet18/deploy --rounds 3   # both timed here, alternating
 """
 
 import argparse
@@ -65,8 +66,39 @@ def median_ms(args: list[str]) -> float:
     return float(found.group(1)) / (1e3 if found.group(2) == "us" else 1.0)
 
 
+def interleaved(folder: Path, manifest: dict[str, Any], graph: Path, batch: int, seconds: int) -> tuple[float, float]:
+    """One round: the engine opened with ``Engine`` and timed by the benchmark's ``measure`` on the model's eval
+    batch, then benchmark_app; run from the repository whose params.yaml built the engine.
+
+    Args:
+        folder: the engine or deploy folder.
+        manifest: its manifest.
+        graph: its precision graph.
+        batch: the batch size.
+        seconds: how long each side measures.
+
+    Returns:
+        tuple: (engineforge p50, benchmark_app median), in ms.
+    """
+    import numpy as np
+
+    from stages.backends.engine import Engine
+    from stages.core.batches import batch_of
+    from stages.core.data import load_dataset
+    from stages.core.run import load_params
+    from stages.core.timing import measure
+
+    model = load_params("benchmark").model
+    with Engine.open(folder) as engine:
+        call = engine.timed_call(batch_of(model, load_dataset(model, "test"), batch))
+        ours = float(np.median(measure(call, 0.2, seconds, 10)["latency_ms"]))
+        call.close()
+    return ours, median_ms(command(graph, manifest, batch, seconds))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Print, per batch size, benchmark_app's median and the benchmark stage's p50 of the same engine.
+    """Print, per batch size, benchmark_app's median beside the benchmark stage's p50 of the same engine, or with
+    ``--rounds N`` beside this command's own timing of the engine, interleaved in N rounds.
 
     Args:
         argv: the command line (None: ``sys.argv``).
@@ -75,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folder", type=Path, help="an OpenVINO engine folder or deploy folder")
     parser.add_argument("--benchmark", default="reports/benchmark.json", help="the benchmark stage's report")
     parser.add_argument("--seconds", type=int, default=3, help="benchmark_app's -t (whole seconds)")
+    parser.add_argument("--rounds", type=int, default=0, help="time both sides here, alternating, N rounds")
     args = parser.parse_args(argv)
     try:
         manifest = read_manifest(args.folder)
@@ -90,11 +123,13 @@ def main(argv: list[str] | None = None) -> None:
             raise PipelineError(f"{args.benchmark} is about another engine: run the pipeline for this one first")
         for key, run in bench["runtimes"]["engine"].items():
             batch = int(key[2:])
-            theirs, ours = median_ms(command(graph, manifest, batch, args.seconds)), run["latency_ms"]["p50"]
-            print(
-                f"{manifest['model']} {manifest['precision']} bs{batch}: benchmark_app median {theirs:.3f} ms, "
-                f"engineforge p50 {ours:.3f} ms ({100 * (ours / theirs - 1):+.1f} %)"
-            )
+            pairs = [interleaved(args.folder, manifest, graph, batch, args.seconds) for _ in range(args.rounds)]
+            pairs = pairs or [(run["latency_ms"]["p50"], median_ms(command(graph, manifest, batch, args.seconds)))]
+            for ours, theirs in pairs:
+                print(
+                    f"{manifest['model']} {manifest['precision']} bs{batch}: benchmark_app median {theirs:.3f} ms, "
+                    f"engineforge p50 {ours:.3f} ms ({100 * (ours / theirs - 1):+.1f} %)"
+                )
     except PipelineError as e:
         print(f"engineforge outside_check: error: {e}", file=sys.stderr)
         sys.exit(1)
