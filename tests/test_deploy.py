@@ -282,3 +282,23 @@ def test_a_tensorrt_bundle_on_a_machine_without_tensorrt_falls_back_to_its_graph
     np.testing.assert_allclose(
         got, ort_outputs(out / manifest["graph"]["file"], [batch])["logits"], rtol=1e-5, atol=1e-5
     )
+
+
+def test_outside_check_gives_benchmark_app_the_graph_and_the_engines_settings(deployed, capsys):
+    """benchmark_app refuses the blob with a precision option: it gets the graph, the pin, threads and streams."""
+    from engineforge import outside_check
+
+    root, cfg = deployed
+    out = root / cfg.paths.deploy
+    manifest = read_json(out / MANIFEST)
+    if manifest["backend"] != "openvino":
+        with pytest.raises(SystemExit):
+            outside_check.main([str(out), "--benchmark", str(root / cfg.paths.accuracy)])
+        assert capsys.readouterr().err.strip().endswith("benchmark_app runs OpenVINO's")
+        return
+    args = outside_check.command(out / manifest["graph"]["file"], manifest, 32, 1)
+    settings = manifest["settings"]
+    given = dict(zip(args[1::2], args[2::2], strict=False))
+    assert given["-m"] == str(out / manifest["graph"]["file"]) and given["-hint"] == "none"
+    assert given["-infer_precision"] == settings["inference_precision"] == "f32"
+    assert given["-nthreads"] == str(settings["inference_num_threads"]) and given["-data_shape"] == "image[32,1,8,8]"
