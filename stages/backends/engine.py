@@ -92,8 +92,10 @@ class Engine:
     ) -> "Engine":
         try:
             runner.activate()
-        except PipelineError:
+        except EngineError:
             raise
+        except PipelineError as e:  # a session setting refused in one line (e.g. a provider that does not load)
+            raise EngineError(str(e)) from e
         except Exception as e:  # each runtime raises its own types for a file it cannot load
             raise EngineError(f"{runtime.name} cannot load {folder}: {first_line(e, 200)}") from e
         return cls(runtime, runner, manifest, folder, note)
