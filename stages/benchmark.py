@@ -30,7 +30,7 @@ from stages.core.data import load_dataset
 from stages.core.metrics import EAGER, ENGINE
 from stages.core.model import load_model
 from stages.core.run import run_stage
-from stages.core.timing import measure, summarize, write_curves
+from stages.core.timing import measure, pool, summarize, write_curves
 
 Factory = Callable[[ExitStack, dict], TimedCall]
 
@@ -153,24 +153,11 @@ def main(cfg: DictConfig) -> str:
                 for r in range(rounds):  # interleaved, so drift of a shared machine hits every runtime alike
                     for name, call in calls.items():
                         progress.set_postfix_str(f"bs{batch} {name} round {r + 1}/{rounds}")
-                        runs[name].append(
-                            measure(
-                                call,
-                                warmup_s if r == 0 else 0.0,
-                                bench.duration_s / rounds,
-                                -(-bench.min_iterations // rounds),
-                            )
-                        )
+                        share = (bench.duration_s / rounds, -(-bench.min_iterations // rounds))
+                        runs[name].append(measure(call, warmup_s if r == 0 else 0.0, *share))
                         progress.update()
             for name, parts in runs.items():
-                pooled = {
-                    "latency_ms": np.concatenate([p["latency_ms"] for p in parts]),
-                    "wall_s": sum(p["wall_s"] for p in parts),
-                }
-                if "device_ms" in parts[0]:
-                    pooled["device_ms"] = {
-                        k: np.concatenate([p["device_ms"][k] for p in parts]) for k in parts[0]["device_ms"]
-                    }
+                pooled = pool(parts)
                 results[name][f"bs{batch}"] = summarize(pooled, batch)
                 curves.setdefault(batch, {})[name] = pooled["latency_ms"]
     write_curves(cfg.paths.latency, curves)

@@ -100,6 +100,59 @@ def edge_checks(
     return {"checked": checked, "failures": failures}
 
 
+def gate_failures(stats: dict[str, dict[str, Any]], edges: list[str], task: dict[str, Any]) -> list[str]:
+    """One line per output beyond its tolerances, the profile edges' failures, and one line where the task metric
+    dropped beyond its budget, in that order.
+
+    Args:
+        stats: ``output_stats``.
+        edges: ``edge_checks``'s failures.
+        task: ``metrics.task_metric``.
+
+    Returns:
+        list[str]: the failures.
+    """
+    failures = [
+        f"output {n!r} differs by up to {s['max_abs']:.3g} (atol {s['atol']:g}, rtol {s['rtol']:g})"
+        for n, s in stats.items()
+        if not s["passed"]
+    ]
+    failures += edges
+    if task["delta"] > task["budget"]:
+        failures.append(
+            f"{task['metric']} dropped {100 * task['delta']:.2f} pt (budget {100 * task['budget']:.2f} pt, "
+            "precision.task_budget)"
+        )
+    return failures
+
+
+def int8_record(path: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The precision stage's record of the shipped graph where it is int8: its encoding, the fallback's rounds (on
+    the engine's runtime, same eval data) and the calibration's provenance; None for other precisions.
+
+    Args:
+        path: ``paths.precision_report``.
+        manifest: the shipped engine's manifest (its backend and precision).
+
+    Returns:
+        dict | None: accuracy.json's ``int8`` record.
+    """
+    precision_report = read_json(path)
+    shipped = (manifest["backend"], manifest["precision"])
+    graph = next((g for g in precision_report["candidates"] if (g["backend"], g["precision"]) == shipped), None)
+    if graph is None:  # precision.json rewritten after the build (a stage run by hand)
+        raise PipelineError(f"{path} has no {shipped[1]} graph for {shipped[0]}: run `dvc repro`")
+    if "fallback" not in graph:
+        return None
+    keys = ("enabled", "excluded", "kept", "rounds", "judged_on", "budget_s", "out_of_budget")
+    drawn = precision_report["calibration"]["provenance"]
+    return {
+        "encoding": graph["encoding"],
+        "fallback": {k: graph["fallback"].get(k) for k in keys},
+        "calibration": {k: drawn[k] for k in ("samples", "asked", "data") if k in drawn},
+    }
+
+
 def main(cfg: DictConfig) -> str:
     """Compare the engine with the reference and write ``paths.accuracy``."""
     from polygraphy.comparator import Comparator, SimpleCompareFunc
@@ -122,32 +175,17 @@ def main(cfg: DictConfig) -> str:
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # its [E] lines per output: the stats go to accuracy.json
         accuracy = Comparator.compare_accuracy(results, compare_func=compare_func)[0]
     stats = output_stats(accuracy[(REFERENCE, CANDIDATE)], atol, rtol)
-    failures = []
-    for runner_name, iterations in results:
-        for name in outputs:
-            if not all(np.isfinite(it[name]).all() for it in iterations):
-                failures.append(f"output {name!r} of {runner_name} has NaN or Inf")
+    failures = [
+        f"output {name!r} of {runner_name} has NaN or Inf"
+        for runner_name, iterations in results
+        for name in outputs
+        if not all(np.isfinite(it[name]).all() for it in iterations)
+    ]
     joined = {r: np.concatenate([it[task_output(model, cfg.paths.simplified)] for it in its]) for r, its in results}
     labels = data.get(LABELS)
     labels = None if labels is None else labels[: len(joined[REFERENCE])]
     task = task_metric(model, joined[REFERENCE], joined[CANDIDATE], labels, precision.task_budget)
-    failures += [
-        f"output {n!r} differs by up to {s['max_abs']:.3g} (atol {s['atol']:g}, rtol {s['rtol']:g})"
-        for n, s in stats.items()
-        if not s["passed"]
-    ]
-    failures += edges["failures"]
-    if task["delta"] > task["budget"]:
-        failures.append(
-            f"{task['metric']} dropped {100 * task['delta']:.2f} pt (budget {100 * task['budget']:.2f} pt, "
-            "precision.task_budget)"
-        )
-    precision_report = read_json(cfg.paths.precision_report)
-    graphs = precision_report["candidates"]
-    shipped = (backend.name, manifest["precision"])
-    graph = next((g for g in graphs if (g["backend"], g["precision"]) == shipped), None)
-    if graph is None:  # precision.json rewritten after the build (a stage run by hand)
-        raise PipelineError(f"{cfg.paths.precision_report} has no {shipped[1]} graph for {shipped[0]}: run `dvc repro`")
+    failures += gate_failures(stats, edges["failures"], task)
     report = {
         "passed": not failures,
         "failures": failures,
@@ -162,14 +200,8 @@ def main(cfg: DictConfig) -> str:
         "float32_floors": floors,
         "data": {"eval": data_source(model, "test"), "synthetic": is_synthetic(model, "test")},
     }
-    if "fallback" in graph:  # int8: the precision stage's rounds (on the engine's runtime, same eval data)
-        keys = ("enabled", "excluded", "kept", "rounds", "judged_on", "budget_s", "out_of_budget")
-        drawn = precision_report["calibration"]["provenance"]
-        report["int8"] = {
-            "encoding": graph["encoding"],
-            "fallback": {k: graph["fallback"].get(k) for k in keys},
-            "calibration": {k: drawn[k] for k in ("samples", "asked", "data") if k in drawn},
-        }
+    if int8 := int8_record(cfg.paths.precision_report, manifest):
+        report["int8"] = int8
     write_json(cfg.paths.accuracy, report)
     summary = f"{task['metric']} {task['candidate']:.4f} vs reference {task['reference']:.4f} on {task['samples']}"
     if failures:

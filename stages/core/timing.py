@@ -93,6 +93,21 @@ def distribution(values: np.ndarray) -> dict[str, float]:
     return {k: round(float(v), 5) for k, v in stats.items()}
 
 
+def pool(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several ``measure`` runs of one call (the benchmark's interleaved rounds) as one run.
+
+    Args:
+        parts: what ``measure`` returned, per round.
+
+    Returns:
+        dict: ``latency_ms`` concatenated, ``wall_s`` summed and, for a GPU call, ``device_ms`` per phase.
+    """
+    pooled = {"latency_ms": np.concatenate([p["latency_ms"] for p in parts]), "wall_s": sum(p["wall_s"] for p in parts)}
+    if "device_ms" in parts[0]:
+        pooled["device_ms"] = {k: np.concatenate([p["device_ms"][k] for p in parts]) for k in parts[0]["device_ms"]}
+    return pooled
+
+
 def summarize(run: dict[str, Any], batch: int) -> dict[str, Any]:
     """Host latency statistics (for a GPU engine also the GPU time of each phase, as trtexec reports them),
     inferences/s and samples/s of one measured run.
