@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from stages.backends import registry
 from stages.backends.engine import Engine, fallback_graph
 from stages.backends.manifest import MANIFEST, engine_file, read_manifest
-from stages.core.artifacts import atomic_path, read_json, sha256, write_json, write_text
+from stages.core.artifacts import atomic_path, read_json, write_json, write_text
 from stages.core.errors import PipelineError
 from stages.core.profiles import random_feed
 from stages.core.run import run_stage
@@ -67,7 +67,7 @@ def main(cfg: DictConfig) -> str:
     with atomic_path(out, directory=True) as tmp:
         shutil.copy2(engine, tmp / engine.name)
         shutil.copy2(graph, tmp / graph_name)
-        deployed = manifest | {"graph": {"file": graph_name, "sha256": sha256(graph)}}
+        deployed = manifest | {"graph": {"file": graph_name, "sha256": manifest["onnx"]["sha256"]}}  # checked above
         write_json(tmp / MANIFEST, deployed)
         write_json(tmp / IO_FILE, manifest["io"])
         triton = backend.triton(manifest)

@@ -193,7 +193,7 @@ class OnnxRuntimeBackend(Backend):
         }
         gpu = bool(set(settings["providers"][:1]) & set(GPU_PROVIDERS))
         notes = (
-            ["GPU providers: add Triton's gpu_execution_accelerator for TensorRT's"]
+            ["certified behind ONNX Runtime's TensorRT provider: add it as Triton's gpu_execution_accelerator"]
             if TRT in settings["providers"]
             else []
         )
