@@ -9,12 +9,11 @@ sum in another order and the weights differ in their last bits, while the accura
 import argparse
 import importlib
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from stages.core.artifacts import read_json, sha256, to_json, write_text
-from stages.core.device import cpu_fingerprint, cpu_kind
+from stages.core.artifacts import sha256, to_json, write_text
+from stages.core.device import cpu_fingerprint
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights"
 MODELS = ("digits", "textenc", "resnet18")
@@ -48,26 +47,8 @@ def train(name: str, out_dir: Path = WEIGHTS) -> float:
     return acc
 
 
-def same_training_kind(record: dict[str, Any], torch_version: str, cpu: dict[str, Any]) -> bool:
-    """Whether a retraining here must give the recorded weights bit for bit: same torch, same kind of CPU.
-
-    Args:
-        record: a ``<name>.json`` training record.
-        torch_version: the installed torch's version.
-        cpu: this machine's ``cpu_fingerprint()``.
-
-    Returns:
-        True where bit-for-bit equality is the guarantee; False where only ``FLOOR`` is.
-    """
-    return record["torch"] == torch_version and cpu_kind(record["trained_on"]) == cpu_kind(cpu)
-
-
-def committed_record(name: str) -> dict[str, Any]:
-    """The training record committed beside model ``name``'s weights."""
-    return read_json(WEIGHTS / f"{name}.json")
-
-
 def main() -> None:
+    """Train the models named on the command line (default: every one of ``MODELS``) and print each's accuracy."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"models to train (default: {' '.join(MODELS)})")
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS)

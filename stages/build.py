@@ -26,7 +26,7 @@ from stages.core.artifacts import atomic_path, read_json, write_json
 from stages.core.batches import feeds
 from stages.core.data import LABELS, load_dataset
 from stages.core.errors import PipelineError
-from stages.core.floor import reference_and_floors
+from stages.core.reference import read_reference, samples_in
 from stages.core.run import run_stage
 
 
@@ -53,20 +53,20 @@ def entries(cfg: DictConfig, env: dict[str, Any]) -> list[Entry]:
 
 
 def judge(cfg: DictConfig, samples: int) -> dict[str, Any]:
-    """What the race's gates need: each precision's option, the model, the eval sample and the fp32 reference's
-    outputs on it (ONNX Runtime on ``paths.simplified``, as compare's reference) and float32's floors there."""
+    """What the race's gates need: each precision's option, the model, the eval sample, and the reference stage's
+    outputs on it with float32's floors (``core.reference``: the run compare reads too, never repeated here)."""
     data = load_dataset(cfg.model, "test")
-    batches = feeds(cfg.model, data, cfg.compare.batch_size, limit=samples)
-    reference, floors = reference_and_floors(Path(cfg.paths.simplified), batches)
+    run = read_reference(cfg.paths.reference)
+    limit = min(samples, run.samples) if samples else run.samples
+    batches = feeds(cfg.model, data, cfg.compare.batch_size, limit=limit)
     labels = data.get(LABELS)
-    count = len(next(iter(reference.values())))
     return {
         "options": precisions.options(cfg.precision),
         "model": cfg.model,
-        "reference": reference,
+        "reference": run.first(samples_in(batches)),
         "batches": batches,
-        "labels": None if labels is None else labels[:count],
-        "floors": floors,
+        "labels": labels,
+        "floors": run.floors,
     }
 
 

@@ -37,6 +37,7 @@ from stages.core.quantize import (
     with_qdq_opset,
     write_int8,
 )
+from stages.core.reference import read_reference
 from stages.core.run import run_stage
 
 CALIBRATION = "precision.int8.calibration"  # where the calibration settings live, for error messages
@@ -69,7 +70,8 @@ class Calibrated:
         self.graph, self.opset = with_qdq_opset(source, folder)
         self.ranges = calibration.calibrate(self.graph, batches, settings.calibration, CALIBRATION)
         test = load_dataset(cfg.model, "test")
-        self.reference = fallback.Reference(cfg.model, settings.fallback_search.batch_size, self.graph, test)
+        run = read_reference(cfg.paths.reference)  # the reference stage's run, never repeated here
+        self.reference = fallback.Reference(cfg.model, settings.fallback_search.batch_size, run, test)
 
 
 def int8(

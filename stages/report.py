@@ -10,13 +10,29 @@ from stages.backends.manifest import MANIFEST
 from stages.core.artifacts import atomic_path, read_json, write_text
 from stages.core.markdown import table
 from stages.core.metrics import ENGINE
-from stages.core.report_parts import cold_start, exported, gpu_times, race_table, slower, speedups
+from stages.core.report_parts import (
+    cold_start,
+    device_line,
+    exported,
+    gpu_times,
+    race_table,
+    slower,
+    speedups,
+)
 from stages.core.run import run_stage
 
 
-def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict, deploy: str) -> str:
-    """The one page a person reads first."""
-    task, fp = acc["task"], manifest["fingerprint"]
+def accuracy_gate(acc: dict[str, Any]) -> str:
+    """The report's verdict paragraph: the accuracy gate's result and numbers, a warning when the eval data was
+    synthetic, and, for an int8 engine, its Q/DQ encoding and fallback rounds.
+
+    Args:
+        acc: accuracy.json's content.
+
+    Returns:
+        str: the paragraph's Markdown.
+    """
+    task = acc["task"]
     verdict = "PASSED" if acc["passed"] else "FAILED: " + "; ".join(acc["failures"])
     gate = (
         f"**Accuracy gate {verdict}** — {task['metric']} {task['candidate']:.4f} vs reference "
@@ -30,6 +46,43 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict, dep
             f"\n\n> **Warning: no real data was used.** Eval inputs are {data['eval']}: the gate shows the engine "
             "agrees with the reference, not that the model is accurate. Set model.data.eval to an .npz of real samples."
         )
+    return gate + int8_note(acc)
+
+
+def int8_note(acc: dict[str, Any]) -> str:
+    """The precision stage's Q/DQ encoding, calibration and fallback rounds, as compare recorded them.
+
+    Args:
+        acc: accuracy.json's content.
+
+    Returns:
+        str: the note's Markdown (with the blank line before it), empty for an engine that is not int8.
+    """
+    if "int8" not in acc:
+        return ""
+    fallback = acc["int8"]["fallback"]
+    rounds = " → ".join(f"{100 * r['candidate']:.2f}%" for r in fallback["rounds"])
+    kept = ", ".join(f"`{n}`" for n in fallback["excluded"]) or "none"
+    state = "on" if fallback["enabled"] else "off (the int8 option's fallback key)"
+    drawn = acc["int8"].get("calibration", {})
+    calibrated = f"calibrated on {drawn['samples']} samples" if drawn else "calibrated"
+    if "asked" in drawn:
+        calibrated += f" (**{drawn['asked']} asked: the calibration data has no more**)"
+    return (
+        f"\n\nINT8: {acc['int8']['encoding']} Q/DQ, {calibrated}; fallback {state}; {acc['task']['metric']} by "
+        f"round: {rounds}; nodes kept in float: {kept}."
+    )
+
+
+def accuracy_table(acc: dict[str, Any]) -> str:
+    """Each output's errors against its tolerances, and the outputs whose atol was raised to float32's floor.
+
+    Args:
+        acc: accuracy.json's content.
+
+    Returns:
+        str: the table's Markdown, with the note on raised tolerances where there are any.
+    """
     outputs = table(
         ["output", "max abs", "max rel", "mean abs", "atol", "rtol", "result"],
         [
@@ -51,19 +104,19 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict, dep
             "\n\natol raised to float32's own floor (its logits are too large for float32 to resolve the "
             f"probabilities: stages/core/floor.py) on {', '.join(raised)}."
         )
-    if "int8" in acc:  # the precision stage's Q/DQ encoding and fallback rounds, as compare recorded them
-        fallback = acc["int8"]["fallback"]
-        rounds = " → ".join(f"{100 * r['candidate']:.2f}%" for r in fallback["rounds"])
-        kept = ", ".join(f"`{n}`" for n in fallback["excluded"]) or "none"
-        state = "on" if fallback["enabled"] else "off (the int8 option's fallback key)"
-        drawn = acc["int8"].get("calibration", {})
-        calibrated = f"calibrated on {drawn['samples']} samples" if drawn else "calibrated"
-        if "asked" in drawn:
-            calibrated += f" (**{drawn['asked']} asked: the calibration data has no more**)"
-        gate += (
-            f"\n\nINT8: {acc['int8']['encoding']} Q/DQ, {calibrated}; fallback {state}; {task['metric']} by "
-            f"round: {rounds}; nodes kept in float: {kept}."
-        )
+    return outputs
+
+
+def latency_table(bench: dict[str, Any]) -> str:
+    """A row per runtime and batch size (latency percentiles, throughput, the engine's speed-up over each
+    baseline), then a GPU engine's phase times.
+
+    Args:
+        bench: benchmark.json's content.
+
+    Returns:
+        str: the table's Markdown, with ``gpu_times``' paragraph for a GPU engine.
+    """
     ups = speedups(bench)
     rows = []
     for name, runs in bench["runtimes"].items():
@@ -83,8 +136,24 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict, dep
     latency = table(
         ["runtime", "batch", "p50 ms", "p99 ms", "mean ms", "samples/s", *(f"engine vs {b}" for b in ups)], rows
     )
-    latency += gpu_times(bench)
-    cpu = fp["device"].get("cpu", {})
+    return latency + gpu_times(bench)
+
+
+def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict, deploy: str) -> str:
+    """The one page a person reads first.
+
+    Args:
+        env: env.json's content.
+        acc: accuracy.json's content.
+        bench: benchmark.json's content.
+        manifest: the engine's manifest.
+        export: export.json's content.
+        deploy: the deploy folder's path.
+
+    Returns:
+        str: summary.md's Markdown.
+    """
+    fp = manifest["fingerprint"]
     versions = ", ".join(f"{k} {v}" for k, v in sorted(bench["versions"].items()))
     settings = ", ".join(f"{k}={v}" for k, v in sorted(manifest["settings"].items()))
     asked = acc.get("requested_precision", acc["precision"])
@@ -92,16 +161,16 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict, dep
     how, note = exported(export)
     return f"""# {acc["model"]} · {chose} · {manifest["backend"]}
 
-{slower(bench)}{note}{gate}
+{slower(bench)}{note}{accuracy_gate(acc)}
 
 ## Accuracy (engine vs ONNX Runtime FP32 on model.sim.onnx)
 
-{outputs}
+{accuracy_table(acc)}
 
 ## Latency ({bench["threads"]} threads; warm-up {bench["settings"]["warmup_ms"]} ms, \
 ≥ {bench["settings"]["duration_s"]} s and ≥ {bench["settings"]["min_iterations"]} iterations per row)
 
-{latency}
+{latency_table(bench)}
 
 Speed-up = baseline p50 / engine p50, measured in the same run. ![latency](latency.png)
 
@@ -116,14 +185,18 @@ Speed-up = baseline p50 / engine p50, measured in the same run. ![latency](laten
 - export: {how}
 - ONNX: `{manifest["onnx"]["path"]}` sha256 `{manifest["onnx"]["sha256"][:16]}…`; engine sha256 \
 `{manifest["engine_sha256"][:16]}…`
-- device: {cpu.get("model", "?")} ({cpu.get("arch", "?")}, {cpu.get("cores", "?")} cores, \
-ISA {" ".join(cpu.get("isa", [])) or "baseline"})
+{device_line(fp)}
 - versions: {versions}
 """
 
 
 def plot(bench: dict[str, Any], path: str) -> None:
-    """p50 latency per runtime, one panel per batch size, with p99 whiskers."""
+    """p50 latency per runtime, one panel per batch size, with p99 whiskers.
+
+    Args:
+        bench: benchmark.json's content.
+        path: the PNG to write.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,7 +227,14 @@ def plot(bench: dict[str, Any], path: str) -> None:
 
 
 def main(cfg: DictConfig) -> str:
-    """Write ``paths.summary`` and ``paths.latency_plot``."""
+    """Write ``paths.summary`` and ``paths.latency_plot``.
+
+    Args:
+        cfg: the stage's config (its ``paths``).
+
+    Returns:
+        str: the two files written, for the stage's log line.
+    """
     env, acc, bench = read_json(cfg.paths.env), read_json(cfg.paths.accuracy), read_json(cfg.paths.benchmark)
     manifest, export = read_json(Path(cfg.paths.engine) / MANIFEST), read_json(cfg.paths.export_report)
     write_text(cfg.paths.summary, summary(env, acc, bench, manifest, export, cfg.paths.deploy))

@@ -12,7 +12,7 @@ from stages.backends import registry
 from stages.core.run import declared_params, select
 from tests.helpers import ROOT, compose
 
-STAGES = ["env", "export", "simplify", "precision", "build", "compare", "benchmark", "deploy", "report"]
+STAGES = ["env", "export", "simplify", "reference", "precision", "build", "compare", "benchmark", "deploy", "report"]
 
 
 def test_committed_params_yaml_is_the_composition_of_conf():

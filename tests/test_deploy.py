@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from stages import build, compare, deploy, env, export, precision, simplify
+from stages import build, compare, deploy, env, export, precision, reference, simplify
 from stages.backends.engine import Engine, EngineError
 from stages.backends.manifest import MANIFEST
 from stages.backends.tensorrt import TensorRTBackend
@@ -56,7 +56,7 @@ def deployed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         cfg = compose("model=digits", f"backend={name}", f"precision={prec}", *FAST_BENCH, config_dir=root / "conf")
-        for module in (env, export, simplify, precision, build, compare, deploy):
+        for module in (env, export, simplify, reference, precision, build, compare, deploy):
             run_stage(module, cfg)
         yield root, cfg
 

@@ -121,4 +121,11 @@ def test_the_coverage_command_takes_the_dag_from_dvc_yaml():
     from engineforge.coverage import stage_plan
 
     once, per = stage_plan(str(ROOT / "dvc.yaml"))
-    assert once == ["export", "simplify"] and per == ["env", "precision", "build", "compare", "benchmark", "deploy"]
+    assert once == ["export", "simplify", "reference"] and per == [
+        "env",
+        "precision",
+        "build",
+        "compare",
+        "benchmark",
+        "deploy",
+    ]

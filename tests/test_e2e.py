@@ -19,7 +19,18 @@ pytestmark = pytest.mark.slow
 
 def test_digits_end_to_end_then_a_second_repro_runs_only_env(dvc_repo: Path):
     first = run(["dvc", "exp", "run", *QUICK], dvc_repo)
-    expected = ["env", "export", "simplify", "precision", "build", "compare", "benchmark", "deploy", "report"]
+    expected = [
+        "env",
+        "export",
+        "simplify",
+        "reference",
+        "precision",
+        "build",
+        "compare",
+        "benchmark",
+        "deploy",
+        "report",
+    ]
     ran = ran_stages(first.stdout)
     assert sorted(ran) == sorted(expected) and ran.index("deploy") > ran.index("compare"), ran
     assert ran[:6] == expected[:6] and ran[-1] == "report", ran

@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from stages import build as build_stage
-from stages import compare, env, export, precision, simplify
+from stages import compare, env, export, precision, reference, simplify
 from stages.core.artifacts import read_json, sha256
 from stages.core.data import load_dataset
 from stages.core.errors import PipelineError
@@ -167,16 +167,19 @@ def test_inf_in_engine_outputs_fails_compare_naming_the_output(repo: Path):
     scale = numpy_helper.from_array(np.full(4, 2.0, np.float32), "scale")
     graph_file(repo / "double.onnx", [helper.make_node("Mul", ["x", "scale"], ["y"], name="double")], [scale])
     cfg = compose("model=onnx", "model.path=double.onnx", *FAST_BENCH, config_dir=repo / "conf")
-    for module in (env, export, simplify, precision, build_stage):
+    for module in (env, export, simplify, reference, precision, build_stage):
         run_stage(module, cfg)
     x = np.ones((8, 4), np.float32)
     x[3, 1] = np.inf  # eval data holding an Inf: the engine's output does too
     np.savez(repo / "inf.npz", x=x)
     cfg = compose("model=onnx", "model.path=double.onnx", "model.data.eval=inf.npz", config_dir=repo / "conf")
-    with pytest.raises(PipelineError, match=r"accuracy gate failed: output 'y' of (reference|engine) has NaN or Inf"):
+    run_stage(reference, cfg)  # new eval data: DVC reruns the reference run too
+    with pytest.raises(
+        PipelineError, match=r"accuracy gate failed: output 'y' (of the fp32 reference )?has NaN or Inf"
+    ):
         run_stage(compare, cfg)
     report = read_json(repo / "reports/accuracy.json")
-    assert not report["passed"] and "output 'y' of engine has NaN or Inf" in report["failures"]
+    assert not report["passed"] and "output 'y' has NaN or Inf" in report["failures"]
 
 
 # --- a damaged workspace, killed runs, concurrent runs, full disks: on a real DVC-built pipeline --------------------

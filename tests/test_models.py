@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from engineforge.train import FLOOR, committed_record, same_training_kind, train
+from engineforge.train import FLOOR, train
 from models import digits, textenc
 from stages.core.artifacts import sha256
 from stages.core.batches import batch_of, feeds
@@ -17,6 +17,7 @@ from stages.core.device import cpu_fingerprint, cpu_kind, cpu_label
 from stages.core.errors import PipelineError
 from stages.core.model import load_model
 from tests.helpers import ROOT, compose
+from tests.training import committed_record, same_training_kind
 
 KINDS = json.loads((ROOT / "tests/fixtures/cpu_kinds.json").read_text())
 

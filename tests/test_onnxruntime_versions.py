@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from stages import env, export, simplify
+from stages import env, export, reference, simplify
 from tests.helpers import ROOT, add_fixture_model, copy_repo, graph_entry, only_graph, run, run_stage, write_params
 
 SETUP_VERSIONS = dict(re.findall(r"^ORT_GPU_(\d+) := (\S+)$", (ROOT / "Makefile").read_text(), re.M))
@@ -76,7 +76,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.chdir(root)
         add_fixture_model(root, "tiny")
         cfg = write_params(root, "model=tiny", "backend=onnxruntime")
-        for module in (env, export, simplify):
+        for module in (env, export, simplify, reference):
             run_stage(module, cfg)
     return root
 

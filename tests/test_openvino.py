@@ -11,7 +11,7 @@ import onnx
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from stages import build, env, export, precision, simplify
+from stages import build, env, export, precision, reference, simplify
 from stages.backends import registry
 from stages.backends.engine import Engine
 from stages.backends.manifest import MANIFEST
@@ -37,7 +37,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         cfg = compose(*OVERRIDES, config_dir=root / "conf")
-        for module in (env, export, simplify, precision, build):
+        for module in (env, export, simplify, reference, precision, build):
             run_stage(module, cfg)
         yield root, cfg
 

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 from onnx import TensorProto, helper, numpy_helper
 
-from stages import benchmark, build, compare, env, export, precision, simplify
+from stages import benchmark, build, compare, env, export, precision, reference, simplify
 from stages import report as report_stage
 from stages.backends import registry
 from stages.core import calibration
@@ -35,7 +35,7 @@ def root(tmp_path_factory: pytest.TempPathFactory):
         for name in ("tiny", "outlier"):
             add_fixture_model(root, name)
             cfg = cfg_for(root, f"model={name}")
-            for module in (env, export, simplify):
+            for module in (env, export, simplify, reference):
                 run_stage(module, cfg)
         yield root
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from omegaconf import OmegaConf
 
-from stages import env, export, precision, simplify
+from stages import env, export, precision, reference, simplify
 from stages.backends import registry
 from stages.core import precisions
 from stages.core.artifacts import read_json
@@ -31,7 +31,7 @@ def resnet18(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         cfg = compose("model=resnet18", config_dir=root / "conf")
-        for module in (env, export, simplify):
+        for module in (env, export, simplify, reference):
             run_stage(module, cfg)
         yield root
 
@@ -112,7 +112,7 @@ def test_a_candidate_that_fails_its_gate_loses_the_race(tmp_path, monkeypatch):
     root = copy_repo(tmp_path)
     monkeypatch.chdir(root)
     cfg = compose("model=digits", "backend.tune=false", "backend.race.duration_s=0.1", config_dir=root / "conf")
-    for module in (env, export, simplify, precision):
+    for module in (env, export, simplify, reference, precision):
         run_stage(module, cfg)
     entries = read_json(cfg.paths.precision_report)["candidates"]
     model = onnx.load(Path(cfg.paths.precise) / entries[0]["file"])

@@ -4,13 +4,14 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 from omegaconf import OmegaConf
 
-from stages import benchmark, compare, deploy, env, export, precision, report, simplify
+from stages import benchmark, compare, deploy, env, export, precision, reference, report, simplify
 from stages import build as build_module
 from stages.backends import registry
 from stages.backends.engine import Engine
@@ -42,7 +43,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         cfg = compose("model=tiny", *FAST_BENCH, config_dir=root / "conf")
-        for module in (env, export, simplify, precision, build_module, compare, benchmark, deploy, report):
+        for module in (env, export, simplify, reference, precision, build_module, compare, benchmark, deploy, report):
             run_stage(module, cfg)
         yield root, cfg
 
@@ -221,27 +222,36 @@ def test_engine_built_for_another_runtime_version_is_refused(tiny, tmp_path):
 
 
 def test_compare_gate_fails_when_the_engine_differs_from_the_reference(tiny, tmp_path, monkeypatch):
-    """A real failure: the engine is built from a graph whose weights were perturbed."""
+    """A real failure: the engines are built from a graph whose weights were perturbed. A race ships none of them
+    (build refuses in one line); a single candidate, which build does not judge, fails compare's gate."""
     root, cfg = tiny
     monkeypatch.chdir(root)
-    model = onnx.load(root / cfg.paths.simplified)
-    weight = next(t for t in model.graph.initializer if len(t.dims) == 2)
-    array = onnx.numpy_helper.to_array(weight).copy()
-    array += 0.05
-    weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
-    for entry in read_json(root / cfg.paths.precision_report)["candidates"]:
-        onnx.save(model, root / cfg.paths.precise / entry["file"])
+    single = compose("model=tiny", *FAST_BENCH, "backend=onnxruntime", config_dir=root / "conf")
+
+    def perturb(config: Any) -> None:
+        model = onnx.load(root / config.paths.simplified)
+        weight = next(t for t in model.graph.initializer if len(t.dims) == 2)
+        weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) + 0.05, weight.name))
+        for entry in read_json(root / config.paths.precision_report)["candidates"]:
+            onnx.save(model, root / config.paths.precise / entry["file"])
+
     try:
-        run_stage(build_module, cfg)
+        perturb(cfg)
+        if len(CANDIDATES) > 1:
+            with pytest.raises(PipelineError, match=r"no candidate passed its accuracy gate: .*output 'y' differs"):
+                run_stage(build_module, cfg)
+        for module in (env, precision):
+            run_stage(module, single)
+        perturb(single)
+        run_stage(build_module, single)
         with pytest.raises(PipelineError, match=r"accuracy gate failed: output 'y' differs by up to"):
-            run_stage(compare, cfg)
+            run_stage(compare, single)
         acc = read_json(root / cfg.paths.accuracy)
         assert acc["passed"] is False and acc["outputs"]["y"]["passed"] is False
         assert acc["outputs"]["y"]["max_abs"] > cfg.precision.tolerance.atol
     finally:  # put the pipeline back for any test that runs after this one
-        run_stage(precision, cfg)
-        run_stage(build_module, cfg)
-        run_stage(compare, cfg)
+        for module in (env, precision, build_module, compare):
+            run_stage(module, cfg)
 
 
 def test_batch_size_above_the_model_limit_is_a_one_line_error(tiny, monkeypatch):

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from engineforge.coverage import PRECISIONS, call_stage, overrides, run_model
 from examples import zoo
 from stages import build as build_stage
-from stages import compare, env, export, precision, simplify
+from stages import compare, env, export, precision, reference, simplify
 from stages.core import report_parts
 from stages.core.artifacts import read_json
 from stages.core.batches import feeds
@@ -73,7 +73,7 @@ def test_a_transformers_model_behind_forward_args_exports_with_its_dynamic_axes(
 def test_outputs_read_from_the_graph_reach_compare(at_root, tmp_path):
     """Two outputs, none declared: export names them, compare gates both and the task metric reads the first."""
     cfg = zoo_cfg("two_heads", tmp_path)
-    for module in (env, export, simplify, precision, build_stage, compare):
+    for module in (env, export, simplify, reference, precision, build_stage, compare):
         call_stage(module, cfg)
     accuracy = read_json(cfg.paths.accuracy)
     names = [o.name for o in onnx.load(cfg.paths.simplified).graph.output]
@@ -99,7 +99,7 @@ def test_int8_by_default_quantizes_the_compute_and_keeps_the_rest_in_float(name,
     Q/DQ copies and Softmax, the norms, GELU (Erf) and the residual Adds read float, also where they share a
     tensor with a quantized MatMul."""
     cfg = zoo_cfg(name, tmp_path, "backend=onnxruntime", "precision=int8", "precision.int8.calibration.samples=64")
-    for module in (env, export, simplify, precision):
+    for module in (env, export, simplify, reference, precision):
         call_stage(module, cfg)
     model = onnx.load(only_graph(cfg))
     dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
@@ -114,7 +114,7 @@ def test_an_opset_9_graph_is_upgraded_for_per_channel_int8(at_root, tmp_path):
     cfg = zoo_cfg(
         "squeezenet", tmp_path, "backend=onnxruntime", "precision=int8", "precision.int8.calibration.samples=16"
     )
-    for module in (env, export, simplify, precision):
+    for module in (env, export, simplify, reference, precision):
         call_stage(module, cfg)
     assert graph_entry(cfg)["opset_upgraded_from"] == 9
     assert max(o.version for o in onnx.load(only_graph(cfg)).opset_import if o.domain == "") >= 13
@@ -123,7 +123,7 @@ def test_an_opset_9_graph_is_upgraded_for_per_channel_int8(at_root, tmp_path):
 def test_float16_overflow_names_the_first_node(at_root, tmp_path):
     """squeezenet's constant weights drive activations past float16's range: one line naming the node."""
     cfg = zoo_cfg("squeezenet", tmp_path, "precision=fp16")
-    for module in (env, export, simplify):
+    for module in (env, export, simplify, reference):
         call_stage(module, cfg)
     with pytest.raises(PipelineError, match=r"^precision=fp16: node '\w+' \(Conv\) gives Inf or NaN in float16 .*"):
         call_stage(precision, cfg)
@@ -167,7 +167,7 @@ def test_dynamic_height_and_width_are_checked_only_at_declared_sizes(at_root, tm
     and a profile edge it cannot take (height and width 1, as a hand-set profile may ask) is one gate line naming
     the shape and the keys, not a traceback."""
     cfg = zoo_cfg("segnet", tmp_path, "backend=onnxruntime", "precision=fp32", "compare.max_samples=16")
-    for module in (env, export, simplify, precision, build_stage, compare):
+    for module in (env, export, simplify, reference, precision, build_stage, compare):
         call_stage(module, cfg)
     edges = read_json(cfg.paths.accuracy)["profile_edges"]
     assert [(e["edge"], e["shapes"]["image"], e["data"]) for e in edges] == [

@@ -152,6 +152,18 @@ class Backend(ABC):
         """
         shutil.copy2(engine if model.source == "engine" else graph, dest)
 
+    def runtime_errors(self) -> tuple[type[Exception], ...]:
+        """The exception types this runtime raises for a graph, an engine file or a shape it cannot take: what a
+        caller reports in one line (a race's candidate, compare's profile edges). Any other type is a bug of this
+        project's own and is not caught. By default this project's one-line errors and Polygraphy's.
+
+        Returns:
+            tuple: exception classes for an ``except`` clause.
+        """
+        from polygraphy.exception import PolygraphyException
+
+        return (PipelineError, PolygraphyException)
+
     def describe(self, runner: "BaseRunner") -> dict[str, Any]:
         """What an activated runner runs with (the benchmark records it for a baseline); empty by default."""
         return {}

@@ -18,6 +18,7 @@ from stages.backends.manifest import MANIFEST, first_difference
 from stages.core.artifacts import atomic_path, sha256, write_json
 from stages.core.errors import PipelineError
 from stages.core.fallback import Outputs
+from stages.core.gate import run_batches
 from stages.core.onnx_io import load_onnx
 from stages.core.profiles import resolve_profiles
 from stages.core.specs import axis_sizes, input_specs, io_spec
@@ -158,7 +159,6 @@ def runtime_outputs(backend: Backend, spec: BuildSpec) -> Outputs:
             tempfile.TemporaryDirectory(prefix="engineforge-judge-") as folder,
             backend.evaluation_runner(graph, spec, Path(folder), "judged") as runner,
         ):
-            results = [runner.infer(batch) for batch in batches]
-        return {name: np.concatenate([np.asarray(r[name]) for r in results]) for name in results[0]}
+            return run_batches(runner.infer, batches)
 
     return run

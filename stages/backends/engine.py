@@ -96,9 +96,19 @@ class Engine:
             raise
         except PipelineError as e:  # a session setting refused in one line (e.g. a provider that does not load)
             raise EngineError(str(e)) from e
-        except Exception as e:  # each runtime raises its own types for a file it cannot load
+        except runtime.runtime_errors() as e:  # each runtime's own types, for a file it cannot load
             raise EngineError(f"{runtime.name} cannot load {folder}: {first_line(e, 200)}") from e
         return cls(runtime, runner, manifest, folder, note)
+
+    @property
+    def backend(self) -> Backend:
+        """The backend running the engine (ONNX Runtime's CPU provider under a fallback)."""
+        return self._runtime
+
+    @property
+    def profiles(self) -> list[dict[str, Any]]:
+        """The shape profiles the manifest records (input -> min/opt/max shapes), the first covering every batch."""
+        return list(self.manifest.get("profiles") or [])
 
     @property
     def name(self) -> str:

@@ -23,6 +23,7 @@ from stages.backends.ort_session import (
     offline_providers,
     onnxruntime_module,
     open_session,
+    ort_errors,
     relative_error,
     resolve_settings,
     session_options,
@@ -124,9 +125,7 @@ class OnnxRuntimeBackend(Backend):
                 open_session(onnx, options, offline_providers(settings["providers"]))
                 got = self._session(out / ENGINE_FILE, settings, "disabled").run(None, feed)
                 error = relative_error(got, expected)
-            except PipelineError:
-                raise
-            except Exception as e:  # onnxruntime raises its own exception types for graphs it cannot optimize
+            except ort_errors() as e:  # ONNX Runtime's own types, for graphs it cannot optimize
                 problems.append(f"{level}: {first_line(e, 160)}")
                 continue
             if error <= SMOKE_TOLERANCE:
@@ -207,6 +206,10 @@ class OnnxRuntimeBackend(Backend):
             lines=["optimization { graph { level: 2 } }"],
             notes=notes,
         )
+
+    def runtime_errors(self) -> tuple[type[Exception], ...]:
+        """This project's and Polygraphy's one-line errors, and ONNX Runtime's own exception types."""
+        return (*super().runtime_errors(), *ort_errors())
 
     def describe(self, runner: "BaseRunner") -> dict[str, Any]:
         """What the activated runner's session runs with: providers, optimization level, threads (0: ONNX

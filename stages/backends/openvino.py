@@ -187,6 +187,10 @@ class OpenVinoBackend(Backend):
         """Triton's openvino backend on the engine's precision graph, with what it can carry (``ov_triton``)."""
         return triton_model(manifest)
 
+    def runtime_errors(self) -> tuple[type[Exception], ...]:
+        """This project's and Polygraphy's one-line errors, and OpenVINO's (every one a ``RuntimeError``)."""
+        return (*super().runtime_errors(), RuntimeError)
+
     def describe(self, runner: "BaseRunner") -> dict[str, Any]:
         """What the activated runner's compiled model runs with (precision, hint, threads, streams)."""
         return compiled_settings(runner.compiled)

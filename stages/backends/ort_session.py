@@ -185,3 +185,11 @@ class SessionFromEngine:
         threads, mode = self.settings["intra_op_num_threads"], self.settings.get("execution_mode", "sequential")
         options = session_options(threads, "disabled", mode)
         return open_session(self.engine, options, self.settings["providers"], self.settings.get("tensorrt_options"))
+
+
+def ort_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's own exception types (its pybind module's: ``Fail``, ``InvalidArgument``, ...)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    found = (getattr(state, name) for name in dir(state))
+    return tuple(t for t in found if isinstance(t, type) and issubclass(t, Exception))

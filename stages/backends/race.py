@@ -15,7 +15,7 @@ from stages.backends.base import BuildSpec
 from stages.backends.candidate import Candidate, build_engine
 from stages.backends.engine import Engine
 from stages.core.errors import PipelineError, first_line
-from stages.core.metrics import gate_check
+from stages.core.gate import gate_check, run_batches
 from stages.core.timing import measure
 from stages.core.tuning import score
 
@@ -31,7 +31,7 @@ def gate(
     labels: Any,
     floors: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """A candidate's accuracy on the race's eval sample, by the gate's rule (``metrics.gate_check``).
+    """A candidate's accuracy on the race's eval sample, by the gate (``gate.gate_check``, compare's rule too).
 
     Args:
         engine: the candidate engine, opened.
@@ -40,14 +40,12 @@ def gate(
         reference: output name -> the fp32 reference's outputs on ``batches``.
         batches: the eval sample.
         labels: its labels, or None.
-        floors: per-output atol floors float32 itself sets (``floor.reference_and_floors``).
+        floors: per-output atol floors float32 itself sets (the reference run's).
 
     Returns:
         dict: ``passed``, ``failure`` (the first, one line, or None), the task metric and each output's max abs.
     """
-    results = [engine(batch) for batch in batches]
-    got = {name: np.concatenate([np.asarray(r[name]) for r in results]) for name in reference}
-    checked = gate_check(model, option, reference, got, labels, floors)
+    checked = gate_check(model, option, reference, run_batches(engine, batches), labels, floors)
     keep = ("passed", "failure", "max_abs", "metric", "reference", "candidate", "samples")
     return {k: checked[k] for k in keep}
 
@@ -97,21 +95,21 @@ def run(
     """
     record, built = build_and_gate(entries, judge, model, target, folder)
     passing = [e["candidate"] for e in record if e.get("gate", {}).get("passed")]
+    if not passing:  # never ship a candidate that failed the gate compare applies
+        why = "; ".join(
+            f"{e['candidate']} {e.get('result') or 'failed its gate: ' + e['gate']['failure']}" for e in record
+        )
+        raise PipelineError(f"no candidate {'passed its accuracy gate' if built else 'built'}: {why}")
     p50 = time_engines({key: built[key] for key in passing}, settings)
     best = {b: min(t[b] for t in p50.values()) for b in next(iter(p50.values()), {})}
     for entry in record:
         if entry["candidate"] in p50:
             entry["p50_ms"] = {f"bs{b}": round(v, 4) for b, v in p50[entry["candidate"]].items()}
             entry["score"] = round(score(p50[entry["candidate"]], best), 4)  # 1.0: the fastest at every batch
-    if passing:
-        winner = min(passing, key=lambda k: score(p50[k], best))
-    elif built:  # none passes: ship the most accurate, and compare's gate reports the miss
-        winner = max(built, key=lambda k: next(e["gate"]["candidate"] for e in record if e["candidate"] == k))
-    else:
-        raise PipelineError("no candidate built: " + "; ".join(f"{e['candidate']} {e['result']}" for e in record))
+    winner = min(passing, key=lambda k: score(p50[k], best))
     for entry in record:
         if entry["candidate"] == winner:
-            entry["result"] = "shipped" if passing else "shipped: no candidate passed its gate (the most accurate)"
+            entry["result"] = "shipped"
         elif entry["candidate"] in p50:  # the geometric mean over batch sizes of its p50 / the winner's
             entry["result"] = f"{score(p50[entry['candidate']], p50[winner]):.2f}× slower than {winner}"
         elif "result" not in entry:
@@ -144,7 +142,7 @@ def build_and_gate(
                     judge["floors"],
                 )
             built[chosen.key] = (chosen, out, spec)
-        except Exception as e:  # a runtime's own exception types too: one candidate's failure is its record
+        except chosen.backend.runtime_errors() as e:  # one candidate's failure is its record, a bug is not
             entry["result"] = f"did not build: {first_line(e, 200)}"
         record.append(entry | {"build_s": round(time.perf_counter() - started, 2)})
     return record, built

@@ -2,15 +2,11 @@
 
 import importlib
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stages.backends.base import Availability, Backend
 from stages.core import precisions
 from stages.core.errors import PipelineError
-
-if TYPE_CHECKING:
-    from polygraphy.backend.base import BaseRunner
 
 # name -> "module:Class"; auto races every one that runs here, in this order (the order precision.json and the
 # race's record list them in).
@@ -111,19 +107,6 @@ def engine_settings(backend: Backend, group: Mapping[str, Any]) -> dict[str, Any
             raise PipelineError(f"backend.tune_s: {tune_s!r} must be a positive number of seconds")
         tuning = {"tune": bool(group["tune"]), "tune_s": float(tune_s)}
     return {"settings": dict(group.get(backend.name) or {}), "tuning": tuning}
-
-
-def reference_runner(onnx: Path, name: str) -> "BaseRunner":
-    """The accuracy reference every engine is compared with: ONNX Runtime's untuned CPU session on ``onnx``.
-
-    Args:
-        onnx: the float32 graph (``model.sim.onnx``).
-        name: the runner's name in comparisons.
-
-    Returns:
-        BaseRunner: not yet activated.
-    """
-    return get(REFERENCE).baseline_runner(onnx, name)
 
 
 def runtimes() -> list[str]:

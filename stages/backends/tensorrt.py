@@ -119,6 +119,11 @@ class TensorRTBackend(Backend):
         """Polygraphy's own switch of the activated TrtRunner's optimization profile."""
         runner.set_profile(index)
 
+    def runtime_errors(self) -> tuple[type[Exception], ...]:
+        """This project's and Polygraphy's one-line errors (Polygraphy's TensorRT loaders raise its exception), and
+        the ``RuntimeError`` and ``TypeError`` TensorRT's bindings raise."""
+        return (*super().runtime_errors(), RuntimeError, TypeError)
+
     def timed_call(self, runner: "BaseRunner", feed: dict[str, Any], settings: Mapping[str, Any]) -> TimedCall:
         """trtexec-style timing (``stages.backends.trt_timing.TimedInference``) in a context of its own."""
         from stages.backends.trt_timing import TimedInference

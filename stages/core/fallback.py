@@ -23,10 +23,10 @@ from omegaconf import DictConfig
 
 from stages.core.batches import feeds
 from stages.core.data import LABELS
-from stages.core.metrics import gate_check
-from stages.core.onnx_io import load_onnx, ort_outputs
+from stages.core.gate import gate_check
+from stages.core.onnx_io import load_onnx
 from stages.core.quantize import check_int8, quantized_nodes
-from stages.core.specs import task_output
+from stages.core.reference import ReferenceRun, samples_in
 
 # encode(out, exclude=[...], only=[...]) writes a Q/DQ model to ``out``.
 Encoder = Callable[..., None]
@@ -35,25 +35,28 @@ Outputs = Callable[[Path, Sequence[dict[str, np.ndarray]]], dict[str, np.ndarray
 
 
 class Reference:
-    """The eval split in batches and the float model's outputs on them (ONNX Runtime fp32): computed once and shared
-    by every candidate's judge."""
+    """The eval split in batches and the reference run's outputs and floors on them (``core.reference``, written
+    once by the reference stage): shared by every candidate's judge."""
 
-    def __init__(self, model: DictConfig, batch_size: int, reference: Path, data: dict[str, np.ndarray]) -> None:
+    def __init__(self, model: DictConfig, batch_size: int, run: ReferenceRun, data: dict[str, np.ndarray]) -> None:
         """Args:
         model: the model's section (``cfg.model``): inputs, task output and metric.
         batch_size: samples per evaluation batch.
-        reference: the float model every candidate is compared with.
+        run: the reference stage's run (its samples bound the split used here).
         data: the eval split.
         """
         self.model = model
-        self.batches = feeds(model, data, batch_size)
+        self.batches = feeds(model, data, batch_size, limit=run.samples)
         self.labels = data.get(LABELS)
-        self.output = task_output(model, str(reference))
-        self.outputs = ort_outputs(reference, self.batches)
+        self.outputs = run.first(samples_in(self.batches))
+        self.floors = run.floors
+        self.output = model.task.output if model.task.output in self.outputs else next(iter(self.outputs))
 
 
 class Evaluator:
-    """The task metric of a candidate model on the eval data, against the float reference's outputs."""
+    """The gate on a candidate model over the eval data, against the float reference's outputs."""
+
+    ROUND = ("metric", "reference", "candidate", "delta", "budget", "agreement", "samples", "passed", "failure")
 
     def __init__(self, reference: Reference, option: DictConfig, outputs: Outputs) -> None:
         """Args:
@@ -63,14 +66,18 @@ class Evaluator:
         """
         self.model, self.option, self.outputs = reference.model, option, outputs
         self.batches, self.labels, self.output = reference.batches, reference.labels, reference.output
-        self.references = reference.outputs
+        self.references, self.floors = reference.outputs, reference.floors
         self.reference = self.references[self.output]
 
-    def __call__(self, candidate: Path) -> dict[str, Any]:
-        """The gate's rule (``metrics.gate_check``) on ``candidate``'s outputs over the eval split."""
+    def verdict(self, candidate: Path) -> dict[str, Any]:
+        """The gate (``gate.gate_check``, float32 floors included) on ``candidate``'s outputs over the eval split."""
         got = self.outputs(candidate, self.batches)
-        labels = None if self.labels is None else self.labels[: len(self.reference)]
-        return gate_check(self.model, self.option, self.references, got, labels)
+        return gate_check(self.model, self.option, self.references, got, self.labels, self.floors)
+
+    def __call__(self, candidate: Path) -> dict[str, Any]:
+        """A round's record: the gate's verdict on ``candidate`` (task metric, passed, first failure, max abs)."""
+        verdict = self.verdict(candidate)
+        return {k: verdict[k] for k in self.ROUND} | {"max_abs": verdict["max_abs"]}
 
     def error(self, candidate: Path, count: int) -> float:
         """Normalised squared error of the task output over the first ``count`` samples (sensitivity)."""

@@ -72,20 +72,3 @@ def reference_and_floors(
     graph, logits, added = with_logits(onnx)
     values = ort_outputs(graph, list(batches))
     return {k: v for k, v in values.items() if k not in added}, floors_of(values, logits)
-
-
-def softmax_floors(onnx: Path, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
-    """The float32 floor of every graph output a Softmax writes, from the reference's logits on ``batches`` (a run
-    of its own: ``reference_and_floors`` gives the reference outputs in the same run).
-
-    Args:
-        onnx: the float32 graph (``model.sim.onnx``).
-        batches: the eval feeds.
-
-    Returns:
-        dict[str, float]: output name -> floor (``floors_of``).
-    """
-    from stages.core.onnx_io import ort_outputs
-
-    graph, logits, _ = with_logits(onnx)
-    return floors_of(ort_outputs(graph, list(batches)), logits) if logits and batches else {}

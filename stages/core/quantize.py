@@ -75,26 +75,74 @@ def write_int8(
         out: where to write the Q/DQ model.
         exclude: node names kept in float.
         only: when given, quantize only these nodes (sensitivity analysis).
-    """
-    from onnxruntime.quantization import QDQQuantizer, QuantType
-    from onnxruntime.quantization.calibrate import TensorData, TensorsData
-    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
+    Raises:
+        PipelineError: ``int8.keep_float_in`` is not one of ``KEEP_FLOAT_IN``, or the quantizer fails on the graph.
+    """
     if int8.keep_float_in not in KEEP_FLOAT_IN:
         raise PipelineError(
             f"precision.int8.keep_float_in: {int8.keep_float_in!r} is not one of {', '.join(KEEP_FLOAT_IN)}"
         )
-    activation, symmetric, seven_bit = ENCODINGS[encoding]
-    ranges_data = TensorsData(
+    quantize_qdq(source, tensors_data(method, ranges), encoding, int8, out, exclude, only)
+    if int8.keep_float and int8.keep_float_in != "none":
+        import onnx
+
+        model = onnx.load(str(out))
+        if int8.keep_float_in == "every" or has_attention(model.graph):
+            float_readers_read_float(model.graph, set(int8.keep_float))
+            onnx.save(model, str(out))
+
+
+def tensors_data(method: Any, ranges: dict[str, tuple[float, float]]) -> Any:
+    """The calibrated ranges in the form ONNX Runtime's quantizers take them.
+
+    Args:
+        method: the ONNX Runtime CalibrationMethod the ranges came from.
+        ranges: tensor name -> (min, max).
+
+    Returns:
+        onnxruntime.quantization.calibrate.TensorsData: each tensor's float32 lowest and highest value.
+    """
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData
+
+    return TensorsData(
         method,
         {
             name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
             for name, (lo, hi) in ranges.items()
         },
     )
-    # quantize_static's own steps, minus calibrating: shape inference, then its QDQ quantizer fed our ranges.
-    # Called directly because 1.26 (onnxruntime-gpu's last CUDA 12 build) has no calibration_cache_path.
+
+
+def quantize_qdq(
+    source: Path,
+    ranges: Any,
+    encoding: str,
+    int8: DictConfig,
+    out: Path,
+    exclude: Sequence[str],
+    only: list[str] | None,
+) -> None:
+    """quantize_static's own steps, minus calibrating: shape inference, then its QDQ quantizer fed ``ranges``.
+    Called directly because 1.26 (onnxruntime-gpu's last CUDA 12 build) has no calibration_cache_path.
+
+    Args:
+        source: the float32 ONNX model.
+        ranges: the calibrated ranges (``tensors_data``).
+        encoding: ``u8s8``, ``u8s7`` or ``s8s8`` (``ENCODINGS``).
+        int8: ``cfg.precision.int8`` (op_types, per_channel, reduce_range).
+        out: where to write the Q/DQ model.
+        exclude: node names kept in float.
+        only: when given, quantize only these nodes.
+
+    Raises:
+        PipelineError: the quantizer fails on the graph.
+    """
+    from onnxruntime.quantization import QDQQuantizer, QuantType
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    activation, symmetric, seven_bit = ENCODINGS[encoding]
     try:
         quantizer = QDQQuantizer(
             load_model_with_shape_infer(Path(source)),
@@ -102,7 +150,7 @@ def write_int8(
             bool(int8.reduce_range) or seven_bit,
             QuantType.QInt8,
             QuantType[activation],
-            ranges_data,
+            ranges,
             only,
             list(exclude),
             list(int8.op_types) or sorted(set(QLinearOpsRegistry) | set(QDQRegistry)),
@@ -118,13 +166,6 @@ def write_int8(
         quantizer.model.save_model_to_file(str(out), False)
     except Exception as e:  # the quantizer raises plain exceptions on graphs it cannot handle
         raise PipelineError(f"cannot quantize {source}: {first_line(e, 200)}") from e
-    if int8.keep_float and int8.keep_float_in != "none":
-        import onnx
-
-        model = onnx.load(str(out))
-        if int8.keep_float_in == "every" or has_attention(model.graph):
-            float_readers_read_float(model.graph, set(int8.keep_float))
-            onnx.save(model, str(out))
 
 
 def float_readers_read_float(graph: Any, keep_float: set[str]) -> None:

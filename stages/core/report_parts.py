@@ -1,6 +1,6 @@
 """The report's parts that read one record each: speed-ups, the slower-than-a-baseline warning, the race table,
-the export line and a GPU engine's phase times (values from benchmark.json, the manifest and export.json in,
-Markdown out)."""
+the export line, the device line and a GPU engine's phase times (values from benchmark.json, the manifest and
+export.json in, Markdown out)."""
 
 from typing import Any
 
@@ -9,7 +9,14 @@ from stages.core.metrics import ENGINE
 
 
 def speedups(bench: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Baseline -> batch -> baseline p50 latency / engine p50 latency."""
+    """Baseline -> batch -> baseline p50 latency / engine p50 latency.
+
+    Args:
+        bench: benchmark.json's content.
+
+    Returns:
+        dict: each baseline's speed-up of the engine over it, per batch size (``bs1``...).
+    """
     engine = bench["runtimes"][ENGINE]
     return {
         name: {b: runs[b]["latency_ms"]["p50"] / engine[b]["latency_ms"]["p50"] for b in engine}
@@ -20,7 +27,14 @@ def speedups(bench: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def slower(bench: dict[str, Any]) -> str:
     """The report's first warning: every baseline that ran faster than the engine in the same run, with the ratio
-    (engine speed / baseline speed, below 1) at each batch size where it did; empty when none did."""
+    (engine speed / baseline speed, below 1) at each batch size where it did; empty when none did.
+
+    Args:
+        bench: benchmark.json's content.
+
+    Returns:
+        str: the warning's Markdown (a quote and a blank line), or "".
+    """
     slow = [(n, b, r) for n, per_batch in speedups(bench).items() for b, r in per_batch.items() if r < 1.0]
     if not slow:
         return ""
@@ -41,7 +55,14 @@ def slower(bench: dict[str, Any]) -> str:
 
 
 def race_table(manifest: dict[str, Any]) -> str:
-    """The build's race, a row per candidate (its gate, p50 per batch, result), or a line saying there was none."""
+    """The build's race, a row per candidate (its gate, p50 per batch, result), or a line saying there was none.
+
+    Args:
+        manifest: the engine's manifest.
+
+    Returns:
+        str: the table's Markdown, or the one line.
+    """
     race = manifest.get("race")
     if not race:
         return f"One candidate ({manifest['precision']} on {manifest['backend']}): nothing raced."
@@ -61,7 +82,14 @@ def race_table(manifest: dict[str, Any]) -> str:
 
 
 def exported(record: dict[str, Any]) -> tuple[str, str]:
-    """export.json as the Engine list's line and, where an exporter failed before another wrote the file, a note."""
+    """export.json as the Engine list's line and, where an exporter failed before another wrote the file, a note.
+
+    Args:
+        record: export.json's content.
+
+    Returns:
+        tuple[str, str]: the export line, and the note's Markdown (empty when no exporter failed).
+    """
     if record["exporter"] is None:
         return f"given ONNX file ({record['source']})", ""
     failed = "; ".join(f"{f['exporter']}: {f['error']}" for f in record.get("exporter_failed", []))
@@ -72,7 +100,14 @@ def exported(record: dict[str, Any]) -> tuple[str, str]:
 
 def gpu_times(bench: dict[str, Any]) -> str:
     """A GPU engine's paragraph under the latency table: each phase's GPU time from CUDA events, as trtexec splits
-    it, whether a CUDA graph was replayed, and what the table's latency is (empty for a CPU engine)."""
+    it, whether a CUDA graph was replayed, and what the table's latency is (empty for a CPU engine).
+
+    Args:
+        bench: benchmark.json's content.
+
+    Returns:
+        str: the paragraph's Markdown (with the blank line before it), or "".
+    """
     gpu = [
         f"bs{b[2:]}: " + ", ".join(f"{phase} p50 {v['p50']:.3f} ms" for phase, v in r["gpu_ms"].items())
         for b, r in bench["runtimes"][ENGINE].items()
@@ -124,4 +159,32 @@ def cold_start(bench: dict[str, Any], deploy: str) -> str:
         f"## Cold start and deployment\n\n{rows}\n\n`{deploy}/` holds the engine, its manifest, its graph and a Triton "
         "model repository; an application runs it with `engineforge.Engine.open(folder)` as certified "
         f"(docs/deploy.md).{compiled}\n\n"
+    )
+
+
+def device_line(fingerprint: dict[str, Any]) -> str:
+    """The Engine list's device line, from the fingerprint the engine was built for: a CPU's model, architecture,
+    cores and instruction set (ONNX Runtime, OpenVINO), or a GPU's name, compute capability, driver and the CUDA
+    versions a TensorRT engine depends on (``TensorRTBackend.fingerprint``).
+
+    Args:
+        fingerprint: the manifest's ``fingerprint``.
+
+    Returns:
+        str: the Markdown list item, ``- device: ...``, without a newline.
+    """
+    device = fingerprint["device"]
+    if "gpu" in device and "cpu" not in device:
+        cuda = fingerprint.get("cuda", {})
+        trt_cuda = cuda.get("tensorrt_build", "unknown")
+        built = f", TensorRT built for CUDA {trt_cuda}" if trt_cuda != "unknown" else ""
+        supports = f" supporting CUDA {cuda['driver_api']}" if "driver_api" in cuda else ""
+        return (
+            f"- device: {device['gpu']} (compute {device.get('compute_capability', '?')}, "
+            f"driver {device.get('driver', '?')}{supports}{built})"
+        )
+    cpu = device.get("cpu", {})
+    return (
+        f"- device: {cpu.get('model', '?')} ({cpu.get('arch', '?')}, {cpu.get('cores', '?')} cores, "
+        f"ISA {' '.join(cpu.get('isa', [])) or 'baseline'})"
     )

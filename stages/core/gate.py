@@ -1,0 +1,131 @@
+"""The accuracy gate: the one rule that decides whether a candidate's outputs may ship, used by the int8
+fallback's rounds (``fallback.Evaluator``), the build's race (``race.gate``) and compare, so the three never
+disagree on the same outputs.
+
+An output passes where every element is finite and within atol *or* rtol x |reference| (Polygraphy's elementwise
+rule, with the relative part scaled by the reference, not by the candidate as Polygraphy's ``SimpleCompareFunc``
+does); atol is raised to float32's own floor where a Softmax makes it unreachable (``core.floor``); the task metric
+must not drop by more than the option's ``task_budget``.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from stages.core.errors import PipelineError
+from stages.core.metrics import task_metric
+from stages.core.onnx_io import compare_outputs
+
+
+def tolerances(
+    precision: DictConfig, outputs: list[str], floors: Mapping[str, float] | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-output atol and rtol dicts in Polygraphy's form ("" = default).
+
+    Args:
+        precision: a precision option (``tolerance.atol``, ``tolerance.rtol``, ``tolerance.outputs``).
+        outputs: the graph's output names.
+        floors: output name -> the smallest atol float32 can honour there (``floor.floors_of``): an atol below it
+            is raised to it.
+
+    Returns:
+        tuple: atol and rtol, output name -> value, ``""`` the default.
+    """
+    atol, rtol = {"": precision.tolerance.atol}, {"": precision.tolerance.rtol}
+    for name, tol in precision.tolerance.outputs.items():
+        if name not in outputs:
+            raise PipelineError(f"precision.tolerance.outputs: {name!r} is not an output ({', '.join(outputs)})")
+        atol[name], rtol[name] = tol.get("atol", atol[""]), tol.get("rtol", rtol[""])
+    for name, floor in (floors or {}).items():
+        if floor > atol.get(name, atol[""]):
+            atol[name] = floor
+    return atol, rtol
+
+
+def output_check(
+    option: DictConfig,
+    reference: Mapping[str, np.ndarray],
+    got: Mapping[str, np.ndarray],
+    floors: Mapping[str, float] | None = None,
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The gate's elementwise part: each output against the reference within the option's tolerances.
+
+    Args:
+        option: the precision's option (tolerances).
+        reference: output name -> the fp32 reference's outputs.
+        got: output name -> the candidate's outputs on the same inputs.
+        floors: per-output atol floors (``tolerances``).
+
+    Returns:
+        tuple: output name -> max_abs, max_rel, mean_abs, atol, rtol and passed; and one line per failing output.
+    """
+    atol, rtol = tolerances(option, list(reference), floors)
+    stats: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+    for name, want in reference.items():
+        a, r = atol.get(name, atol[""]), rtol.get(name, rtol[""])
+        found = compare_outputs({name: want}, {name: got[name]}, a, r)[name]
+        mean_abs = float(np.mean(np.abs(got[name].astype(np.float64) - want.astype(np.float64)))) if want.size else 0.0
+        stats[name] = {k: found[k] for k in ("max_abs", "max_rel")} | {"mean_abs": mean_abs, "atol": a, "rtol": r}
+        stats[name]["passed"] = found["passed"]
+        finite = bool(np.isfinite(want).all()), bool(np.isfinite(got[name]).all())
+        if not finite[0]:
+            failures.append(f"output {name!r} of the fp32 reference has NaN or Inf")
+        if not finite[1]:
+            failures.append(f"output {name!r} has NaN or Inf")
+        elif all(finite) and not found["passed"]:
+            failures.append(f"output {name!r} differs by up to {found['max_abs']:.3g} (atol {a:g}, rtol {r:g})")
+    return stats, failures
+
+
+def gate_check(
+    model: DictConfig,
+    option: DictConfig,
+    reference: Mapping[str, np.ndarray],
+    got: Mapping[str, np.ndarray],
+    labels: np.ndarray | None,
+    floors: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """The gate on one set of outputs: every output passes ``output_check`` and the task metric stays within the
+    option's budget.
+
+    Args:
+        model: ``cfg.model`` (task output and metric).
+        option: the precision's option (tolerances, task budget).
+        reference: output name -> the fp32 reference's outputs.
+        got: output name -> the candidate's outputs on the same inputs.
+        labels: the samples' labels, or None.
+        floors: per-output atol floors (``tolerances``).
+
+    Returns:
+        dict: the task metric's fields, ``passed``, ``failures`` (one line each: outputs, then the task metric),
+        ``failure`` (the first, or None), ``outputs`` (``output_check``'s stats) and ``max_abs`` per output.
+    """
+    stats, failures = output_check(option, reference, got, floors)
+    output = model.task.output if model.task.output in reference else next(iter(reference))
+    task = task_metric(model, reference[output], got[output], labels, option.task_budget)
+    if not task["passed"]:
+        failures.append(
+            f"{task['metric']} dropped {100 * task['delta']:.2f} pt (budget {100 * task['budget']:.2f} pt, "
+            "precision.task_budget)"
+        )
+    max_abs = {name: round(s["max_abs"], 6) for name, s in stats.items()}
+    verdict = {"passed": not failures, "failures": failures, "failure": failures[0] if failures else None}
+    return task | verdict | {"outputs": stats, "max_abs": max_abs}
+
+
+def run_batches(call: Callable[[dict[str, np.ndarray]], Mapping[str, Any]], batches: Sequence[dict]) -> dict:
+    """The outputs of ``call`` (an engine, a runner's ``infer``) on each of ``batches``, concatenated per output:
+    what every judge hands ``gate_check``.
+
+    Args:
+        call: feed -> output name -> array.
+        batches: the feeds, in eval order.
+
+    Returns:
+        dict: output name -> every batch's output, concatenated.
+    """
+    results = [call(batch) for batch in batches]
+    return {name: np.concatenate([np.asarray(r[name]) for r in results]) for name in results[0]}

@@ -1,0 +1,84 @@
+"""One gate: the int8 fallback's rounds, the build's race and compare judge the same outputs by the same rule.
+
+Each case is a pair of real ONNX graphs, the fp32 reference and a candidate, whose outputs sit where the three
+judges once disagreed: Polygraphy's elementwise compare (compare's old rule) scales rtol by the candidate, the
+race's by the reference, and the fallback's rounds applied no float32 floors.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import helper, numpy_helper
+
+from stages import build, compare
+from stages.backends import registry
+from stages.backends.candidate import Candidate, build_spec, runtime_outputs
+from stages.backends.engine import Engine
+from stages.backends.race import build_and_gate
+from stages.core import fallback
+from stages.core.batches import feeds
+from stages.core.data import load_dataset
+from stages.core.reference import read_reference, write_reference
+from tests.helpers import compose, env_record
+from tests.test_faults import graph_file
+
+REFERENCE = registry.get(registry.REFERENCE)
+
+
+def scaled(path: Path, factor: float, shift: float, softmax: bool) -> Path:
+    """y = x * factor + shift * [0, 1, 2, 3], or the softmax of it over the last axis."""
+    scale = numpy_helper.from_array(np.full(4, factor, np.float32), "scale")
+    bias = numpy_helper.from_array(np.arange(4, dtype=np.float32) * np.float32(shift), "bias")
+    nodes = [helper.make_node("Mul", ["x", "scale"], ["z0"]), helper.make_node("Add", ["z0", "bias"], ["z"])]
+    nodes.append(
+        helper.make_node("Softmax", ["z"], ["y"], axis=-1) if softmax else helper.make_node("Identity", ["z"], ["y"])
+    )
+    return graph_file(path, nodes, [scale, bias])
+
+
+def eval_data(softmax: bool) -> np.ndarray:
+    """Positive inputs whose last column is the largest: scaling and the candidate's shift keep every argmax. For
+    the softmax case, columns 2e-7 apart at 0.5: logits near 5e5, 0.2 apart, a few float32 spacings (0.03)."""
+    rng = np.random.default_rng(0)
+    if softmax:
+        return (0.5 + np.arange(4) * 2e-7 + rng.random((16, 1)) * 1e-7).astype(np.float32)
+    return (0.5 + np.arange(4) * 0.5 + rng.random((16, 4)) * 0.1).astype(np.float32)
+
+
+# (reference factor, candidate factor, candidate shift, softmax, atol, rtol)
+CASES = {
+    # |c - r| = 0.5 |r|: beyond rtol 0.4 x |reference|, within rtol 0.4 x |candidate| (= 0.6 |r|)
+    "rtol scaled by the reference": (1.0, 1.5, 0.0, False, 0.01, 0.4),
+    # logits near 5e5 moved by one float32 spacing: the softmax moves by ~0.01, far beyond atol 1e-4 but within
+    # float32's own floor there (~0.5), to which the gate raises atol
+    "float32 floor of a softmax": (1.0e6, 1.0e6, 0.03, True, 1e-4, 1e-4),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_fallback_the_race_and_compare_give_the_same_verdict(case, tmp_path, monkeypatch):
+    factor, candidate_factor, shift, softmax, atol, rtol = CASES[case]
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "eval.npz", x=eval_data(softmax))
+    scaled(tmp_path / "ref.onnx", factor, 0.0, softmax)
+    graph = scaled(tmp_path / "candidate.onnx", candidate_factor, shift, softmax)
+    overrides = ("model.data.eval=eval.npz", f"precision.tolerance.atol={atol}", f"precision.tolerance.rtol={rtol}")
+    cfg = compose("model=onnx", "model.path=ref.onnx", "backend=onnxruntime", "compare.batch_size=8", *overrides)
+    batches = feeds(cfg.model, load_dataset(cfg.model, "test"), cfg.compare.batch_size)
+    write_reference(tmp_path / "ref.onnx", batches, Path(cfg.paths.reference), {})
+    run, option = read_reference(cfg.paths.reference), cfg.precision
+    record = env_record(REFERENCE, cfg)
+    spec = build_spec(cfg.model, "fp32", [8], record, None)
+
+    judged = fallback.Reference(cfg.model, 8, run, load_dataset(cfg.model, "test"))
+    rounds = fallback.Evaluator(judged, option, runtime_outputs(REFERENCE, spec)).verdict(graph)
+    entry = (Candidate(REFERENCE, "fp32", record), graph, spec)
+    raced = build_and_gate([entry], build.judge(cfg, 0), "onnx", None, tmp_path / "race")[0][0]["gate"]
+    with Engine.open(tmp_path / "race" / "fp32.onnxruntime") as engine:
+        compared = compare.verdict(engine, cfg.model, option, run, batches, None)
+
+    assert rounds["passed"] == raced["passed"] == compared["passed"]
+    assert rounds["failure"] == raced["failure"] == compared["failure"]
+    expected = case == "float32 floor of a softmax"  # the floor lets float32's own spread pass; 0.5 |r| fails
+    assert compared["passed"] is expected, compared["failures"]
