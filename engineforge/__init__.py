@@ -7,14 +7,14 @@ are the commands around the pipeline (why, run, sweep, coverage, reproduce, gpu_
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from stages.backends.engine import Engine, EngineError, TensorSpec
+    from stages.runtime.engine import Engine, EngineError, TensorSpec
 
 __all__ = ["Engine", "EngineError", "TensorSpec"]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from stages.backends import engine
+        from stages.runtime import engine
 
         return getattr(engine, name)
     raise AttributeError(f"module 'engineforge' has no attribute {name!r}")

@@ -20,11 +20,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from stages.backends import registry
 from stages.core.artifacts import read_json, write_text
 from stages.core.device import cpu_fingerprint, cpu_label
 from stages.core.errors import PipelineError
 from stages.core.run import compose, plain, quiet_libraries, quiet_onnxruntime, stage_config
+from stages.runtime import registry
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TABLE = "docs/coverage.md"

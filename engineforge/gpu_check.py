@@ -16,13 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engineforge.tiny import PROFILE, ROOT, WIDTH, cpu_reference, feed, s8s8_model, tiny_model, worst
-from stages.backends import cuda, cuda_setup, registry, trt_versions
-from stages.backends.base import BuildSpec
-from stages.backends.ort_session import open_session, session_options, tensorrt_options
-from stages.backends.tensorrt import INSTALL
+from engineforge.tiny import PROFILE, ROOT, cpu_reference, feed, s8s8_model, tiny_model, worst
+from stages.backends.onnxruntime.session import open_session, session_options, tensorrt_options
+from stages.backends.tensorrt import cuda
+from stages.backends.tensorrt import versions as trt_versions
+from stages.backends.tensorrt.backend import INSTALL
 from stages.core.errors import PipelineError, first_line
 from stages.core.run import compose, plain, quiet_libraries
+from stages.runtime import cuda_setup, registry
+from stages.select.candidate import build_spec
 
 INT8_ATOL = 0.25  # the tiny s8s8 model on ONNX Runtime's CPU is 0.01..0.1 off float32 (tests/test_gpu_check.py)
 
@@ -120,9 +122,9 @@ class GpuCheck:
         from polygraphy.backend.common import BytesFromPath
         from polygraphy.backend.trt import EngineFromBytes
 
-        settings = plain(compose("backend=tensorrt", *overrides, config_dir=ROOT / "conf").backend.tensorrt)
-        shapes = {b: {"x": [b, WIDTH]} for b in (1, 8)}
-        spec = BuildSpec("fp32", (1, 8), PROFILE, shapes, {"x": "float32"}, settings, cache_dir)
+        cfg = compose("backend=tensorrt", "model=onnx", f"model.path={onnx}", *overrides, config_dir=ROOT / "conf")
+        record = {"backend": "tensorrt", "settings": plain(cfg.backend.tensorrt) | {"profiles": PROFILE}}
+        spec = build_spec(cfg.model, "fp32", (1, 8), record, cache_dir)  # as build makes a candidate's
         out = Path(tempfile.mkdtemp(prefix="engine-", dir=self.tmp))
         built = registry.get("tensorrt").build(onnx, spec, out)
         engine = EngineFromBytes(BytesFromPath(str(out / built["engine"])))()

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stages.backends.engine import fallback_graph
-from stages.backends.manifest import read_manifest
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
+from stages.runtime.engine import fallback_graph
+from stages.runtime.manifest import read_manifest
 
 MEDIAN = re.compile(r"Median:\s+([0-9.]+) (ms|us)")
 
@@ -82,11 +82,11 @@ def interleaved(folder: Path, manifest: dict[str, Any], graph: Path, batch: int,
     """
     import numpy as np
 
-    from stages.backends.engine import Engine
     from stages.core.batches import batch_of
     from stages.core.data import load_dataset
     from stages.core.run import load_params
     from stages.core.timing import measure
+    from stages.runtime.engine import Engine
 
     model = load_params("benchmark").model
     with Engine.open(folder) as engine:

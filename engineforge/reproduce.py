@@ -24,10 +24,10 @@ from typing import Any
 
 import yaml
 
-from stages.backends.manifest import differences
 from stages.core.artifacts import read_json, to_json, write_text
 from stages.core.device import cpu_fingerprint, cpu_kind, cpu_label
 from stages.core.errors import PipelineError
+from stages.runtime.manifest import differences
 
 DETERMINISTIC = ("export", "simplify", "precision")
 REPORTS = ("export_report", "simplify_report", "precision_report")  # paths.* of their measured reports

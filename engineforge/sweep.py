@@ -22,10 +22,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from stages.backends import registry
 from stages.core.artifacts import atomic_path, write_text
 from stages.core.errors import PipelineError
 from stages.core.markdown import table
+from stages.runtime import registry
 
 ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
 REFERENCE_BASELINE = registry.get(registry.REFERENCE).baseline  # ONNX Runtime fp32: the speed-up column

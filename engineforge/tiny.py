@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.backends.ort_session import open_session, session_options
+from stages.backends.onnxruntime.session import open_session, session_options
 from stages.core.run import compose
 
 ROOT = Path(__file__).resolve().parents[1]

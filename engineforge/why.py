@@ -21,11 +21,11 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from stages.backends import registry
-from stages.backends.manifest import differences, first_difference
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
 from stages.core.run import plain
+from stages.runtime import records
+from stages.runtime.manifest import differences, first_difference
 
 PARAMS, LOCK, DVC = "params.yaml", "dvc.lock", "dvc.yaml"
 
@@ -45,7 +45,7 @@ def param_changes(stage: str, keys: dict[str, Any], lock: dict[str, Any], params
 def env_changes(cfg: Any) -> dict[str, str]:
     """Output path of the env stage -> how it will differ from the file on disk on this machine now."""
     changes = {}
-    for path, content in registry.env_records(cfg)[0].items():
+    for path, content in records.env_records(cfg)[0].items():
         try:
             diff = first_difference(read_json(path), content)
         except PipelineError:

@@ -20,19 +20,38 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from stages.backends import registry
-from stages.backends.base import TimedCall
-from stages.backends.engine import Engine
-from stages.backends.manifest import MANIFEST
 from stages.core.artifacts import read_json, write_json
 from stages.core.batches import batch_of, check_batch
 from stages.core.data import load_dataset
+from stages.core.errors import PipelineError
 from stages.core.metrics import EAGER, ENGINE
 from stages.core.model import load_model
 from stages.core.run import run_stage
 from stages.core.timing import measure, pool, summarize, write_curves
+from stages.runtime import registry
+from stages.runtime.base import TimedCall
+from stages.runtime.engine import Engine
+from stages.runtime.manifest import MANIFEST
 
 Factory = Callable[[ExitStack, dict], TimedCall]
+
+
+def baseline_names(wanted: Any, runtimes: str) -> list[str]:
+    """``benchmark.baselines`` resolved: ``auto`` is eager PyTorch and the baseline every runtime here declares
+    (the env stage's ``paths.runtimes``), in registry order; a list is taken as it is.
+
+    Args:
+        wanted: ``benchmark.baselines``.
+        runtimes: ``paths.runtimes``.
+
+    Returns:
+        list[str]: baseline names.
+    """
+    if wanted == "auto":
+        return [EAGER, *(r["baseline"] for r in read_json(runtimes).values() if r["baseline"])]
+    if isinstance(wanted, str):
+        raise PipelineError(f"benchmark.baselines: {wanted!r} is neither auto nor a list of baselines")
+    return list(wanted)
 
 
 def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes: dict[str, Any]) -> dict[str, Factory]:
@@ -42,8 +61,7 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes:
     what it ran with (its backend's ``describe``) goes into ``notes``, and what the engine's call ran with (its
     ``TimedCall.notes``: a GPU engine's CUDA graph) into ``engine_notes``."""
     manifest = read_json(Path(cfg.paths.engine) / MANIFEST)
-    backend = registry.get(manifest["backend"])  # the race's winner
-    engine_device = backend.capabilities_for(manifest["settings"]).device  # ONNX Runtime: its providers' device
+    engine_device = manifest["capabilities"]["device"]  # recorded at build (ONNX Runtime: its providers' device)
 
     def engine(stack: ExitStack, feed: dict) -> TimedCall:
         opened = stack.enter_context(Engine.open(cfg.paths.engine))
@@ -88,7 +106,7 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes:
         return TimedCall(lambda: net(*tensors))
 
     factories: dict[str, Factory] = {ENGINE: engine}
-    for name in cfg.benchmark.baselines:
+    for name in baseline_names(cfg.benchmark.baselines, cfg.paths.runtimes):
         if name == EAGER:
             if cfg.model.source != "onnx":  # an ONNX file has no PyTorch model to run
                 factories[name] = eager

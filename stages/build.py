@@ -1,12 +1,12 @@
 """build stage: paths.precise/ (one graph per candidate) + env.json -> build/<model>/engine/ (engine + manifest.json).
 
 One candidate (``backend=<name>``, one precision): its backend builds it. Several (``backend=auto`` on a machine
-with more than one runtime, ``precision=auto``): the race (stages/backends/race.py) builds each, gates each on an
+with more than one runtime, ``precision=auto``): the race (stages/select/race.py) builds each, gates each on an
 eval sample, times each at the benchmark's batch sizes and ships the fastest that passes; the manifest records the
 race. A backend's settings come from env.json (its own section, written by the env stage), not from the ``backend``
 config group, so a key of a backend that is not a candidate rebuilds nothing. The manifest records the engine's
 full key: ONNX sha256, precision, backend settings, backend version and the machine fingerprint; every later load
-checks it (stages/backends/manifest.py).
+checks it (stages/runtime/manifest.py).
 """
 
 import shutil
@@ -16,11 +16,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from stages.backends import registry
-from stages.backends.candidate import Candidate, build_engine, build_spec, records
-from stages.backends.manifest import MANIFEST
-from stages.backends.race import Entry
-from stages.backends.race import run as race
 from stages.core import precisions
 from stages.core.artifacts import atomic_path, read_json, write_json
 from stages.core.batches import feeds
@@ -28,12 +23,18 @@ from stages.core.data import LABELS, load_dataset
 from stages.core.errors import PipelineError
 from stages.core.reference import read_reference, samples_in
 from stages.core.run import run_stage
+from stages.runtime import registry
+from stages.runtime.manifest import MANIFEST
+from stages.runtime.records import read_candidates
+from stages.select.candidate import Candidate, build_engine, build_spec
+from stages.select.race import Entry
+from stages.select.race import run as race
 
 
 def entries(cfg: DictConfig, env: dict[str, Any]) -> list[Entry]:
     """Each candidate graph precision.json lists, with its backend's env.json record and its build spec (the
     tuning budget split between the candidates)."""
-    found = records(env, cfg.paths.env)
+    found = read_candidates(env, cfg.paths.env)
     graphs = read_json(cfg.paths.precision_report)["candidates"]
     result = []
     for graph in graphs:

@@ -14,9 +14,6 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from stages.backends import registry
-from stages.backends.engine import Engine
-from stages.backends.manifest import read_manifest
 from stages.core import precisions
 from stages.core.artifacts import read_json, write_json
 from stages.core.batches import batch_of, feeds
@@ -27,6 +24,9 @@ from stages.core.profiles import random_feed
 from stages.core.reference import ReferenceRun, read_reference, samples_in
 from stages.core.run import run_stage
 from stages.core.specs import input_specs
+from stages.runtime import registry
+from stages.runtime.engine import Engine
+from stages.runtime.manifest import read_manifest
 
 REFERENCE, CANDIDATE = "reference", "engine"
 TASK = ("metric", "reference", "candidate", "delta", "budget", "passed", "agreement", "samples")

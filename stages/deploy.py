@@ -13,14 +13,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from stages.backends import registry
-from stages.backends.engine import Engine, fallback_graph
-from stages.backends.manifest import MANIFEST, engine_file, read_manifest
 from stages.core.artifacts import atomic_path, read_json, write_json, write_text
 from stages.core.errors import PipelineError
 from stages.core.profiles import random_feed
 from stages.core.run import run_stage
 from stages.core.triton import config_text
+from stages.runtime import registry
+from stages.runtime.engine import Engine, fallback_graph
+from stages.runtime.manifest import MANIFEST, engine_file, read_manifest
 
 IO_FILE = "io.json"
 TRITON = "triton"

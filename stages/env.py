@@ -1,5 +1,5 @@
 """env stage: the machine -> build/env.json (the candidate backends, why, and for each its fingerprint,
-capabilities and own settings; the race's settings), made by ``registry.env_records``.
+capabilities and own settings; the race's settings), made by ``records.env_records``.
 
 Runs on every ``dvc repro`` (``always_changed``); stages after it depend on the file's content, so they rerun only
 when a candidate, its version, the device or a candidate's own settings really changed (env.json holds only those
@@ -13,16 +13,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.backends import registry
 from stages.core.artifacts import sweep_temporaries, to_json, write_text
 from stages.core.run import run_stage
+from stages.runtime import records
 
 
 def main(cfg: Mapping[str, Any]) -> str:
     """Resolve ``backend.name`` into the candidates; write each one's record to ``paths.env``; make sure the
     shared TensorRT timing-cache folder ``paths.timing_cache`` exists; sweep temporaries killed runs left in
     ``paths.build``."""
-    files, chosen = registry.env_records(cfg)
+    files, chosen = records.env_records(cfg)
     sweep_temporaries(cfg["paths"]["build"])  # half-written files of runs killed mid-write: never loaded, now gone
     for path, content in files.items():
         write_text(path, to_json(content))

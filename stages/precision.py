@@ -20,8 +20,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from stages.backends import registry
-from stages.backends.candidate import Candidate, build_spec, graph_file, records, runtime_outputs
 from stages.core import calibration, fallback, precisions
 from stages.core.artifacts import atomic_path, read_json, sha256, write_json
 from stages.core.batches import feeds
@@ -39,6 +37,9 @@ from stages.core.quantize import (
 )
 from stages.core.reference import read_reference
 from stages.core.run import run_stage
+from stages.runtime import registry
+from stages.runtime.records import read_candidates
+from stages.select.candidate import Candidate, build_spec, graph_file, runtime_outputs
 
 CALIBRATION = "precision.int8.calibration"  # where the calibration settings live, for error messages
 
@@ -143,7 +144,7 @@ def main(cfg: DictConfig) -> str:
     """Write ``paths.simplified`` at each raced precision, for each candidate backend, into the folder
     ``paths.precise``, and describe every graph in precision.json."""
     options = precisions.options(cfg.precision)
-    found = records(read_json(cfg.paths.env), cfg.paths.env)
+    found = read_candidates(read_json(cfg.paths.env), cfg.paths.env)
     source = Path(cfg.paths.simplified)
     load_onnx(source)
     report: dict[str, Any] = {"precision": cfg.precision.name, "source_sha256": sha256(source), "calibration": None}

@@ -5,8 +5,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from stages.backends import registry
-from stages.backends.manifest import MANIFEST
 from stages.core.artifacts import atomic_path, read_json, write_text
 from stages.core.markdown import table
 from stages.core.metrics import ENGINE
@@ -20,6 +18,8 @@ from stages.core.report_parts import (
     speedups,
 )
 from stages.core.run import run_stage
+from stages.runtime import registry
+from stages.runtime.manifest import MANIFEST
 
 
 def accuracy_gate(acc: dict[str, Any]) -> str:

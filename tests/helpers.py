@@ -12,9 +12,9 @@ from types import ModuleType
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from stages.backends import registry
-from stages.backends.base import Backend
 from stages.core.run import compose as run_compose
+from stages.runtime import records, registry
+from stages.runtime.base import Backend
 
 ROOT = Path(__file__).resolve().parents[1]
 # `dvc exp run` overrides that keep an end-to-end run's benchmark short.
@@ -38,7 +38,7 @@ QUICK = [
 # move in their last bits as on another kind of CPU, which no test machine can be switched to.
 OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
 # Benchmark overrides for tests that need the stage's outputs, not its numbers.
-AUTO = registry.resolve("auto")  # the first backend backend=auto races on this machine
+AUTO = registry.candidates("auto")[0][0]  # the first backend backend=auto races on this machine
 FAST_BENCH = (
     "backend.tune_s=1",
     "backend.race.duration_s=0.1",
@@ -91,10 +91,11 @@ def add_fixture_model(root: Path, name: str) -> None:
 
 def env_record(backend: Backend, cfg: DictConfig, fingerprint: bool = True) -> dict:
     """The record the env stage writes to env.json's candidates for ``backend`` under ``cfg``: its name,
-    capabilities, own settings and tuning budget (``registry.engine_settings``), and (where it runs here) its
+    capabilities, own settings and tuning budget (``records.engine_settings``), and (where it runs here) its
     fingerprint."""
     record = {"backend": backend.name, "capabilities": backend.capabilities.record()}
-    record |= registry.engine_settings(backend, OmegaConf.to_container(cfg.backend, resolve=True))
+    record["code"] = records.code_digest(backend.name)
+    record |= records.engine_settings(backend, OmegaConf.to_container(cfg.backend, resolve=True))
     return record | ({"fingerprint": backend.fingerprint()} if fingerprint else {})
 
 
@@ -134,7 +135,7 @@ def run_if(*, tensorrt: bool = False, gpu: bool = False, backend: str | None = N
     if gpu and not (shutil.which("nvidia-smi") and os.path.exists("/dev/nvidia0")):
         reasons.append("no NVIDIA GPU visible")
     if backend is not None:
-        from stages.backends import registry
+        from stages.runtime import registry
 
         available = registry.get(backend).availability()
         if not available.ok:
@@ -175,7 +176,7 @@ def only_graph(cfg: DictConfig) -> Path:
 def build_candidate(backend: Backend, cfg: DictConfig, onnx: Path, out: Path, precision: str | None = None) -> dict:
     """Build ``onnx`` with ``backend`` alone into ``out`` as the build stage builds one candidate, with the env.json
     record ``env_record`` gives (its own settings and tuning budget under ``cfg``); the manifest written."""
-    from stages.backends.candidate import Candidate, build_engine, build_spec
+    from stages.select.candidate import Candidate, build_engine, build_spec
 
     record = env_record(backend, cfg)
     chosen = Candidate(backend, precision or cfg.precision.name, record)

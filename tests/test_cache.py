@@ -10,7 +10,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from stages.backends import registry
+from stages.runtime import registry
 from tests.helpers import OTHER_KERNELS, QUICK, compose, ran_stages, run
 
 pytestmark = pytest.mark.slow

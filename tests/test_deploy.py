@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 
 from stages import build, compare, deploy, env, export, precision, reference, simplify
-from stages.backends.engine import Engine, EngineError
-from stages.backends.manifest import MANIFEST
-from stages.backends.tensorrt import TensorRTBackend
+from stages.backends.tensorrt.backend import TensorRTBackend
 from stages.core import precisions
 from stages.core.artifacts import read_json, sha256
 from stages.core.batches import feeds
@@ -21,6 +19,8 @@ from stages.core.data import load_dataset
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
 from stages.core.triton import config_text
+from stages.runtime.engine import Engine, EngineError
+from stages.runtime.manifest import MANIFEST
 from tests.helpers import FAST_BENCH, ROOT, compose, copy_repo, run_if, run_stage
 
 APP = ROOT / ".venv" / "app" / "bin" / "python"  # make setup: numpy, runtimes, Polygraphy, engineforge --no-deps

@@ -87,7 +87,7 @@ def test_every_file_a_stage_loads_is_a_dependency_of_that_stage():
 def test_a_removed_dependency_is_found():
     dvc = dvc_yaml()
     assert len(loaded_files("stages.report")) > 3  # the stage, core's modules, the packages on the way
-    for stage, dep in (("build", "stages/backends"), ("report", "stages/core"), ("benchmark", "stages/benchmark.py")):
+    for stage, dep in (("build", "stages/select"), ("report", "stages/core"), ("benchmark", "stages/benchmark.py")):
         broken = copy.deepcopy(dvc)
         broken["stages"][stage]["deps"].remove(dep)
         found = uncovered(broken)
@@ -102,14 +102,22 @@ def test_no_stage_module_imports_another():
 
 
 def test_no_import_runs_from_a_lower_layer_to_a_higher_one():
-    """Layers, lowest first: models/ (plain PyTorch recipes), stages/core, stages/backends, the stages, the commands
-    (engineforge/). A module imports only from its own layer or below, top level or inside a function."""
+    """Layers, lowest first: models/ (plain PyTorch recipes), stages/core, stages/runtime (the Backend interface,
+    the registry, Engine), stages/backends/<name>/ (one package per backend), stages/select (candidates, the race),
+    the stages, the commands (engineforge/). A module imports only from its own layer or below, top level or inside
+    a function; a backend package imports no other backend's."""
     stages = {f"stages.{p.stem}" for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__"}
     above = {
         "models": ("stages", "engineforge"),
-        "stages/core": ("stages.backends", *stages, "engineforge"),
-        "stages/backends": (*stages, "engineforge"),
+        "stages/core": ("stages.runtime", "stages.backends", "stages.select", *stages, "engineforge"),
+        "stages/runtime": ("stages.backends", "stages.select", *stages, "engineforge"),
+        "stages/select": (*stages, "engineforge"),
     }
+    for package in (ROOT / "stages/backends").iterdir():
+        if (package / "__init__.py").is_file():
+            others = [f"stages.backends.{p.name}" for p in (ROOT / "stages/backends").iterdir() if p != package]
+            above[f"stages/backends/{package.name}"] = ("stages.select", *others, *stages, "engineforge")
+    assert {"stages/backends/openvino", "stages/backends/onnxruntime", "stages/backends/tensorrt"} <= set(above)
     for folder, higher in above.items():
         for path in sorted((ROOT / folder).glob("*.py")):
             wrong = sorted(m for m in imported(path) if any(m == h or m.startswith(f"{h}.") for h in higher))
@@ -121,11 +129,5 @@ def test_the_coverage_command_takes_the_dag_from_dvc_yaml():
     from engineforge.coverage import stage_plan
 
     once, per = stage_plan(str(ROOT / "dvc.yaml"))
-    assert once == ["export", "simplify", "reference"] and per == [
-        "env",
-        "precision",
-        "build",
-        "compare",
-        "benchmark",
-        "deploy",
-    ]
+    assert once == ["export", "simplify"]  # reference reads runtimes.json, which env writes beside env.json
+    assert per == ["env", "reference", "precision", "build", "compare", "benchmark", "deploy"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.backends import registry
-from stages.backends.engine import Engine
+from stages.runtime import registry
+from stages.runtime.engine import Engine
 from tests.helpers import QUICK, ran_stages, run
 
 pytestmark = pytest.mark.slow

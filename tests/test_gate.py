@@ -12,14 +12,14 @@ import pytest
 from onnx import helper, numpy_helper
 
 from stages import build, compare
-from stages.backends import registry
-from stages.backends.candidate import Candidate, build_spec, runtime_outputs
-from stages.backends.engine import Engine
-from stages.backends.race import build_and_gate
 from stages.core import fallback
 from stages.core.batches import feeds
 from stages.core.data import load_dataset
 from stages.core.reference import read_reference, write_reference
+from stages.runtime import registry
+from stages.runtime.engine import Engine
+from stages.select.candidate import Candidate, build_spec, runtime_outputs
+from stages.select.race import build_and_gate
 from tests.helpers import compose, env_record
 from tests.test_faults import graph_file
 

@@ -1,4 +1,4 @@
-"""The GPU environment a TensorRT run needs (stages/backends/cuda_setup.py) and `python -m engineforge.gpu_check`.
+"""The GPU environment a TensorRT run needs (stages/runtime/cuda_setup.py) and `python -m engineforge.gpu_check`.
 
 On any machine: the check's lines and exit code, libcudart found where Polygraphy's own search looks, the CUDA major
 of TensorRT's wheel, the driver/CUDA-major refusal, the two-onnxruntime conflict, the TensorRT provider's libnvinfer
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.backends import cuda_setup
 from stages.core.errors import PipelineError
+from stages.runtime import cuda_setup
 from tests.helpers import ROOT, run, run_if
 
 ITEMS = [
@@ -143,7 +143,7 @@ def test_a_tensorrt_major_the_onnxruntime_provider_does_not_link_is_a_skip_namin
 @pytest.mark.skipif(cuda_setup.installed("tensorrt-cu12-libs", "tensorrt-cu13-libs") != {}, reason="has TensorRT")
 def test_onnxruntime_tensorrt_provider_without_tensorrt_is_one_line(tmp_path):
     from engineforge.tiny import tiny_model
-    from stages.backends.ort_session import open_session, session_options
+    from stages.backends.onnxruntime.session import open_session, session_options
 
     with pytest.raises(PipelineError, match=r"^backend.onnxruntime.providers: ONNX Runtime's TensorRT provider needs"):
         open_session(tiny_model(tmp_path / "t.onnx"), session_options(0, "basic"), ["TensorrtExecutionProvider"])

@@ -12,10 +12,7 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from stages import build, env, export, precision, reference, simplify
-from stages.backends import registry
-from stages.backends.engine import Engine
-from stages.backends.manifest import MANIFEST
-from stages.backends.openvino import OpenVinoBackend, compiled_precision, execution_precision, properties
+from stages.backends.openvino.backend import OpenVinoBackend, compiled_precision, execution_precision, properties
 from stages.core.artifacts import read_json
 from stages.core.batches import batch_of
 from stages.core.bfloat16 import BFLOAT16, FLOAT16, write_bf16
@@ -24,6 +21,9 @@ from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
 from stages.core.timing import TimedCall
 from stages.core.tuning import tune
+from stages.runtime import registry
+from stages.runtime.engine import Engine
+from stages.runtime.manifest import MANIFEST
 from tests.helpers import FAST_BENCH, ROOT, build_candidate, compose, copy_repo, only_graph, run, run_stage
 
 HAS_BF16 = compiled_precision("bf16") == "bf16"  # asked of OpenVINO: it runs bf16 on AVX-512 CPUs, not on AVX2
@@ -144,10 +144,10 @@ def test_bf16_is_refused_in_one_line_where_openvino_cannot_compile_it():
     """OpenVINO's kernels capped at AVX2 (``ONEDNN_MAX_CPU_ISA``; a no-op on an AVX2 CPU, where bf16 compiles as
     f32): backend=openvino stops in one line, and auto names each backend's reason."""
     code = (
-        "from stages.backends import registry\n"
+        "from stages.runtime import registry\n"
         "for requested in ('openvino', 'auto'):\n"
         "    try:\n"
-        "        registry.resolve(requested, 'bf16')\n"
+        "        registry.candidates(requested, 'bf16')\n"
         "    except Exception as e:\n"
         "        print(type(e).__name__, e)\n"
     )

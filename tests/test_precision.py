@@ -12,13 +12,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from stages import benchmark, build, compare, env, export, precision, reference, simplify
 from stages import report as report_stage
-from stages.backends import registry
 from stages.core import calibration
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
 from stages.core.float16 import write_fp16
 from stages.core.onnx_io import ort_outputs
 from stages.core.quantize import quantized_nodes
+from stages.runtime import registry
 from tests.helpers import FAST_BENCH, add_fixture_model, compose, copy_repo, graph_entry, only_graph, run_stage
 
 # What encoding=auto gives here: u8s7 on x86 CPUs without VNNI, u8s8 with it (the ONNX Runtime backend decides).
@@ -321,7 +321,7 @@ def test_fallback_stops_at_its_node_limit(root):
 def test_engine_build_tries_each_lower_optimization_level_and_says_why(root, monkeypatch):
     """No float16 graph here crashes ONNX Runtime 1.31, so make every level fail the smoke check: the build walks
     all -> extended -> basic -> disabled on the real runtime and reports each reason in one line."""
-    from stages.backends import onnxruntime as ort_backend
+    from stages.backends.onnxruntime import backend as ort_backend
 
     cfg = cfg_for(root, "model=tiny", "precision=fp16")
     run_stage(precision, cfg)

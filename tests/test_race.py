@@ -11,11 +11,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from stages import env, export, precision, reference, simplify
-from stages.backends import registry
 from stages.core import precisions
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
 from stages.core.run import plain
+from stages.runtime import records, registry
 from tests.helpers import QUICK, compose, copy_repo, graph_entry, only_graph, run, run_if, run_stage
 
 RESTORED = "Stage '{}' is cached - skipping run, checking out outputs"
@@ -193,7 +193,7 @@ def test_env_json_lists_the_candidates_of_each_precision():
             assert "no backend can run precision=" in str(e)
             continue
         assert all(registry.usable(b, name).ok for b in chosen)
-    files, line = registry.env_records(plain(compose("precision=auto")))
+    files, line = records.env_records(plain(compose("precision=auto")))
     assert [c["backend"] for c in files["build/env.json"]["candidates"]] == CANDIDATES
     assert "race" not in files["build/env.json"] and line.startswith("backend ")  # build declares backend.race
 

@@ -13,13 +13,13 @@ from omegaconf import OmegaConf
 
 from stages import benchmark, compare, deploy, env, export, precision, reference, report, simplify
 from stages import build as build_module
-from stages.backends import registry
-from stages.backends.engine import Engine
-from stages.backends.manifest import MANIFEST
 from stages.core.artifacts import read_json, sha256
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
 from stages.core.run import load_params
+from stages.runtime import records, registry
+from stages.runtime.engine import Engine
+from stages.runtime.manifest import MANIFEST
 from tests.helpers import (
     FAST_BENCH,
     ROOT,
@@ -131,8 +131,9 @@ def test_benchmark_measures_engine_and_baselines_at_every_batch(tiny):
             assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
             assert run["iterations"] >= cfg.benchmark.min_iterations
             assert run["samples_per_s"] == pytest.approx(run["qps"] * int(batch[2:]), rel=1e-3)
-    curve = (root / cfg.paths.latency / "bs32.csv").read_text().splitlines()
-    assert curve[0] == "percentile,engine,pytorch_eager,onnxruntime_fp32,openvino_default"
+    curve = [line.split(",") for line in (root / cfg.paths.latency / "bs32.csv").read_text().splitlines()]
+    assert curve[0] == ["percentile", "runtime", "latency_ms"]
+    assert {row[1] for row in curve[1:]} == {"engine", "pytorch_eager", "onnxruntime_fp32", "openvino_default"}
 
 
 def test_report_summarizes_accuracy_latency_and_versions(tiny):
@@ -155,7 +156,7 @@ def test_stage_cannot_read_undeclared_params(tiny, tmp_path):
     with pytest.raises(Exception, match="read-only"):
         restricted.precision.name = "int8"
     plain = load_params("env", params, ROOT / "dvc.yaml", plain=True)  # the env stage's light path
-    paths = {k: cfg.paths[k] for k in ("build", "env", "timing_cache")}
+    paths = {k: cfg.paths[k] for k in ("build", "env", "runtimes", "timing_cache")}
     declared = {"backend": OmegaConf.to_container(cfg.backend), "precision": {"name": cfg.precision.name}}
     assert plain == declared | {"paths": paths}
     params.write_text(OmegaConf.to_yaml(cfg).replace("target: null", ""))
@@ -167,7 +168,7 @@ GPU_MARKS = {"tensorrt": [pytest.mark.tensorrt, pytest.mark.gpu]}  # backends th
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=[run_if(backend=n), *GPU_MARKS.get(n, [])]) for n in registry.BACKENDS]
+    "name", [pytest.param(n, marks=[run_if(backend=n), *GPU_MARKS.get(n, [])]) for n in registry.names()]
 )
 def test_every_backend_builds_runs_and_times_the_same_model(tiny, tmp_path, name):
     """The same assertions for every registered backend this machine can run."""
@@ -283,7 +284,7 @@ def test_export_holds_no_install_paths(tiny):
 
 
 def test_a_session_that_fell_back_from_the_asked_provider_is_refused(tiny):
-    from stages.backends.ort_session import check_provider, open_session, session_options
+    from stages.backends.onnxruntime.session import check_provider, open_session, session_options
 
     root, cfg = tiny
     session = open_session(root / cfg.paths.simplified, session_options(1, "all"), ["CPUExecutionProvider"])
@@ -311,7 +312,7 @@ def test_manifest_records_the_profile_and_compare_runs_its_edges(tiny):
 def test_tensorrt_provider_engines_are_optimized_offline_without_it_at_basic():
     """ONNX Runtime cannot save a model holding TensorRT-compiled nodes: the build optimizes on the other providers,
     at most at `basic` (higher levels bake in CPU-only layouts), and TensorRT joins when the engine loads."""
-    from stages.backends.ort_session import offline_providers
+    from stages.backends.onnxruntime.session import offline_providers
 
     gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert offline_providers(gpu) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -322,17 +323,17 @@ def test_tensorrt_provider_engines_are_optimized_offline_without_it_at_basic():
 def test_onnxruntime_behind_tensorrt_gets_its_int8_form_flags_profile_and_a_cache_outside_the_engine():
     """What ONNX Runtime's TensorRT provider is handed, from env.json's record to the session's provider options
     (the provider itself needs a GPU: its session is not opened here)."""
-    from stages.backends.candidate import build_spec
-    from stages.backends.ort_session import provider_options, with_tensorrt_options
+    from stages.backends.onnxruntime.session import provider_options, with_tensorrt_options
     from stages.core.run import plain
+    from stages.select.candidate import build_spec
 
     backend = registry.get("onnxruntime")
     gpu = "backend.onnxruntime.providers=[TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider]"
     cfg = compose("backend=onnxruntime", gpu)
-    record = registry.candidate_record(backend, plain(cfg.backend))
+    record = records.candidate_record(backend, plain(cfg.backend))
     assert record["capabilities"]["int8_encoding"] == "s8s8" and record["capabilities"]["device"] == "cuda"
     assert precision.encoding_for("auto", record["capabilities"]) == "s8s8"  # TensorRT's parser takes no uint8
-    cpu = registry.candidate_record(backend, plain(compose("backend=onnxruntime").backend))["capabilities"]
+    cpu = records.candidate_record(backend, plain(compose("backend=onnxruntime").backend))["capabilities"]
     assert cpu["int8_encoding"] in ("u8s8", "u8s7") and cpu["device"] == "cpu"
 
     cache = Path(cfg.paths.timing_cache)
@@ -374,4 +375,4 @@ def test_engines_are_loaded_only_by_engine_open():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr == "load_runner" and isinstance(node.ctx, ast.Load):
                 callers.add(path.relative_to(ROOT).as_posix())
-    assert callers <= {"stages/backends/engine.py", "stages/backends/base.py"}
+    assert callers <= {"stages/runtime/engine.py", "stages/runtime/base.py"}

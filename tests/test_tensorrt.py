@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from stages.backends import registry
-from stages.backends.candidate import build_spec
-from stages.backends.tensorrt import ENGINE_FILE
-from stages.backends.trt_plan import build_plan, loaders, timing_cache_key
-from stages.backends.trt_versions import CHECKED_THROUGH, bf16_problem, unchecked, version_problem
+from stages.backends.tensorrt.backend import ENGINE_FILE
+from stages.backends.tensorrt.plan import build_plan, loaders, timing_cache_key
+from stages.backends.tensorrt.versions import CHECKED_THROUGH, bf16_problem, unchecked, version_problem
 from stages.core.errors import PipelineError
 from stages.core.profiles import profile_index
 from stages.core.run import plain
+from stages.runtime import records, registry
+from stages.select.candidate import build_spec
 from tests.helpers import AUTO, QUICK, ROOT, compose, env_record, python_module, run, run_if
 
 # What a GPU machine's env.json holds (the shape TensorRTBackend.fingerprint() returns): the plan's input.
@@ -174,7 +174,7 @@ def test_profile_index_picks_the_profile_holding_the_shapes():
 
 @pytest.mark.skipif(registry.get("tensorrt").availability().ok, reason="this machine can run TensorRT")
 def test_auto_says_why_tensorrt_was_not_chosen():
-    files, chosen = registry.env_records(plain(compose()))
+    files, chosen = records.env_records(plain(compose()))
     record = files["build/env.json"]
     names = [c["backend"] for c in record["candidates"]]
     assert "tensorrt" not in names and names[0] == AUTO.name and record["requested"] == "auto"
@@ -261,7 +261,7 @@ class FakeRuntime:
 
 
 def test_a_cuda_graph_capture_tensorrt_refuses_falls_back_to_plain_enqueue_as_trtexec_does():
-    from stages.backends.trt_timing import capture_graph
+    from stages.backends.tensorrt.timing import capture_graph
 
     rt = FakeRuntime()
     assert capture_graph(rt, "stream", lambda: True) == "executable"
@@ -275,7 +275,7 @@ def test_a_cuda_graph_capture_tensorrt_refuses_falls_back_to_plain_enqueue_as_tr
 
 
 def test_bf16_on_a_gpu_before_ampere_is_one_line_not_a_build_error(monkeypatch):
-    from stages.backends import tensorrt
+    from stages.backends.tensorrt import backend as tensorrt
     from stages.core.bfloat16 import bf16_for
 
     assert bf16_problem(None) is None and bf16_problem("8.0") is None and bf16_problem("12.0") is None

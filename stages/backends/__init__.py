@@ -1,1 +1,2 @@
-"""Backends build engines and hand out Polygraphy runners; compare and benchmark never know which one ran."""
+"""One package per backend (``stages/backends/<name>/``, declaring ``BACKEND``): found by ``stages.runtime.registry``.
+The interface they implement, ``Engine`` and the registry live in ``stages.runtime``; the race in ``stages.select``."""

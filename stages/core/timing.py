@@ -133,11 +133,13 @@ def summarize(run: dict[str, Any], batch: int) -> dict[str, Any]:
 
 
 def write_curves(folder: str, curves: dict[int, dict[str, np.ndarray]]) -> None:
-    """One CSV per batch size: latency (ms) at each percentile, a column per runtime (for `dvc plots`)."""
+    """One CSV per batch size for `dvc plots`: latency (ms) at each percentile, a row per runtime and percentile
+    (``percentile,runtime,latency_ms``), so the plot's template (.dvc/plots/latency.json) draws a line per runtime
+    without naming any."""
     with atomic_path(folder, directory=True) as tmp:
         for batch, by_runtime in curves.items():
             with open(tmp / f"bs{batch}.csv", "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
-                writer.writerow(["percentile", *by_runtime])
-                for p in CURVE:
-                    writer.writerow([p, *(round(float(np.percentile(v, p)), 5) for v in by_runtime.values())])
+                writer.writerow(["percentile", "runtime", "latency_ms"])
+                for runtime, values in by_runtime.items():
+                    writer.writerows([p, runtime, round(float(np.percentile(values, p)), 5)] for p in CURVE)

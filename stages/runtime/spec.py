@@ -1,5 +1,5 @@
 """What a backend declares and gets, as frozen data: what it can do (``Capabilities``, ``Bf16``), whether it runs
-here (``Availability``) and what a build needs (``BuildSpec``). ``stages.backends.base`` re-exports them."""
+here (``Availability``) and what a build needs (``BuildSpec``). ``stages.runtime.base`` re-exports them."""
 
 import enum
 from collections.abc import Mapping

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from stages.backends.base import BuildSpec
-from stages.backends.candidate import Candidate, build_engine
-from stages.backends.engine import Engine
 from stages.core.errors import PipelineError, first_line
 from stages.core.gate import gate_check, run_batches
 from stages.core.timing import measure
 from stages.core.tuning import score
+from stages.runtime.base import BuildSpec
+from stages.runtime.engine import Engine
+from stages.select.candidate import Candidate, build_engine
 
 Entry = tuple[Candidate, Path, BuildSpec]  # a candidate, its graph and its build spec
 

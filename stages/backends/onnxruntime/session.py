@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from stages.backends.base import BuildSpec, TimedCall
-from stages.backends.cuda_setup import GPU_PROVIDERS, onnxruntime_conflict, preload_gpu_libraries
 from stages.core.device import cpu_fingerprint
 from stages.core.errors import PipelineError
+from stages.runtime.base import BuildSpec, TimedCall
+from stages.runtime.cuda_setup import GPU_PROVIDERS, onnxruntime_conflict, preload_gpu_libraries
 
 LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
 LEVELS["all"] = "ORT_ENABLE_ALL"

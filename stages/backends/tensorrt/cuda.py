@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from stages.backends.cuda_setup import cuda_version, driver_problem, tensorrt_cuda_major
 from stages.core.errors import PipelineError
+from stages.runtime.cuda_setup import cuda_version, driver_problem, tensorrt_cuda_major
 
 
 def cudart() -> Any:

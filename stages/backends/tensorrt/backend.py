@@ -9,15 +9,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stages.backends.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
-from stages.backends.cuda import compute_capability, cuda_mismatch, device_count, device_facts, why_no_device
-from stages.backends.cuda_setup import expose_cudart, installed, tensorrt_cuda_major
-from stages.backends.trt_plan import build_plan, loaders
-from stages.backends.trt_versions import bf16_problem, too_old
+from stages.backends.tensorrt.cuda import compute_capability, cuda_mismatch, device_count, device_facts, why_no_device
+from stages.backends.tensorrt.plan import build_plan, loaders
+from stages.backends.tensorrt.versions import bf16_problem, too_old
 from stages.core.artifacts import atomic_path, sha256
 from stages.core.errors import PipelineError, first_line
 from stages.core.profiles import profile_index
 from stages.core.triton import TritonModel
+from stages.runtime.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
+from stages.runtime.cuda_setup import expose_cudart, installed, tensorrt_cuda_major
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
@@ -31,6 +31,7 @@ class TensorRTBackend(Backend):
     """TensorRT on the first visible CUDA device."""
 
     name = NAME
+    rank = 0
     colour = "#7a4"
 
     @property
@@ -104,7 +105,7 @@ class TensorRTBackend(Backend):
         from polygraphy.backend.common import BytesFromPath
         from polygraphy.backend.trt import EngineFromBytes
 
-        from stages.backends.trt_runner import ProfiledTrtRunner
+        from stages.backends.tensorrt.runner import ProfiledTrtRunner
 
         expose_cudart()
         return ProfiledTrtRunner(EngineFromBytes(BytesFromPath(str(path))), name, manifest["profiles"])
@@ -125,8 +126,8 @@ class TensorRTBackend(Backend):
         return (*super().runtime_errors(), RuntimeError, TypeError)
 
     def timed_call(self, runner: "BaseRunner", feed: dict[str, Any], settings: Mapping[str, Any]) -> TimedCall:
-        """trtexec-style timing (``stages.backends.trt_timing.TimedInference``) in a context of its own."""
-        from stages.backends.trt_timing import TimedInference
+        """trtexec-style timing (``stages.backends.tensorrt.timing.TimedInference``) in a context of its own."""
+        from stages.backends.tensorrt.timing import TimedInference
 
         index = profile_index(runner.profiles, feed)
         return TimedInference(runner.engine, feed, index, settings["cuda_graph"], settings["no_data_transfers"])

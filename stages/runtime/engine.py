@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from stages.backends import registry
-from stages.backends.base import Backend, TimedCall, quiet_polygraphy
-from stages.backends.bundle import EngineError, TensorSpec, fallback_graph, tensor_specs
-from stages.backends.manifest import engine_file, host_mismatch, read_manifest
 from stages.core.errors import PipelineError, first_line
 from stages.core.profiles import profile_index
+from stages.runtime import registry
+from stages.runtime.base import Backend, TimedCall, quiet_polygraphy
+from stages.runtime.bundle import EngineError, TensorSpec, fallback_graph, tensor_specs
+from stages.runtime.manifest import engine_file, host_mismatch, read_manifest
 
 __all__ = ["Engine", "EngineError", "TensorSpec", "fallback_graph"]
 FALLBACKS = {"cpu": registry.REFERENCE}  # Engine.open(fallback=...) -> the backend that runs the bundle's graph
@@ -72,7 +72,7 @@ class Engine:
             raise EngineError(f"{folder / 'manifest.json'} predates the engine's I/O record: rebuild with `dvc repro`")
         available = backend.availability()
         problem = (
-            host_mismatch(folder, manifest, backend.fingerprint())
+            host_mismatch(folder, manifest, registry.fingerprint(backend.name))
             if available.ok
             else f"{folder} is a {backend.name} engine and {available.reason}"
         )

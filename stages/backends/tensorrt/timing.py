@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.backends.cuda import check, cudart
+from stages.backends.tensorrt.cuda import check, cudart
 from stages.core.errors import PipelineError
 from stages.core.timing import TimedCall
 

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 from polygraphy.backend.base import BaseRunner
 
-from stages.backends.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
-from stages.backends.ov_runner import (
+from stages.backends.openvino.runner import (
     DEVICE,
     OpenVinoRunner,
     bound_request,
@@ -24,11 +23,12 @@ from stages.backends.ov_runner import (
     graph_names,
     properties,
 )
-from stages.backends.ov_triton import triton_model
+from stages.backends.openvino.triton import triton_model
 from stages.core.device import cpu_fingerprint, cpu_label
 from stages.core.errors import PipelineError, first_line
 from stages.core.triton import TritonModel
 from stages.core.tuning import distinct, thread_counts, tune
+from stages.runtime.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
 
 NAME = "openvino"
 ENGINE_FILE = "engine.blob"
@@ -75,6 +75,7 @@ class OpenVinoBackend(Backend):
     """OpenVINO's CPU plugin."""
 
     name = NAME
+    rank = 1
     baseline = "openvino_default"
     colour = "#c73"
 

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from stages.backends.spec import Availability, Bf16, BuildSpec, Capabilities
 from stages.core.errors import PipelineError
 from stages.core.timing import TimedCall
 from stages.core.triton import TritonModel
+from stages.runtime.spec import Availability, Bf16, BuildSpec, Capabilities
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
@@ -25,11 +25,12 @@ __all__ = ["Availability", "Backend", "Bf16", "BuildSpec", "Capabilities", "Time
 class Backend(ABC):
     """A runtime that builds and runs engines. One module beside this one each, registered in ``registry``.
 
-    ``Engine.open`` (stages/backends/engine.py) verifies an engine's manifest against this machine before the
+    ``Engine.open`` (stages/runtime/engine.py) verifies an engine's manifest against this machine before the
     backend's own ``load_runner``; callers run engines only through ``Engine``.
     """
 
     name: ClassVar[str]
+    rank: ClassVar[int] = 100  # where ``auto`` races it among the backends (lowest first), then by name
     # The benchmark baseline this runtime's untuned default is measured as, and the colour its bars and curves are
     # drawn in (static data: the report reads it without loading the runtime). None: no baseline.
     baseline: ClassVar[str | None] = None

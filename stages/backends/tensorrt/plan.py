@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from stages.backends.trt_versions import values, version_problem
+from stages.backends.tensorrt.versions import values, version_problem
 from stages.core.errors import PipelineError
 
 # config value -> TensorRT enum member name

@@ -8,7 +8,7 @@ FullyConnected and pooling out of bf16 on the Sapphire Rapids Xeon: not a pin ei
 from collections.abc import Mapping
 from typing import Any
 
-from stages.backends.ov_runner import compiled_precision
+from stages.backends.openvino.runner import compiled_precision
 from stages.core.triton import TritonModel
 
 

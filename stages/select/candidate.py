@@ -12,16 +12,14 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from stages.backends import registry
-from stages.backends.base import Backend, BuildSpec
-from stages.backends.manifest import MANIFEST, first_difference
 from stages.core.artifacts import atomic_path, sha256, write_json
-from stages.core.errors import PipelineError
 from stages.core.fallback import Outputs
 from stages.core.gate import run_batches
 from stages.core.onnx_io import load_onnx
 from stages.core.profiles import resolve_profiles
 from stages.core.specs import axis_sizes, input_specs, io_spec
+from stages.runtime.base import Backend, BuildSpec
+from stages.runtime.manifest import MANIFEST
 
 
 @dataclass(frozen=True)
@@ -41,28 +39,6 @@ class Candidate:
 def graph_file(precision: str, backend: str) -> str:
     """The file name of a candidate's graph inside the precision stage's folder (``paths.precise``)."""
     return f"{precision}.{backend}.onnx"
-
-
-def records(env: Mapping[str, Any], env_path: str) -> dict[str, Mapping[str, Any]]:
-    """Backend name -> its env.json record, each checked against this machine: refused in one line where env.json
-    predates the candidates or a backend's fingerprint changed since (a stage run by hand).
-
-    Args:
-        env: env.json's content.
-        env_path: its path, for the message.
-
-    Returns:
-        dict: backend name -> record, in the env stage's order.
-    """
-    if "candidates" not in env:
-        raise PipelineError(f"{env_path} is stale (it has no candidates): run `dvc repro`, which reruns env")
-    found = {}
-    for record in env["candidates"]:
-        diff = first_difference(record["fingerprint"], registry.get(record["backend"]).fingerprint())
-        if diff:
-            raise PipelineError(f"{env_path} is stale ({diff[0]} changed): run `dvc repro`, which reruns env")
-        found[record["backend"]] = record
-    return found
 
 
 def build_spec(
@@ -129,6 +105,8 @@ def build_engine(chosen: Candidate, onnx: Path, spec: BuildSpec, model: str, tar
             "engine": built["engine"],
             "engine_sha256": sha256(tmp / built["engine"]),
             "fingerprint": dict(chosen.record["fingerprint"]),
+            "capabilities": dict(chosen.record["capabilities"]),  # what it was built with (env.json's record)
+            "code": chosen.record["code"],  # its backend package's digest: the code that built it
             "target": target,
             "model": model,
             "onnx": {"path": str(onnx), "sha256": sha256(onnx)},
@@ -136,7 +114,7 @@ def build_engine(chosen: Candidate, onnx: Path, spec: BuildSpec, model: str, tar
             "settings": built["settings"],
             "io": io_spec(str(onnx)),  # what Engine.inputs and Engine.outputs say
             "build_s": round(seconds, 2),  # the cold start's first part: what a restore from the cache saves
-            "race": None,  # the race (stages/backends/race.py) records every candidate here
+            "race": None,  # the race (stages/select/race.py) records every candidate here
         }
         manifest |= {k: v for k, v in built.items() if k not in manifest}  # backend-specific notes
         write_json(tmp / MANIFEST, manifest)

@@ -13,9 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stages.backends.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
-from stages.backends.cuda_setup import GPU_PROVIDERS
-from stages.backends.ort_session import (
+from stages.backends.onnxruntime.session import (
     LEVELS,
     TRT,
     SessionFromEngine,
@@ -34,6 +32,8 @@ from stages.core.errors import PipelineError, first_line
 from stages.core.onnx_io import load_onnx, unsupported_op
 from stages.core.triton import TritonModel
 from stages.core.tuning import distinct, thread_counts, tune
+from stages.runtime.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
+from stages.runtime.cuda_setup import GPU_PROVIDERS
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
@@ -55,6 +55,7 @@ class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the execution providers this onnxruntime build has (CPU everywhere)."""
 
     name = NAME
+    rank = 2
     baseline = "onnxruntime_fp32"
     colour = "#58c"
 

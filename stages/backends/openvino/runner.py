@@ -13,8 +13,8 @@ import numpy as np
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
-from stages.backends.base import TimedCall
 from stages.core.specs import onnx_interface
+from stages.runtime.base import TimedCall
 
 DEVICE = "CPU"
 
