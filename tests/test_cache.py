@@ -5,6 +5,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -113,3 +114,29 @@ def test_export_measured_on_other_kernels_reruns_nothing_downstream(dvc_repo: Pa
     assert after["build/digits/model.onnx"] == before["build/digits/model.onnx"]
     assert after["build/digits/export.json"] != before["build/digits/export.json"]  # the measurement moved
     assert ran_stages(run(["dvc", "repro", "compare"], dvc_repo).stdout) == ["env"]
+
+
+def status(repo: Path, target: str) -> dict[str, Any]:
+    """`dvc status --json <target>`: the target and the stages before it -> what changed (env is always there: it
+    runs on every repro)."""
+    return json.loads(run(["dvc", "status", "--json", "--with-deps", target], repo).stdout or "{}")
+
+
+def test_a_backends_code_reaches_only_that_backends_engines(dvc_repo: Path):
+    """A backend's code is its package; env.json carries the digest of each candidate's, so after env reruns (as
+    every `dvc repro` does first) DVC sees precision and build change only when a candidate's package changed. A
+    backend that does not run here (TensorRT on a CPU) is not a candidate and its edit rebuilds nothing."""
+    run(["dvc", "exp", "run", *QUICK, "build"], dvc_repo)
+    names = [b.name for b in CANDIDATES]
+    absent = next((name for name in registry.names() if name not in names), None)
+    if absent is not None:
+        with (dvc_repo / f"stages/backends/{absent}/backend.py").open("a") as f:
+            f.write("# an edit of a backend that does not run here\n")
+        run(["dvc", "repro", "env"], dvc_repo)
+        assert set(status(dvc_repo, "build")) <= {"env"}, status(dvc_repo, "build")  # nothing to rebuild
+    with (dvc_repo / f"stages/backends/{names[-1]}/backend.py").open("a") as f:
+        f.write("# an edit of a candidate\n")
+    run(["dvc", "repro", "env"], dvc_repo)
+    changed = status(dvc_repo, "build")
+    assert {"precision", "build"} <= set(changed), changed
+    assert "reference" not in changed or names[-1] == registry.REFERENCE  # its runtime's code: the reference's too

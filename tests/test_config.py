@@ -103,3 +103,20 @@ def test_declared_params_exist(stage):
 
 def test_hydra_is_enabled_for_dvc():
     assert re.search(r"\[hydra\]\s+enabled = true", (ROOT / ".dvc/config").read_text())
+
+
+def test_the_latency_plot_draws_a_line_per_runtime_the_benchmark_wrote(tmp_path):
+    """`dvc plots show` renders the benchmark's curves with the project's template: one line per runtime found in
+    the CSV, a runtime no file of the project names among them."""
+    import numpy as np
+
+    from stages.core.timing import write_curves
+    from tests.helpers import copy_repo, run
+
+    root = copy_repo(tmp_path)
+    write_curves(str(root / "reports/latency"), {1: {"engine": np.array([1.0, 2.0]), "toy_default": np.ones(3)}})
+    run(["git", "init", "-q"], root)
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], root).stdout)["data"]["reports/latency/bs1.csv"][0]
+    content = shown["content"]
+    assert content["encoding"]["color"]["field"] == "runtime" and content["encoding"]["y"]["field"] == "latency_ms"
+    assert {row["runtime"] for row in content["data"]["values"]} == {"engine", "toy_default"}

@@ -131,3 +131,13 @@ def test_the_coverage_command_takes_the_dag_from_dvc_yaml():
     once, per = stage_plan(str(ROOT / "dvc.yaml"))
     assert once == ["export", "simplify"]  # reference reads runtimes.json, which env writes beside env.json
     assert per == ["env", "reference", "precision", "build", "compare", "benchmark", "deploy"]
+
+
+def test_no_function_in_stages_is_over_60_lines():
+    """Functions a reader takes in at once: every function and method under stages/ is 60 lines at most."""
+    long = []
+    for path in sorted((ROOT / "stages").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long, long

@@ -211,3 +211,38 @@ def test_race_settings_are_checked_in_one_line():
         bad = OmegaConf.merge(good, {key: value})
         with pytest.raises(PipelineError, match=message):
             race_settings(bad)
+
+
+@pytest.mark.slow
+def test_a_backend_is_its_package_and_its_conf_file(tmp_path: Path):
+    """A toy backend added the way the README says (stages/backends/toy/ and conf/backend/toy.yaml, nothing else)
+    is found, raced by backend=auto with its declared defaults, gated, timed and recorded; its baseline and colour
+    reach runtimes.json; backend=toy builds it with its conf file's settings and compare gates it."""
+    import shutil
+
+    from tests.helpers import FAST_BENCH, ROOT, add_fixture_model, write_params
+
+    root = copy_repo(tmp_path)
+    shutil.copytree(ROOT / "tests/fixtures/toy_backend", root / "stages/backends/toy")
+    shutil.copy(ROOT / "tests/fixtures/toy_backend.yaml", root / "conf/backend/toy.yaml")
+    add_fixture_model(root, "tiny")
+
+    def stages(*names: str) -> None:
+        for name in names:
+            run([sys.executable, "-m", f"stages.{name}"], root)
+
+    write_params(root, "model=tiny", *FAST_BENCH)
+    stages("env", "export", "simplify", "reference", "precision", "build")
+    assert "toy" in [c["backend"] for c in read_json(root / "build/env.json")["candidates"]]
+    assert read_json(root / "build/runtimes.json")["toy"]["baseline"] == "toy_default"
+    race = read_json(root / "build/tiny/engine/manifest.json")["race"]
+    toy = next(entry for entry in race if entry["backend"] == "toy")
+    assert toy["gate"]["passed"] and set(toy["p50_ms"]) == {"bs1", "bs32"}, toy
+    assert toy["result"] == "shipped" or toy["result"].endswith(
+        "slower than " + next(e["candidate"] for e in race if e["result"] == "shipped")
+    )
+    write_params(root, "model=tiny", "backend=toy", "backend.toy.threads=2", *FAST_BENCH)
+    stages("env", "precision", "build", "compare")
+    manifest = read_json(root / "build/tiny/engine/manifest.json")
+    assert (manifest["backend"], manifest["settings"]) == ("toy", {"threads": 2})
+    assert read_json(root / "reports/accuracy.json")["passed"]

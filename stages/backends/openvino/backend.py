@@ -185,7 +185,7 @@ class OpenVinoBackend(Backend):
         return OpenVinoRunner(lambda: _ov().Core().compile_model(str(onnx), DEVICE), name, graph_names(onnx))
 
     def triton(self, manifest: Mapping[str, Any]) -> TritonModel:
-        """Triton's openvino backend on the engine's precision graph, with what it can carry (``ov_triton``)."""
+        """Triton's openvino backend on the engine's precision graph, with what it can carry (``openvino.triton``)."""
         return triton_model(manifest)
 
     def runtime_errors(self) -> tuple[type[Exception], ...]:
