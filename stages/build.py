@@ -42,7 +42,7 @@ def entries(cfg: DictConfig, env: dict[str, Any]) -> list[Entry]:
             raise PipelineError(f"{cfg.paths.precision_report} is stale ({graph['backend']} is no longer a candidate)")
         record = found[graph["backend"]]
         chosen = Candidate(registry.get(graph["backend"]), graph["precision"], record)
-        supported = chosen.backend.supports(chosen.precision)
+        supported = chosen.capabilities.supports(chosen.precision)
         if not supported.ok:
             raise PipelineError(f"precision={chosen.precision} on {chosen.backend.name}: {supported.reason}")
         tune_s = (record.get("tuning") or {"tune_s": 0.0})["tune_s"] / len(graphs)

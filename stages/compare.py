@@ -45,7 +45,9 @@ def edge_checks(
     reference = registry.get(registry.REFERENCE)
     errors = (*reference.runtime_errors(), *engine.backend.runtime_errors())
     dtypes = {spec.name: spec.dtype for spec in input_specs(cfg.model)}
-    keys = "model.dims" + (f" or backend.{engine.backend.name}.profiles" if len(engine.profiles) > 1 else "")
+    keys = "model.dims" + (
+        f" or backend.{engine.backend.name}.profiles" if engine.manifest["capabilities"]["uses_profiles"] else ""
+    )
     checked, failures = [], []
     with reference.baseline_runner(Path(cfg.paths.simplified), REFERENCE) as runner:
         for index, profile in enumerate(engine.profiles):

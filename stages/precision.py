@@ -162,7 +162,7 @@ def main(cfg: DictConfig) -> str:
         for name, record in found.items():
             for precision, option in options.items():
                 chosen = Candidate(registry.get(name), precision, record)
-                supported = chosen.backend.supports(precision)
+                supported = chosen.capabilities.supports(precision)
                 out = folder / graph_file(precision, name)
                 try:
                     if not supported.ok:

@@ -297,6 +297,26 @@ def test_a_session_that_fell_back_from_the_asked_provider_is_refused(tiny):
     )
 
 
+def test_the_manifest_records_what_env_resolved_and_stages_read_it_not_the_backend(tiny):
+    """One record: the env stage resolves a backend once (capabilities, fingerprint, settings, its package's code
+    digest); the manifest carries the shipped candidate's capabilities and digest; a candidate answers what it can
+    run from the record, never by asking the backend again."""
+    from stages.runtime.spec import Bf16, Capabilities
+    from stages.select.candidate import Candidate
+
+    root, cfg = tiny
+    manifest = read_json(root / cfg.paths.engine / MANIFEST)
+    record = next(c for c in read_json(root / cfg.paths.env)["candidates"] if c["backend"] == manifest["backend"])
+    assert manifest["capabilities"] == record["capabilities"] and manifest["code"] == record["code"]
+    assert record["code"] == records.code_digest(manifest["backend"])
+    assert set(read_json(root / cfg.paths.runtimes)) == {b.name for b in CANDIDATES}  # every runtime here
+    refused = dict(record, capabilities=dict(record["capabilities"], bf16="none", bf16_reason="not in this record"))
+    chosen = Candidate(registry.get(record["backend"]), "bf16", refused)
+    assert chosen.capabilities.supports("bf16").reason == "not in this record"
+    assert Capabilities.from_record(record["capabilities"]).record() == record["capabilities"]
+    assert Capabilities.from_record(refused["capabilities"]).bf16 is Bf16.NONE
+
+
 def test_manifest_records_the_profile_and_compare_runs_its_edges(tiny):
     root, cfg = tiny
     manifest = read_json(root / cfg.paths.engine / MANIFEST)

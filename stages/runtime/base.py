@@ -59,8 +59,8 @@ class Backend(ABC):
         """Whether this backend can build and run engines on this machine (``ok`` and a one-line reason)."""
 
     def supports(self, precision: str) -> Availability:
-        """Whether this backend runs ``precision`` on this machine (``auto`` skips it when not): every precision
-        but bf16 where the capabilities say it cannot.
+        """Whether this backend runs ``precision`` on this machine (``auto`` skips it when not): what its live
+        ``capabilities`` say (the env stage asks; later stages read the record it wrote).
 
         Args:
             precision: the precision stage's name (fp32, fp16, bf16, int8).
@@ -68,10 +68,7 @@ class Backend(ABC):
         Returns:
             Availability: ``ok``, or the reason it does not.
         """
-        caps = self.capabilities
-        if precision == "bf16" and caps.bf16 is Bf16.NONE:
-            return Availability(False, caps.bf16_reason)
-        return Availability(True)
+        return self.capabilities.supports(precision)
 
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]:

@@ -82,6 +82,32 @@ class Capabilities:
     uses_profiles: bool = False
     tunes: bool = False
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "Capabilities":
+        """The capabilities a ``record`` (env.json's, a manifest's) holds.
+
+        Args:
+            record: ``record()``'s output.
+
+        Returns:
+            Capabilities: the same data.
+        """
+        fields: dict[str, Any] = dict(record)
+        return cls(**(fields | {"bf16": Bf16(fields["bf16"])}))
+
+    def supports(self, precision: str) -> Availability:
+        """Whether engines with these capabilities run ``precision``: every precision but bf16 where it cannot.
+
+        Args:
+            precision: the precision stage's name (fp32, fp16, bf16, int8).
+
+        Returns:
+            Availability: ``ok``, or the reason it does not.
+        """
+        if precision == "bf16" and self.bf16 is Bf16.NONE:
+            return Availability(False, self.bf16_reason)
+        return Availability(True)
+
     def record(self) -> dict[str, Any]:
         """As plain data (env.json's ``capabilities``)."""
         return {

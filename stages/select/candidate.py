@@ -18,7 +18,7 @@ from stages.core.gate import run_batches
 from stages.core.onnx_io import load_onnx
 from stages.core.profiles import resolve_profiles
 from stages.core.specs import axis_sizes, input_specs, io_spec
-from stages.runtime.base import Backend, BuildSpec
+from stages.runtime.base import Backend, BuildSpec, Capabilities
 from stages.runtime.manifest import MANIFEST
 
 
@@ -29,6 +29,11 @@ class Candidate:
     backend: Backend
     precision: str
     record: Mapping[str, Any]
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What env.json recorded the backend can do here (never probed again)."""
+        return Capabilities.from_record(self.record["capabilities"])
 
     @property
     def key(self) -> str:
