@@ -27,6 +27,7 @@ from stages.backends.onnxruntime.session import (
     session_options,
     with_tensorrt_options,
 )
+from stages.backends.onnxruntime.triton import triton_model
 from stages.core.device import cpu_fingerprint, x86_without_vnni
 from stages.core.errors import PipelineError, first_line
 from stages.core.onnx_io import load_onnx, unsupported_op
@@ -183,30 +184,8 @@ class OnnxRuntimeBackend(Backend):
         return default_session_runner(onnx, name)
 
     def triton(self, manifest: Mapping[str, Any]) -> TritonModel:
-        """Triton's onnxruntime backend on the offline-optimized engine file, with the session settings the engine
-        was certified with (threads, execution mode) and its optimizations off (level 2 is ORT_DISABLE_ALL in that
-        backend: the file is already optimized, as ``Engine.open`` opens it)."""
-        settings = manifest["settings"]
-        parameters = {
-            "intra_op_thread_count": str(settings["intra_op_num_threads"]),
-            "execution_mode": "1" if settings.get("execution_mode") == "parallel" else "0",
-        }
-        gpu = bool(set(settings["providers"][:1]) & set(GPU_PROVIDERS))
-        notes = (
-            ["certified behind ONNX Runtime's TensorRT provider: add it as Triton's gpu_execution_accelerator"]
-            if TRT in settings["providers"]
-            else []
-        )
-        return TritonModel(
-            "onnxruntime",
-            "onnxruntime_onnx",
-            "model.onnx",
-            "engine",
-            kind="KIND_GPU" if gpu else "KIND_CPU",
-            parameters=parameters,
-            lines=["optimization { graph { level: 2 } }"],
-            notes=notes,
-        )
+        """Triton's onnxruntime backend on the offline-optimized engine file (``onnxruntime.triton``)."""
+        return triton_model(manifest)
 
     def runtime_errors(self) -> tuple[type[Exception], ...]:
         """This project's and Polygraphy's one-line errors, and ONNX Runtime's own exception types."""
