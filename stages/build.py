@@ -21,13 +21,16 @@ from stages.core.artifacts import atomic_path, read_json, write_json
 from stages.core.batches import feeds
 from stages.core.data import LABELS, load_dataset
 from stages.core.errors import PipelineError
+from stages.core.gate import run_batches, tolerances
 from stages.core.reference import read_reference, samples_in
 from stages.core.run import run_stage
+from stages.core.specs import input_specs
 from stages.runtime import registry
+from stages.runtime.engine import Engine
 from stages.runtime.manifest import MANIFEST
 from stages.runtime.records import read_candidates
 from stages.select.candidate import Candidate, build_engine, build_spec
-from stages.select.race import Entry
+from stages.select.race import Entry, gate
 from stages.select.race import run as race
 
 
@@ -58,11 +61,15 @@ def judge(cfg: DictConfig, samples: int) -> dict[str, Any]:
     outputs on it with float32's floors (``core.reference``: the run compare reads too, never repeated here)."""
     data = load_dataset(cfg.model, "test")
     run = read_reference(cfg.paths.reference)
+    run.check(data, [s.name for s in input_specs(cfg.model)])
     limit = min(samples, run.samples) if samples else run.samples
     batches = feeds(cfg.model, data, cfg.compare.batch_size, limit=limit)
     labels = data.get(LABELS)
+    options = precisions.options(cfg.precision)
+    for option in options.values():  # a tolerance naming no output is the user's one line, here, not a candidate's
+        tolerances(option, list(run.outputs))
     return {
-        "options": precisions.options(cfg.precision),
+        "options": options,
         "model": cfg.model,
         "reference": run.first(samples_in(batches)),
         "batches": batches,
@@ -83,6 +90,39 @@ def race_settings(race: DictConfig) -> dict[str, Any]:
     return {"samples": samples, "rounds": rounds, "duration_s": float(duration)}
 
 
+def ship(cfg: DictConfig, candidates: list[Entry], target: str | None, folder: Path) -> tuple[Path, dict[str, Any]]:
+    """Build into ``folder`` the engine that ships: one candidate built and gated alone, several raced. A candidate
+    that fails the gate never ships: build stops in one line.
+
+    Args:
+        cfg: the stage's config.
+        candidates: the candidate graphs with their build specs.
+        target: the deployment-target label.
+        folder: an empty folder.
+
+    Returns:
+        tuple: the shipped engine's folder and its manifest (with the race's record, where there was one).
+    """
+    settings = race_settings(cfg.backend.race) | {"benchmark": cfg.benchmark}
+    judged = judge(cfg, int(settings["samples"]))
+    if len(candidates) > 1:
+        winner, record = race(candidates, judged, settings, cfg.model.name, target, folder)
+        manifest = read_json(winner / MANIFEST) | {"race": record}
+        write_json(winner / MANIFEST, manifest)
+        return winner, manifest
+    chosen, graph, spec = candidates[0]
+    out = folder / chosen.key
+    manifest = build_engine(chosen, graph, spec, cfg.model.name, target, out)  # its refusal is the user's one line
+    with Engine.open(out, name=chosen.key) as engine:
+        verdict = gate(judged, chosen.precision, run_batches(engine, judged["batches"]))
+    if not verdict["passed"]:
+        raise PipelineError(
+            f"the {chosen.key} engine failed its accuracy gate on {verdict['samples']} eval samples "
+            f"({verdict['failure']}): nothing ships"
+        )
+    return out, manifest
+
+
 def main(cfg: DictConfig) -> str:
     """Build the engine for the candidate graphs in ``paths.precise``; race them when there are several."""
     env, target = read_json(cfg.paths.env), cfg.target
@@ -90,19 +130,10 @@ def main(cfg: DictConfig) -> str:
         raise PipelineError(f"target: {target!r} is not a label; use a non-empty string (e.g. target=edge-a)")
     candidates = entries(cfg, env)
     out = Path(cfg.paths.engine)
-    if len(candidates) == 1:
-        chosen, graph, spec = candidates[0]
-        manifest = build_engine(chosen, graph, spec, cfg.model.name, target, out)
-    else:
-        settings = race_settings(cfg.backend.race) | {"benchmark": cfg.benchmark}
-        with tempfile.TemporaryDirectory(prefix="engineforge-race-") as tmp:
-            winner, record = race(
-                candidates, judge(cfg, int(settings["samples"])), settings, cfg.model.name, target, Path(tmp)
-            )
-            manifest = read_json(winner / MANIFEST) | {"race": record}
-            write_json(winner / MANIFEST, manifest)
-            with atomic_path(out, directory=True) as final:
-                shutil.copytree(winner, final, dirs_exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="engineforge-build-") as tmp:
+        winner, manifest = ship(cfg, candidates, target, Path(tmp))
+        with atomic_path(out, directory=True) as final:
+            shutil.copytree(winner, final, dirs_exist_ok=True)
     size = (out / manifest["engine"]).stat().st_size
     passed = sum(1 for e in manifest["race"] or [] if e.get("gate", {}).get("passed"))
     raced = (

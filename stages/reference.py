@@ -1,5 +1,6 @@
-"""reference stage: model.sim.onnx + eval data -> paths.reference/ (the fp32 reference's outputs on compare's eval
-samples and float32's floors), run once and read by precision (the int8 fallback), build (the race) and compare.
+"""reference stage: model.sim.onnx + eval data -> paths.reference/ (the fp32 reference's outputs on the whole eval
+split and float32's floors), run once and read by precision (the int8 fallback), build (the race) and compare, each
+taking the first samples it judges. It depends on the model alone: no judge's setting reruns it.
 
 The reference is ONNX Runtime's untuned CPU session on the simplified float32 graph (``core.floor``, which also
 reads the logits of every Softmax output for its floor).
@@ -11,19 +12,22 @@ from omegaconf import DictConfig
 
 from stages.core.batches import feeds
 from stages.core.data import data_source, is_synthetic, load_dataset
-from stages.core.reference import write_reference
+from stages.core.reference import inputs_digest, write_reference
 from stages.core.run import run_stage
+from stages.core.specs import input_specs
+
+BATCH = 32  # samples per reference inference (at most model.max_batch): outputs do not depend on it
 
 
 def main(cfg: DictConfig) -> str:
-    """Run ``paths.simplified`` on compare's eval samples and write ``paths.reference``."""
-    batches = feeds(cfg.model, load_dataset(cfg.model, "test"), cfg.compare.batch_size, limit=cfg.compare.max_samples)
-    about = {
-        "batch_size": cfg.compare.batch_size,
-        "data": data_source(cfg.model, "test"),
-        "synthetic": is_synthetic(cfg.model, "test"),
-    }
-    run = write_reference(Path(cfg.paths.simplified), batches, Path(cfg.paths.reference), about)
+    """Run ``paths.simplified`` on the whole eval split and write ``paths.reference``."""
+    data = load_dataset(cfg.model, "test")
+    batch = min(BATCH, int(cfg.model.max_batch))
+    about = {"batch_size": batch, "data": data_source(cfg.model, "test"), "synthetic": is_synthetic(cfg.model, "test")}
+    digest = inputs_digest(data, [s.name for s in input_specs(cfg.model)])
+    run = write_reference(
+        Path(cfg.paths.simplified), feeds(cfg.model, data, batch), digest, Path(cfg.paths.reference), about
+    )
     floors = f", float32 floors on {', '.join(run.floors)}" if run.floors else ""
     return f"fp32 reference on {run.samples} eval samples{floors} -> {cfg.paths.reference}/"
 

@@ -106,12 +106,13 @@ Speed-up = baseline p50 / engine p50, measured in the same run. ![latency](laten
 """
 
 
-def plot(bench: dict[str, Any], path: str) -> None:
+def plot(bench: dict[str, Any], path: str, colours: dict[str, str]) -> None:
     """p50 latency per runtime, one panel per batch size, with p99 whiskers.
 
     Args:
         bench: benchmark.json's content.
         path: the PNG to write.
+        colours: runtime name -> colour (``registry.palette``).
     """
     import matplotlib
 
@@ -119,7 +120,6 @@ def plot(bench: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     runtimes = list(bench["runtimes"])
-    colours = registry.palette()
     batches = list(bench["runtimes"][ENGINE])
     fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 3.4), squeeze=False)
     for ax, b in zip(axes[0], batches, strict=True):
@@ -154,7 +154,7 @@ def main(cfg: DictConfig) -> str:
     env, acc, bench = read_json(cfg.paths.env), read_json(cfg.paths.accuracy), read_json(cfg.paths.benchmark)
     manifest, export = read_json(Path(cfg.paths.engine) / MANIFEST), read_json(cfg.paths.export_report)
     write_text(cfg.paths.summary, summary(env, acc, bench, manifest, export, cfg.paths.deploy))
-    plot(bench, cfg.paths.latency_plot)
+    plot(bench, cfg.paths.latency_plot, registry.palette(read_json(cfg.paths.runtimes)))
     return f"{cfg.paths.summary}, {cfg.paths.latency_plot}"
 
 

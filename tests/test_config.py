@@ -71,9 +71,9 @@ def test_every_runtime_a_benchmark_reports_has_a_colour_and_the_plot_names_none(
     plot = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"][0]["${paths.latency}"]
     assert plot == {"template": "latency", "x": "percentile", "y": "latency_ms"}
     assert json.loads((ROOT / ".dvc/plots/latency.json").read_text())["encoding"]["color"]["field"] == "runtime"
-    assert set(registry.palette()) == set(registry.runtimes()) and len(set(registry.palette().values())) == len(
-        registry.runtimes()
-    )  # one colour each: no baseline drawn in the engine's green
+    declared = {b.name: {"baseline": b.baseline, "colour": b.colour} for b in registry.importable()}
+    colours = registry.palette(declared)
+    assert set(colours) == set(registry.runtimes()) and len(set(colours.values())) == len(colours)  # one each
     assert compose().benchmark.baselines == "auto"
 
 

@@ -71,11 +71,13 @@ def test_textenc_end_to_end_with_overrides(dvc_repo: Path):
 
 
 def test_failed_gate_stops_dvc_repro_with_one_line(dvc_repo: Path):
-    """An impossible budget: the gate fails, dvc repro exits non-zero and report never runs."""
+    """An impossible budget: the gate fails at build (no candidate may ship: raced, or a single one gated alone),
+    dvc repro exits non-zero in one line and nothing after build runs."""
     proc = run(["dvc", "exp", "run", "-S", "precision.task_budget=-0.01", *QUICK], dvc_repo, check=False)
     assert proc.returncode != 0
-    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("engineforge compare")]
-    assert lines == [lines[0]] and "accuracy gate failed: top1 dropped" in lines[0]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("engineforge build")]
+    assert lines == [lines[0]] and "accuracy gate" in lines[0] and "top1 dropped" in lines[0], lines
+    assert "Running stage 'compare'" not in proc.stdout
     assert "Running stage 'report'" not in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
 

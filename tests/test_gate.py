@@ -5,17 +5,19 @@ judges once disagreed: Polygraphy's elementwise compare (compare's old rule) sca
 race's by the reference, and the fallback's rounds applied no float32 floors.
 """
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from onnx import helper, numpy_helper
 
-from stages import build, compare
+from stages import build, compare, reference
 from stages.core import fallback
 from stages.core.batches import feeds
 from stages.core.data import load_dataset
-from stages.core.reference import read_reference, write_reference
+from stages.core.errors import PipelineError
+from stages.core.reference import read_reference
 from stages.runtime import registry
 from stages.runtime.engine import Engine
 from stages.select.candidate import Candidate, build_spec, runtime_outputs
@@ -58,27 +60,51 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_fallback_the_race_and_compare_give_the_same_verdict(case, tmp_path, monkeypatch):
+    """Each judge runs its own batches (the fallback 5 at a time, compare 8, the race its first 12 samples) over
+    labelled eval data; the reference stage ran once, and each takes the first samples it judged."""
     factor, candidate_factor, shift, softmax, atol, rtol = CASES[case]
     monkeypatch.chdir(tmp_path)
-    np.savez(tmp_path / "eval.npz", x=eval_data(softmax))
+    x = eval_data(softmax)
+    np.savez(tmp_path / "eval.npz", x=x, labels=np.full(len(x), 3))  # the last column is every sample's largest
     scaled(tmp_path / "ref.onnx", factor, 0.0, softmax)
     graph = scaled(tmp_path / "candidate.onnx", candidate_factor, shift, softmax)
     overrides = ("model.data.eval=eval.npz", f"precision.tolerance.atol={atol}", f"precision.tolerance.rtol={rtol}")
-    cfg = compose("model=onnx", "model.path=ref.onnx", "backend=onnxruntime", "compare.batch_size=8", *overrides)
-    batches = feeds(cfg.model, load_dataset(cfg.model, "test"), cfg.compare.batch_size)
-    write_reference(tmp_path / "ref.onnx", batches, Path(cfg.paths.reference), {})
-    run, option = read_reference(cfg.paths.reference), cfg.precision
+    cfg = compose("model=onnx", "model.path=ref.onnx", "model.task.metric=top1", "compare.batch_size=8", *overrides)
+    Path(cfg.paths.simplified).parent.mkdir(parents=True)
+    shutil.copyfile("ref.onnx", cfg.paths.simplified)
+    reference.main(cfg)  # the one reference run (the stage, with the whole composed config)
+    run, option, data = read_reference(cfg.paths.reference), cfg.precision, load_dataset(cfg.model, "test")
     record = env_record(REFERENCE, cfg)
     spec = build_spec(cfg.model, "fp32", [8], record, None)
 
-    judged = fallback.Reference(cfg.model, 8, run, load_dataset(cfg.model, "test"))
+    judged = fallback.Reference(cfg.model, 5, run, data)
     rounds = fallback.Evaluator(judged, option, runtime_outputs(REFERENCE, spec)).verdict(graph)
     entry = (Candidate(REFERENCE, "fp32", record), graph, spec)
-    raced = build_and_gate([entry], build.judge(cfg, 0), "onnx", None, tmp_path / "race")[0][0]["gate"]
+    raced = build_and_gate([entry], build.judge(cfg, 12), "onnx", None, tmp_path / "race")[0][0]["gate"]
     with Engine.open(tmp_path / "race" / "fp32.onnxruntime") as engine:
-        compared = compare.verdict(engine, cfg.model, option, run, batches, None)
+        batches = feeds(cfg.model, data, cfg.compare.batch_size)
+        compared = compare.verdict(engine, cfg.model, option, run, batches, data["labels"])
 
+    assert (rounds["samples"], raced["samples"], compared["samples"]) == (16, 12, 16)
     assert rounds["passed"] == raced["passed"] == compared["passed"]
-    assert rounds["failure"] == raced["failure"] == compared["failure"]
+    said = {str(v["failure"]).split(" by up to")[0] for v in (rounds, raced, compared)}  # the worst element varies
+    assert len(said) == 1, said
     expected = case == "float32 floor of a softmax"  # the floor lets float32's own spread pass; 0.5 |r| fails
     assert compared["passed"] is expected, compared["failures"]
+
+
+def test_a_reference_made_from_other_eval_data_is_refused_in_one_line(tmp_path, monkeypatch):
+    """A stage run by hand after the eval data changed would judge outputs of other samples: every judge checks
+    the reference's digest of the eval inputs first."""
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "eval.npz", x=eval_data(False))
+    scaled(tmp_path / "ref.onnx", 1.0, 0.0, False)
+    cfg = compose("model=onnx", "model.path=ref.onnx", "model.data.eval=eval.npz")
+    Path(cfg.paths.simplified).parent.mkdir(parents=True)
+    shutil.copyfile("ref.onnx", cfg.paths.simplified)
+    reference.main(cfg)
+    run, data = read_reference(cfg.paths.reference), load_dataset(cfg.model, "test")
+    fallback.Reference(cfg.model, 8, run, data)  # the same data: accepted
+    data["x"] = data["x"] + 1
+    with pytest.raises(PipelineError, match=r"^the reference run was made from other eval data: run `dvc repro`$"):
+        fallback.Reference(cfg.model, 8, run, data)

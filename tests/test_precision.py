@@ -270,11 +270,9 @@ def test_plain_int8_misses_the_budget_on_the_outlier_model(root):
     run_stage(precision, cfg)
     record = graph_entry(cfg)["fallback"]
     assert record["enabled"] is False and len(record["rounds"]) == 1 and not record["rounds"][0]["passed"]
-    run_stage(build, cfg)
-    with pytest.raises(PipelineError, match=r"accuracy gate failed"):
-        run_stage(compare, cfg)
-    failures = read_json(cfg.paths.accuracy)["failures"]
-    assert any(f.startswith("agreement dropped") and "(budget 1.00 pt" in f for f in failures), failures
+    assert any(r["failure"] for r in record["rounds"])  # the precision stage's round failed the gate ...
+    with pytest.raises(PipelineError, match=r"^the int8\.\w+ engine failed its accuracy gate on \d+ eval samples"):
+        run_stage(build, cfg)  # ... and build, judging by the same gate, ships nothing
 
 
 def test_fallback_keeps_the_sensitive_node_in_float_until_the_budget_holds(root):

@@ -226,6 +226,8 @@ def test_a_backend_is_its_package_and_its_conf_file(tmp_path: Path):
     shutil.copytree(ROOT / "tests/fixtures/toy_backend", root / "stages/backends/toy")
     shutil.copy(ROOT / "tests/fixtures/toy_backend.yaml", root / "conf/backend/toy.yaml")
     add_fixture_model(root, "tiny")
+    (root / "stages/backends/broken").mkdir()  # a package that does not import: named, and the others race on
+    (root / "stages/backends/broken/__init__.py").write_text("import a_module_nobody_installed\n")
 
     def stages(*names: str) -> None:
         for name in names:
@@ -233,7 +235,9 @@ def test_a_backend_is_its_package_and_its_conf_file(tmp_path: Path):
 
     write_params(root, "model=tiny", *FAST_BENCH)
     stages("env", "export", "simplify", "reference", "precision", "build")
-    assert "toy" in [c["backend"] for c in read_json(root / "build/env.json")["candidates"]]
+    env = read_json(root / "build/env.json")
+    assert "toy" in [c["backend"] for c in env["candidates"]]
+    assert "broken unavailable: stages/backends/broken does not import (No module named" in env["reason"]
     assert read_json(root / "build/runtimes.json")["toy"]["baseline"] == "toy_default"
     race = read_json(root / "build/tiny/engine/manifest.json")["race"]
     toy = next(entry for entry in race if entry["backend"] == "toy")

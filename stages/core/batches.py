@@ -46,7 +46,10 @@ def feeds(model: "DictConfig", data: dict[str, np.ndarray], batch_size: int, lim
         batch_size, total = fixed, total - total % fixed
         if total == 0:
             raise PipelineError(f"model {model.name!r} takes batches of {fixed}; its data has fewer samples")
-    return [{n: np.ascontiguousarray(data[n][i : i + batch_size]) for n in names} for i in range(0, total, batch_size)]
+    return [
+        {n: np.ascontiguousarray(data[n][i : min(i + batch_size, total)]) for n in names}
+        for i in range(0, total, batch_size)
+    ]
 
 
 def batch_of(model: "DictConfig", data: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:

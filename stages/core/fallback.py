@@ -27,6 +27,7 @@ from stages.core.gate import gate_check
 from stages.core.onnx_io import load_onnx
 from stages.core.quantize import check_int8, quantized_nodes
 from stages.core.reference import ReferenceRun, samples_in
+from stages.core.specs import input_specs
 
 # encode(out, exclude=[...], only=[...]) writes a Q/DQ model to ``out``.
 Encoder = Callable[..., None]
@@ -45,6 +46,7 @@ class Reference:
         run: the reference stage's run (its samples bound the split used here).
         data: the eval split.
         """
+        run.check(data, [s.name for s in input_specs(model)])
         self.model = model
         self.batches = feeds(model, data, batch_size, limit=run.samples)
         self.labels = data.get(LABELS)

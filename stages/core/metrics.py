@@ -1,5 +1,5 @@
-"""What every accuracy check shares: the task metric (top-1 against labels, or argmax agreement with a reference)
-and a precision option's per-output tolerances."""
+"""The task metric every accuracy check shares (top-1 against labels, or argmax agreement with a reference) and the
+runtime names of the benchmark's records. The gate that uses it: ``stages.core.gate``."""
 
 import numpy as np
 from omegaconf import DictConfig

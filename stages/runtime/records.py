@@ -9,7 +9,6 @@ benchmark's baselines, compare's profile edges and the report read of a runtime 
 
 import hashlib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from stages.core.errors import PipelineError
@@ -19,7 +18,8 @@ from stages.runtime.manifest import first_difference
 
 
 def code_digest(name: str) -> str:
-    """sha256 of the backend package ``stages/backends/<name>/``: every file's relative path and bytes, in order.
+    """sha256 of the backend package ``stages/backends/<name>/``: each Python file's relative path and bytes, in
+    order (an editor's swap or backup file, or Python's caches, change nothing).
 
     Args:
         name: a backend's name.
@@ -27,9 +27,9 @@ def code_digest(name: str) -> str:
     Returns:
         str: the hex digest.
     """
-    folder = Path(registry.package_file(name)).parent
+    folder = registry.PACKAGES / name
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    for path in sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts and not p.name.startswith(".")):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -55,7 +55,7 @@ def runtime_records() -> dict[str, dict[str, Any]]:
 
 def read_candidates(env: Mapping[str, Any], env_path: str) -> dict[str, Mapping[str, Any]]:
     """Backend name -> its env.json record, each checked against this machine once: refused in one line where
-    env.json predates the candidates or a backend's fingerprint changed since (a stage run by hand).
+    env.json predates the candidates, or a backend's fingerprint or code changed since (a stage run by hand).
 
     Args:
         env: env.json's content.
@@ -69,8 +69,11 @@ def read_candidates(env: Mapping[str, Any], env_path: str) -> dict[str, Mapping[
     found = {}
     for record in env["candidates"]:
         diff = first_difference(record["fingerprint"], registry.fingerprint(record["backend"]))
-        if diff:
-            raise PipelineError(f"{env_path} is stale ({diff[0]} changed): run `dvc repro`, which reruns env")
+        changed = diff[0] if diff else None
+        if changed is None and record["code"] != code_digest(record["backend"]):
+            changed = f"the code of stages/backends/{record['backend']}"
+        if changed:
+            raise PipelineError(f"{env_path} is stale ({changed} changed): run `dvc repro`, which reruns env")
         found[record["backend"]] = record
     return found
 

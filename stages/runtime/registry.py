@@ -1,8 +1,11 @@
-"""Backend names -> implementations, and the ``auto`` choice. Modules are imported only when asked for."""
+"""Backend names -> implementations, and the ``auto`` choice. Each backend is a package under ``stages/backends/``;
+ordering them imports each package (its ``BACKEND`` class), whose runtime (OpenVINO, TensorRT, ...) is imported only
+when its methods run. A package that does not import is named in one line, and ``auto`` races the others."""
 
 import functools
 import importlib
 import pkgutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +23,24 @@ def names() -> list[str]:
     them and precision.json lists them (each class's ``rank``, then its name). A new backend is its package and its
     ``conf/backend/<name>.yaml``; nothing here lists it."""
     found = [m.name for m in pkgutil.iter_modules([str(PACKAGES)]) if m.ispkg]
-    return sorted(found, key=lambda name: (backend_class(name).rank, name))
+    return sorted(found, key=lambda name: (rank(name), name))
+
+
+def rank(name: str) -> int:
+    """Where ``auto`` races the backend ``name`` (its class's ``rank``); a package that does not import, last."""
+    try:
+        return backend_class(name).rank
+    except PipelineError:
+        return 1 << 30
 
 
 @functools.cache
 def backend_class(name: str) -> type[Backend]:
-    """The ``BACKEND`` class the package ``stages.backends.<name>`` declares."""
-    return importlib.import_module(f"stages.backends.{name}").BACKEND
-
-
-def package_file(name: str) -> str:
-    """The ``__init__.py`` of the backend package ``name`` (its folder holds the backend's code)."""
-    return str(importlib.import_module(f"stages.backends.{name}").__file__)
+    """The ``BACKEND`` class the package ``stages.backends.<name>`` declares; one line where it does not import."""
+    try:
+        return importlib.import_module(f"stages.backends.{name}").BACKEND
+    except ImportError as e:  # the package's own imports (a missing module), not its runtime's: that is lazy
+        raise PipelineError(f"stages/backends/{name} does not import ({e})") from e
 
 
 def get(name: str) -> Backend:
@@ -39,6 +48,11 @@ def get(name: str) -> Backend:
     if not name.isidentifier() or name not in names():
         raise PipelineError(f"backend.name: unknown backend {name!r}; choose from {', '.join([AUTO, *names()])}")
     return backend_class(name)()
+
+
+def importable() -> list[Backend]:
+    """Every backend whose package imports, in race order (the report's palette, the baselines' names)."""
+    return [backend_class(name)() for name in names() if rank(name) < 1 << 30]
 
 
 def usable(backend: Backend, precision: str) -> Availability:
@@ -71,7 +85,11 @@ def candidates(requested: str, precision: str = "fp32") -> tuple[list[Backend], 
     chosen: list[Backend] = []
     notes: list[str] = []
     for name in names():
-        backend = get(name)
+        try:
+            backend = get(name)
+        except PipelineError as e:
+            notes.append(f"{name} unavailable: {e}")
+            continue
         found = [usable(backend, p) for p in wanted]
         if any(a.ok for a in found):
             chosen.append(backend)
@@ -87,7 +105,7 @@ def baseline(name: str) -> Backend:
     """The backend whose untuned default runs as the benchmark baseline called ``name``, if it runs here."""
     from stages.core.metrics import EAGER  # imported here: the env stage stays free of OmegaConf
 
-    known = {b.baseline: b for b in map(get, names()) if b.baseline}
+    known = {b.baseline: b for b in importable() if b.baseline}
     if name not in known:
         raise PipelineError(f"benchmark.baselines: unknown {name!r}; choose from {', '.join([EAGER, *known])}")
     available = known[name].availability()
@@ -101,15 +119,22 @@ def runtimes() -> list[str]:
     (the columns of ``reports/latency/*.csv`` that dvc.yaml's plots draw)."""
     from stages.core.metrics import EAGER, ENGINE
 
-    return [ENGINE, EAGER, *(b.baseline for b in map(get, names()) if b.baseline)]
+    return [ENGINE, EAGER, *(b.baseline for b in importable() if b.baseline)]
 
 
-def palette() -> dict[str, str]:
+def palette(runtimes: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """Runtime name -> the colour the report draws it in: the engine green, eager PyTorch grey, each baseline in
-    its backend's colour."""
+    the colour its backend declares (``runtimes``: the env stage's ``paths.runtimes``, as read).
+
+    Args:
+        runtimes: backend name -> its record (``baseline``, ``colour``).
+
+    Returns:
+        dict: runtime name -> colour.
+    """
     from stages.core.metrics import EAGER, ENGINE
 
-    return {ENGINE: "#2a7", EAGER: "#888"} | {b.baseline: b.colour for b in map(get, names()) if b.baseline}
+    return {ENGINE: "#2a7", EAGER: "#888"} | {r["baseline"]: r["colour"] for r in runtimes.values() if r["baseline"]}
 
 
 @functools.cache

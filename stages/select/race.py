@@ -22,30 +22,20 @@ from stages.select.candidate import Candidate, build_engine
 Entry = tuple[Candidate, Path, BuildSpec]  # a candidate, its graph and its build spec
 
 
-def gate(
-    engine: Engine,
-    option: Any,
-    model: Any,
-    reference: Mapping[str, np.ndarray],
-    batches: Sequence[dict],
-    labels: Any,
-    floors: Mapping[str, float] | None = None,
-) -> dict[str, Any]:
+def gate(judge: Mapping[str, Any], precision: str, got: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """A candidate's accuracy on the race's eval sample, by the gate (``gate.gate_check``, compare's rule too).
 
     Args:
-        engine: the candidate engine, opened.
-        option: its precision's option (tolerances, task budget).
-        model: ``cfg.model`` (task output and metric).
-        reference: output name -> the fp32 reference's outputs on ``batches``.
-        batches: the eval sample.
-        labels: its labels, or None.
-        floors: per-output atol floors float32 itself sets (the reference run's).
+        judge: ``options`` (precision -> option), ``model`` (cfg.model), ``reference`` (the reference run's
+            outputs on ``batches``), ``batches``, ``labels`` and ``floors`` (float32's, the reference run's).
+        precision: the candidate's precision (its option's tolerances and task budget).
+        got: output name -> the candidate's outputs on ``judge["batches"]`` (``gate.run_batches``).
 
     Returns:
         dict: ``passed``, ``failure`` (the first, one line, or None), the task metric and each output's max abs.
     """
-    checked = gate_check(model, option, reference, run_batches(engine, batches), labels, floors)
+    option = judge["options"][precision]
+    checked = gate_check(judge["model"], option, judge["reference"], got, judge["labels"], judge["floors"])
     keep = ("passed", "failure", "max_abs", "metric", "reference", "candidate", "samples")
     return {k: checked[k] for k in keep}
 
@@ -131,19 +121,12 @@ def build_and_gate(
         try:
             build_engine(chosen, graph, spec, model, target, out)
             with Engine.open(out, name=chosen.key) as engine:
-                option = judge["options"][chosen.precision]
-                entry["gate"] = gate(
-                    engine,
-                    option,
-                    judge["model"],
-                    judge["reference"],
-                    judge["batches"],
-                    judge["labels"],
-                    judge["floors"],
-                )
-            built[chosen.key] = (chosen, out, spec)
-        except chosen.backend.runtime_errors() as e:  # one candidate's failure is its record, a bug is not
+                got = run_batches(engine, judge["batches"])
+        except chosen.backend.runtime_errors() as e:  # its runtime's refusal is its record; a bug of ours is not
             entry["result"] = f"did not build: {first_line(e, 200)}"
+        else:
+            entry["gate"] = gate(judge, chosen.precision, got)
+            built[chosen.key] = (chosen, out, spec)
         record.append(entry | {"build_s": round(time.perf_counter() - started, 2)})
     return record, built
 

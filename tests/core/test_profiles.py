@@ -49,3 +49,19 @@ def test_a_fixed_axis_cannot_move():
     fixed = OmegaConf.merge(MODEL, {"inputs": [{"name": "ids", "shape": ["batch", 16], "dtype": "int64"}]})
     with pytest.raises(PipelineError, match=r"\[0\].ids.max: axis 1 is fixed at 16 in the model, not 32"):
         resolve_profiles([{"ids": {"min": [1, 16], "opt": [1, 16], "max": [1, 32]}}], fixed, [1], KEY)
+
+
+def test_feeds_take_exactly_the_first_limit_samples_and_a_fixed_batch_only_whole_batches():
+    """The judges take the first samples of one reference run: a limit that is not a multiple of the batch ends in a
+    partial batch, never in the samples after it; a model that fixes its batch drops what does not fill one."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from stages.core.batches import feeds
+
+    data = {"x": np.arange(20, dtype=np.float32).reshape(20, 1)}
+    dynamic = OmegaConf.create({"name": "m", "inputs": [{"name": "x", "shape": ["batch", 1], "dtype": "float32"}]})
+    assert [len(b["x"]) for b in feeds(dynamic, data, 8, limit=12)] == [8, 4]
+    assert np.concatenate([b["x"] for b in feeds(dynamic, data, 8, limit=12)]).ravel().tolist() == list(range(12))
+    fixed = OmegaConf.create({"name": "m", "inputs": [{"name": "x", "shape": [4, 1], "dtype": "float32"}]})
+    assert [len(b["x"]) for b in feeds(fixed, data, 8, limit=10)] == [4, 4]

@@ -156,9 +156,7 @@ class OnnxRuntimeBackend(Backend):
         options = session_options(settings["intra_op_num_threads"], level, settings.get("execution_mode", "sequential"))
         try:
             return open_session(model, options, settings["providers"], settings.get("tensorrt_options"))
-        except PipelineError:
-            raise
-        except Exception as e:  # onnxruntime's own exception types
+        except ort_errors() as e:  # ONNX Runtime's own types: the op or graph it cannot take, in one line
             raise unsupported_op(e, load_onnx(model, check=False), "onnxruntime", str(model)) from e
 
     def load_runner(self, manifest: dict[str, Any], path: Path, name: str) -> "BaseRunner":

@@ -121,7 +121,7 @@ class OpenVinoBackend(Backend):
         core = ov.Core()
         try:
             model = core.read_model(str(onnx))
-        except Exception as e:  # OpenVINO raises its own exception types for graphs its ONNX frontend refuses
+        except RuntimeError as e:  # OpenVINO's exceptions are RuntimeErrors: a graph its ONNX frontend refuses
             raise PipelineError(f"OpenVINO cannot read {onnx}: {first_line(e, 200)}") from e
         settings = dict(spec.settings)
         wanted = execution_precision(spec.precision, settings.get("inference_precision", "auto"))
@@ -135,7 +135,7 @@ class OpenVinoBackend(Backend):
                     compiled[key] = core.compile_model(
                         model, DEVICE, properties({**option, "inference_precision": wanted})
                     )
-                except Exception as e:  # OpenVINO's own exception types
+                except RuntimeError as e:  # OpenVINO's own exception types (every one a RuntimeError)
                     raise PipelineError(f"OpenVINO cannot compile {onnx}: {first_line(e, 200)}") from e
             return compiled[key]
 

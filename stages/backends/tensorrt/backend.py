@@ -1,6 +1,6 @@
 """TensorRT backend (10 and 11): the precision stage's ONNX as a strongly typed network, built per the plan in
-``trt_plan`` with Polygraphy's loaders into a plain serialized engine (``engine.plan``, which trtexec and C++
-loaders open) beside its manifest; run by Polygraphy's TrtRunner; timed trtexec-style (``trt_timing.TimedInference``).
+``plan`` with Polygraphy's loaders into a plain serialized engine (``engine.plan``, which trtexec and C++
+loaders open) beside its manifest; run by Polygraphy's TrtRunner; timed trtexec-style (``timing.TimedInference``).
 
 TensorRT is imported only inside methods: every other module, and the CPU test suite, works without it.
 """
@@ -16,6 +16,7 @@ from stages.core.artifacts import atomic_path, sha256
 from stages.core.errors import PipelineError, first_line
 from stages.core.profiles import profile_index
 from stages.core.triton import TritonModel
+from stages.runtime import registry
 from stages.runtime.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
 from stages.runtime.cuda_setup import expose_cudart, installed, tensorrt_cuda_major
 
@@ -74,12 +75,12 @@ class TensorRTBackend(Backend):
         """Build ``onnx`` per the plan into ``out/engine.plan``; record the plan and the timing cache used.
         TensorRT times its own tactics while it builds, so ``spec.tune`` adds nothing here."""
         quiet_polygraphy()
-        plan = build_plan(spec.settings, spec.profiles, self.fingerprint(), spec.cache_dir)
+        plan = build_plan(spec.settings, spec.profiles, registry.fingerprint(NAME), spec.cache_dir)
         cache = Path(plan["timing_cache"]) if plan["timing_cache"] else None
         before = sha256(cache) if cache and cache.is_file() else None
         try:
             engine = loaders(plan, onnx)()
-        except Exception as e:  # Polygraphy raises PolygraphyException after logging TensorRT's own errors
+        except self.runtime_errors() as e:  # Polygraphy raises PolygraphyException after logging TensorRT's errors
             raise PipelineError(f"TensorRT cannot build {onnx}: {first_line(e, 200)}") from e
         with atomic_path(out / ENGINE_FILE) as tmp:
             tmp.write_bytes(bytes(engine))

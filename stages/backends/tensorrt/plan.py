@@ -1,5 +1,5 @@
 """The TensorRT build plan: profiles, builder settings and the timing cache as plain data, checked without
-TensorRT (``trt_versions`` says which settings each TensorRT version has), and Polygraphy's lazy loader chain made from it.
+TensorRT (``versions`` says which settings each TensorRT version has), and Polygraphy's lazy loader chain made from it.
 
 Precision is never a builder flag: the network is strongly typed, so the precision stage's Q/DQ or float16 ONNX
 fixes every layer's type (TensorRT 11 removed the FP16/INT8 flags; 10 needs the strongly typed flag, 11 ignores it).
