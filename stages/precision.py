@@ -122,6 +122,17 @@ def write(
     return int8(cfg, option, chosen, calibrated(), source, out)
 
 
+def missed(fell: dict[str, Any], entry: dict[str, Any]) -> str:
+    """Why the fallback stopped short of the gate, for the stage's line: off, out of its time budget, or at its
+    node limit."""
+    if not fell["enabled"]:
+        return "; the fallback is off (precision.int8.fallback)"
+    if fell["out_of_budget"]:
+        ranked = f"ranking {len(fell['sensitivity'])} of {entry['quantized_nodes']} nodes"
+        return f"; the fallback ran out of its {fell['budget_s']:.0f} s after {ranked}: raise precision.int8.fallback_search.budget_s"
+    return "; the fallback reached precision.int8.fallback_search.max_nodes"
+
+
 def describe(entry: dict[str, Any]) -> str:
     """One candidate graph in a few words."""
     done = {
@@ -136,6 +147,7 @@ def describe(entry: dict[str, Any]) -> str:
             f"{entry['encoding']} Q/DQ on {entry['quantized_nodes']} nodes, {kept['metric']} {kept['candidate']:.4f} "
             f"(reference {kept['reference']:.4f}) on {fell['judged_on']}"
             + (f", {kept['excluded']} nodes kept in float" if kept["excluded"] else "")
+            + ("" if kept["passed"] else f", FAILS the gate ({kept['failure']}){missed(fell, entry)}")
         )
     return f"{entry['precision']} for {entry['backend']}: {done[entry['precision']]}"
 
