@@ -41,8 +41,8 @@ def runtime_records() -> dict[str, dict[str, Any]]:
         dict: in registry order, the backends whose ``availability`` is ok.
     """
     found = {}
-    for name in registry.names():
-        backend = registry.get(name)
+    for backend in registry.importable():
+        name = backend.name
         if backend.availability().ok:
             found[name] = {
                 "baseline": backend.baseline,
