@@ -18,13 +18,11 @@ from omegaconf import DictConfig
 
 from stages.core import precisions
 from stages.core.artifacts import atomic_path, read_json, write_json
-from stages.core.batches import feeds
 from stages.core.data import LABELS, load_dataset
 from stages.core.errors import PipelineError
 from stages.core.gate import run_batches, tolerances
-from stages.core.reference import read_reference, samples_in
+from stages.core.reference import read_reference
 from stages.core.run import run_stage
-from stages.core.specs import input_specs
 from stages.runtime import registry
 from stages.runtime.engine import Engine
 from stages.runtime.manifest import MANIFEST
@@ -61,9 +59,7 @@ def judge(cfg: DictConfig, samples: int) -> dict[str, Any]:
     outputs on it with float32's floors (``core.reference``: the run compare reads too, never repeated here)."""
     data = load_dataset(cfg.model, "test")
     run = read_reference(cfg.paths.reference)
-    run.check(data, [s.name for s in input_specs(cfg.model)])
-    limit = min(samples, run.samples) if samples else run.samples
-    batches = feeds(cfg.model, data, cfg.compare.batch_size, limit=limit)
+    batches, reference = run.judged(cfg.model, data, cfg.compare.batch_size, samples)
     labels = data.get(LABELS)
     options = precisions.options(cfg.precision)
     for option in options.values():  # a tolerance naming no output is the user's one line, here, not a candidate's
@@ -71,7 +67,7 @@ def judge(cfg: DictConfig, samples: int) -> dict[str, Any]:
     return {
         "options": options,
         "model": cfg.model,
-        "reference": run.first(samples_in(batches)),
+        "reference": reference,
         "batches": batches,
         "labels": labels,
         "floors": run.floors,

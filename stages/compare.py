@@ -16,12 +16,12 @@ from omegaconf import DictConfig
 
 from stages.core import precisions
 from stages.core.artifacts import read_json, write_json
-from stages.core.batches import batch_of, feeds
+from stages.core.batches import batch_of
 from stages.core.data import LABELS, data_source, is_synthetic, load_dataset
 from stages.core.errors import PipelineError, summary
-from stages.core.gate import gate_check, output_check
+from stages.core.gate import gate_check, output_check, run_batches
 from stages.core.profiles import random_feed
-from stages.core.reference import ReferenceRun, read_reference, samples_in
+from stages.core.reference import read_reference
 from stages.core.run import run_stage
 from stages.core.specs import input_specs
 from stages.runtime import registry
@@ -81,7 +81,8 @@ def verdict(
     engine: Engine,
     model: DictConfig,
     option: DictConfig,
-    run: ReferenceRun,
+    reference: dict[str, np.ndarray],
+    floors: dict[str, float],
     batches: list[dict[str, np.ndarray]],
     labels: np.ndarray | None,
 ) -> dict[str, Any]:
@@ -91,17 +92,15 @@ def verdict(
         engine: the shipped engine, opened.
         model: ``cfg.model``.
         option: the shipped precision's option.
-        run: the reference stage's run.
-        batches: compare's eval feeds (the samples the reference ran, in order).
+        reference: output name -> the reference run's outputs on ``batches`` (``ReferenceRun.judged``).
+        floors: the reference run's float32 floors.
+        batches: compare's eval feeds.
         labels: the eval labels, or None.
 
     Returns:
         dict: ``gate.gate_check``'s verdict.
     """
-    from stages.core.gate import run_batches
-
-    reference = run.first(samples_in(batches))
-    return gate_check(model, option, reference, run_batches(engine, batches), labels, run.floors)
+    return gate_check(model, option, reference, run_batches(engine, batches), labels, floors)
 
 
 def int8_record(path: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -138,10 +137,9 @@ def main(cfg: DictConfig) -> str:
     option = precisions.options(cfg.precision)[manifest["precision"]]
     data = load_dataset(model, "test")
     run = read_reference(cfg.paths.reference)
-    run.check(data, [s.name for s in input_specs(model)])
-    batches = feeds(model, data, cfg.compare.batch_size, limit=cfg.compare.max_samples)
+    batches, reference = run.judged(model, data, cfg.compare.batch_size, cfg.compare.max_samples)
     with Engine.open(cfg.paths.engine, name=CANDIDATE) as engine:
-        found = verdict(engine, model, option, run, batches, data.get(LABELS))
+        found = verdict(engine, model, option, reference, run.floors, batches, data.get(LABELS))
         edges = edge_checks(cfg, engine, option, run.floors, data)
     failures = found["failures"] + edges["failures"]
     task = {k: found[k] for k in TASK}

@@ -14,7 +14,6 @@ from stages.core.batches import feeds
 from stages.core.data import data_source, is_synthetic, load_dataset
 from stages.core.reference import inputs_digest, write_reference
 from stages.core.run import run_stage
-from stages.core.specs import input_specs
 
 BATCH = 32  # samples per reference inference (at most model.max_batch): outputs do not depend on it
 
@@ -24,7 +23,7 @@ def main(cfg: DictConfig) -> str:
     data = load_dataset(cfg.model, "test")
     batch = min(BATCH, int(cfg.model.max_batch))
     about = {"batch_size": batch, "data": data_source(cfg.model, "test"), "synthetic": is_synthetic(cfg.model, "test")}
-    digest = inputs_digest(data, [s.name for s in input_specs(cfg.model)])
+    digest = inputs_digest(cfg.model, data)
     run = write_reference(
         Path(cfg.paths.simplified), feeds(cfg.model, data, batch), digest, Path(cfg.paths.reference), about
     )

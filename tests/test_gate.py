@@ -14,7 +14,6 @@ from onnx import helper, numpy_helper
 
 from stages import build, compare, reference
 from stages.core import fallback
-from stages.core.batches import feeds
 from stages.core.data import load_dataset
 from stages.core.errors import PipelineError
 from stages.core.reference import read_reference
@@ -82,8 +81,8 @@ def test_the_fallback_the_race_and_compare_give_the_same_verdict(case, tmp_path,
     entry = (Candidate(REFERENCE, "fp32", record), graph, spec)
     raced = build_and_gate([entry], build.judge(cfg, 12), "onnx", None, tmp_path / "race")[0][0]["gate"]
     with Engine.open(tmp_path / "race" / "fp32.onnxruntime") as engine:
-        batches = feeds(cfg.model, data, cfg.compare.batch_size)
-        compared = compare.verdict(engine, cfg.model, option, run, batches, data["labels"])
+        batches, outputs = run.judged(cfg.model, data, cfg.compare.batch_size)
+        compared = compare.verdict(engine, cfg.model, option, outputs, run.floors, batches, data["labels"])
 
     assert (rounds["samples"], raced["samples"], compared["samples"]) == (16, 12, 16)
     assert rounds["passed"] == raced["passed"] == compared["passed"]

@@ -21,13 +21,11 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from stages.core.batches import feeds
 from stages.core.data import LABELS
 from stages.core.gate import gate_check
 from stages.core.onnx_io import load_onnx
 from stages.core.quantize import check_int8, quantized_nodes
-from stages.core.reference import ReferenceRun, samples_in
-from stages.core.specs import input_specs
+from stages.core.reference import ReferenceRun
 
 # encode(out, exclude=[...], only=[...]) writes a Q/DQ model to ``out``.
 Encoder = Callable[..., None]
@@ -46,11 +44,9 @@ class Reference:
         run: the reference stage's run (its samples bound the split used here).
         data: the eval split.
         """
-        run.check(data, [s.name for s in input_specs(model)])
         self.model = model
-        self.batches = feeds(model, data, batch_size, limit=run.samples)
+        self.batches, self.outputs = run.judged(model, data, batch_size)
         self.labels = data.get(LABELS)
-        self.outputs = run.first(samples_in(self.batches))
         self.floors = run.floors
         self.output = model.task.output if model.task.output in self.outputs else next(iter(self.outputs))
 

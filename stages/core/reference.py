@@ -11,12 +11,17 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stages.core.artifacts import atomic_path, read_json, write_json
+from stages.core.batches import feeds
 from stages.core.errors import PipelineError
+from stages.core.specs import input_specs
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 RECORD = "reference.json"
 
@@ -29,23 +34,13 @@ class ReferenceRun:
         outputs: output name -> every sample's output, concatenated in eval order.
         floors: output name -> the smallest atol float32 can honour there (Softmax outputs only).
         samples: how many eval samples were run.
+        inputs_sha256: ``inputs_digest`` of the eval inputs it ran (the judges check theirs against it).
     """
 
     outputs: dict[str, np.ndarray]
     floors: dict[str, float]
     samples: int
     inputs_sha256: str = ""
-
-    def check(self, data: Mapping[str, np.ndarray], names: Sequence[str]) -> None:
-        """Refuse in one line a reference made from other eval inputs than ``data`` (a stage run by hand after the
-        eval data changed): the judges would compare outputs of different samples.
-
-        Args:
-            data: the eval split as the judge loaded it.
-            names: the model's input names.
-        """
-        if inputs_digest(data, names) != self.inputs_sha256:
-            raise PipelineError("the reference run was made from other eval data: run `dvc repro`")
 
     def first(self, count: int) -> dict[str, np.ndarray]:
         """The outputs on the first ``count`` samples (a judge that runs fewer, in the same order).
@@ -60,21 +55,42 @@ class ReferenceRun:
             raise PipelineError(f"the reference ran {self.samples} eval samples, not {count}: run `dvc repro`")
         return {name: value[:count] for name, value in self.outputs.items()}
 
+    def judged(
+        self, model: "DictConfig", data: Mapping[str, np.ndarray], batch_size: int, limit: int = 0
+    ) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        """What a judge runs and compares: the eval feeds of the first ``limit`` samples (0: every sample the
+        reference ran) at ``batch_size``, and the reference's outputs on exactly those samples. Refused in one line
+        where the reference was made from other eval inputs than ``data`` (a stage run by hand after they changed).
 
-def inputs_digest(data: Mapping[str, np.ndarray], names: Sequence[str]) -> str:
+        Args:
+            model: the model's config section (its inputs).
+            data: the eval split as the judge loaded it.
+            batch_size: samples per feed.
+            limit: the samples to judge (0: all the reference ran).
+
+        Returns:
+            tuple: the feeds, and output name -> the reference's outputs on them, concatenated.
+        """
+        if inputs_digest(model, data) != self.inputs_sha256:
+            raise PipelineError("the reference run was made from other eval data: run `dvc repro`")
+        batches = feeds(model, dict(data), batch_size, limit=min(limit, self.samples) if limit else self.samples)
+        return batches, self.first(samples_in(batches))
+
+
+def inputs_digest(model: "DictConfig", data: Mapping[str, np.ndarray]) -> str:
     """sha256 of the eval split's model inputs (each name, dtype, shape and bytes, in input order).
 
     Args:
+        model: the model's config section (its inputs).
         data: array name -> array (other arrays, such as labels, are left out).
-        names: the model's input names.
 
     Returns:
         str: the hex digest.
     """
     digest = hashlib.sha256()
-    for name in names:
-        array = np.ascontiguousarray(data[name])
-        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode() + array.tobytes())
+    for spec in input_specs(model):
+        array = np.ascontiguousarray(data[spec.name])
+        digest.update(f"{spec.name}:{array.dtype.str}:{array.shape}".encode() + array.tobytes())
     return digest.hexdigest()
 
 

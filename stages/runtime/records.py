@@ -64,7 +64,7 @@ def read_candidates(env: Mapping[str, Any], env_path: str) -> dict[str, Mapping[
     Returns:
         dict: backend name -> record, in the env stage's order.
     """
-    if "candidates" not in env or "code" not in next(iter(env["candidates"]), {"code": ""}):
+    if "candidates" not in env or any("code" not in record for record in env["candidates"]):
         raise PipelineError(f"{env_path} is stale (it has no candidates): run `dvc repro`, which reruns env")
     found = {}
     for record in env["candidates"]:

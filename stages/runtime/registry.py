@@ -26,12 +26,12 @@ def names() -> list[str]:
     return sorted(found, key=lambda name: (rank(name), name))
 
 
-def rank(name: str) -> int:
+def rank(name: str) -> float:
     """Where ``auto`` races the backend ``name`` (its class's ``rank``); a package that does not import, last."""
     try:
         return backend_class(name).rank
     except PipelineError:
-        return 1 << 30
+        return float("inf")
 
 
 @functools.cache
@@ -52,7 +52,7 @@ def get(name: str) -> Backend:
 
 def importable() -> list[Backend]:
     """Every backend whose package imports, in race order (the report's palette, the baselines' names)."""
-    return [backend_class(name)() for name in names() if rank(name) < 1 << 30]
+    return [backend_class(name)() for name in names() if rank(name) != float("inf")]
 
 
 def usable(backend: Backend, precision: str) -> Availability:
