@@ -2,7 +2,7 @@
 
 Not a DVC stage: the command behind the int8 findings of docs/performance.md. Run it after the pipeline has simplified the model::
 
-    dvc exp run -S model=resnet18            # or any run that leaves build/<model>/model.sim.onnx
+    dvc exp run -S model=resnet18            # or any run that leaves build/<model>/simplified/model.sim.onnx
     python -m engineforge.int8_variants -S model=resnet18 --batch 32
 
 Variants share the pipeline's calibration (``stages.core.calibration``) and encoder (``stages.core.quantize``) and

@@ -45,6 +45,7 @@ TOLERANCE = {"max_abs": 1e-5, "mean_abs": 1e-5, "max_rel": 2.5e-3}
 RACED = ("backend",)
 # Fields that name the engine a build made: its bytes follow the tuning and the race, timed on the machine.
 BUILT = ("engine_sha256",)
+MEASURED = "resources"  # a report's record of its run's wall time and peak memory: measured, never compared
 
 
 def outs(lock: dict[str, Any], stage: str) -> dict[str, str]:
@@ -74,6 +75,8 @@ def report_differences(path: str, committed: Any, fresh: Any) -> tuple[list[str]
         tol = TOLERANCE.get(key.rsplit(".", 1)[-1])
         measured = tol is not None and all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new))
         line = f"{path}: {key} {old!r} committed, {new!r} now"
+        if key.split(".", 1)[0] == MEASURED:
+            continue
         if key in RACED:
             tolerated.append(f"{line} (the race's choice, decided by timing)")
         elif key in BUILT:

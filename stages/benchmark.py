@@ -26,6 +26,7 @@ from stages.core.data import load_dataset
 from stages.core.errors import PipelineError
 from stages.core.metrics import EAGER, ENGINE
 from stages.core.model import load_model
+from stages.core.resources import resources
 from stages.core.run import run_stage
 from stages.core.timing import measure, pool, summarize, write_curves
 from stages.runtime import registry
@@ -197,7 +198,7 @@ def main(cfg: DictConfig) -> str:
         "cold_start": cold,
         "engine_bytes": (Path(cfg.paths.engine) / manifest["engine"]).stat().st_size,
     }
-    write_json(cfg.paths.benchmark, report)
+    write_json(cfg.paths.benchmark, report | {"resources": resources()})
     first = f"bs{bench.batch_sizes[0]}"
     p50 = {name: r[first]["latency_ms"]["p50"] for name, r in results.items()}
     shown = ", ".join(f"{n} {v:.3f} ms" for n, v in p50.items())

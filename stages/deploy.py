@@ -7,7 +7,6 @@ Triton backend can take them. It runs only after compare's gate passed, and ends
 ``Engine`` and running it once, as a service would.
 """
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from omegaconf import DictConfig
 
 from stages.core.artifacts import atomic_path, read_json, write_json, write_text
 from stages.core.errors import PipelineError
+from stages.core.graph_files import copy_graph, files_sha256
 from stages.core.profiles import random_feed
 from stages.core.run import run_stage
 from stages.core.triton import config_text
@@ -65,9 +65,9 @@ def main(cfg: DictConfig) -> str:
     graph_name = f"model.{manifest['precision']}.onnx"
     out = Path(cfg.paths.deploy)
     with atomic_path(out, directory=True) as tmp:
-        shutil.copy2(engine, tmp / engine.name)
-        shutil.copy2(graph, tmp / graph_name)
-        deployed = manifest | {"graph": {"file": graph_name, "sha256": manifest["onnx"]["sha256"]}}  # checked above
+        copy_graph(engine, tmp / engine.name)  # with its sidecar (an ONNX Runtime engine past 2 GiB has one)
+        copy_graph(graph, tmp / graph_name)  # checked against the manifest by fallback_graph
+        deployed = manifest | {"graph": {"file": graph_name, "sha256": files_sha256(tmp / graph_name)}}
         write_json(tmp / MANIFEST, deployed)
         write_json(tmp / IO_FILE, manifest["io"])
         triton = backend.triton(manifest)

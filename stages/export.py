@@ -7,6 +7,7 @@ traced one, which also proves the batch axis is dynamic. ``model.source=onnx`` s
 are given (else its own inputs and dynamic axes are used), run once in ONNX Runtime, and saved self-contained.
 """
 
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +21,16 @@ from stages.core.batches import feeds
 from stages.core.data import data_source, load_dataset
 from stages.core.errors import PipelineError, first_line
 from stages.core.exporters import ExportFailed, export_onnx
+from stages.core.graph_files import save_onnx
 from stages.core.model import SOURCES, check_forward, load_model
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs
+from stages.core.resources import resources
 from stages.core.run import quiet_libraries, run_stage
 from stages.core.specs import check_against_file, input_specs, output_dynamic_axes, output_names, signature_shapes
 
 STACK_TRACE = "pkg.torch.onnx.stack_trace"  # per-node metadata the dynamo exporter writes
+SCRATCH = ".torch"  # where torch.onnx.export writes, inside the output folder: its file is re-saved, then removed
+EXTERNAL_DATA = ("auto", "always")  # export.external_data
 
 
 def torch_outputs(
@@ -54,7 +59,6 @@ def strip_stack_traces(model: Any) -> None:
 def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """torch.onnx.export of the model into ``paths.onnx``; returns the ONNX model, the PyTorch-vs-ORT check and
     which exporter wrote it (``exporter``, and ``exporter_failed``: those tried before it, with why)."""
-    import onnx
     import torch
 
     model, export = cfg.model, cfg.export
@@ -69,12 +73,13 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
         "dynamo": {"dynamic_shapes": signature_shapes(net.forward, specs)},
         "torchscript": {"dynamic_axes": axes},
     }
-    with atomic_path(cfg.paths.onnx) as tmp:
+    with atomic_path(Path(cfg.paths.onnx).parent, directory=True) as folder:
+        tmp = folder / Path(cfg.paths.onnx).name
         try:
             used = export_onnx(
                 net,
                 tuple(torch.from_numpy(a) for a in example.values()),
-                tmp,
+                folder / SCRATCH / tmp.name,
                 export.exporter,
                 dynamic,
                 input_names=[s.name for s in specs],
@@ -88,10 +93,11 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
                 f"torch.onnx.export failed for model {model.name!r}: {first_line(e, 400)} (dynamic axes in "
                 f"model.inputs: {dynamic_inputs}; an axis the model fixes must be a number there)"
             ) from e
-        onnx_model = load_onnx(tmp)
+        onnx_model = load_onnx(folder / SCRATCH / tmp.name)
+        shutil.rmtree(folder / SCRATCH)
         names = names or [o.name for o in onnx_model.graph.output]
         strip_stack_traces(onnx_model)
-        onnx.save(onnx_model, str(tmp))
+        save_onnx(onnx_model, tmp, external=export.external_data == "always")
         check_feeds = feeds(model, data, export.example_batch + 1, limit=export.check.samples)
         want, got = torch_outputs(net, check_feeds, names), ort_outputs(tmp, check_feeds)
         check = compare_outputs(want, got, export.check.atol, export.check.rtol)
@@ -112,7 +118,6 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
 def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Validate ``model.path`` and save it self-contained into ``paths.onnx``; returns it, a run check and no
     exporter."""
-    import onnx
 
     model = cfg.model
     onnx_model = load_onnx(model.path)
@@ -124,8 +129,9 @@ def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[s
     if bad:
         raise PipelineError(f"{model.path}: output {bad[0]!r} has NaN or Inf on {data_source(model, 'test')}")
     fixed = weights_as_constants(onnx_model)
-    with atomic_path(cfg.paths.onnx) as tmp:
-        onnx.save(onnx_model, str(tmp))  # external data (checked safe) is inlined: one file, as an export writes
+    with atomic_path(Path(cfg.paths.onnx).parent, directory=True) as folder:  # external data (checked safe) is
+        # written anew beside it as an export writes it: past 2 GiB (or export.external_data=always), else inlined
+        save_onnx(onnx_model, folder / Path(cfg.paths.onnx).name, external=cfg.export.external_data == "always")
     samples = sum(len(next(iter(b.values()))) for b in batches)
     checked = {"against": None, "samples": samples, "weights_no_longer_inputs": fixed}
     return onnx_model, checked, {"exporter": None, "exporter_failed": []}
@@ -152,6 +158,8 @@ def main(cfg: DictConfig) -> str:
         raise PipelineError(f"model.source: {model.source!r} is not one of {', '.join(SOURCES)}")
     if export.opset < 18:
         raise PipelineError(f"export.opset: {export.opset} is below 18, the lowest torch 2.13's exporter writes")
+    if export.external_data not in EXTERNAL_DATA:
+        raise PipelineError(f"export.external_data: {export.external_data!r} is not one of {', '.join(EXTERNAL_DATA)}")
     if model.source == "onnx" and not (model.path and str(model.path).endswith(".onnx")):
         raise PipelineError(f"model.path: {model.path!r} is not an .onnx file; set -S model.path=PATH.onnx")
     if model.source == "onnx" and not Path(model.path).is_file():
@@ -172,6 +180,7 @@ def main(cfg: DictConfig) -> str:
             "nodes": len(onnx_model.graph.node),
             "ops": op_counts(onnx_model),
             "check": check,
+            "resources": resources(),  # this run's wall time and peak memory
         },
     )
     if model.source == "onnx":

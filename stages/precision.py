@@ -12,7 +12,6 @@ precision.json holds each candidate's record, the calibration table (tensor -> r
 provenance.
 """
 
-import shutil
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -21,12 +20,13 @@ from typing import Any
 from omegaconf import DictConfig
 
 from stages.core import calibration, fallback, precisions
-from stages.core.artifacts import atomic_path, read_json, sha256, write_json
+from stages.core.artifacts import atomic_path, read_json, write_json
 from stages.core.batches import feeds
 from stages.core.bfloat16 import bf16_for
 from stages.core.data import data_source, load_dataset
 from stages.core.errors import PipelineError
 from stages.core.float16 import check_float16_range, write_fp16
+from stages.core.graph_files import copy_graph, files_sha256
 from stages.core.onnx_io import load_onnx, op_counts
 from stages.core.quantize import (
     ENCODINGS,
@@ -36,6 +36,7 @@ from stages.core.quantize import (
     write_int8,
 )
 from stages.core.reference import read_reference
+from stages.core.resources import resources
 from stages.core.run import run_stage
 from stages.runtime import registry
 from stages.runtime.records import read_candidates
@@ -110,7 +111,7 @@ def write(
     """Write ``chosen``'s graph at its precision to ``out``; return its report fields."""
     capabilities = dict(chosen.record["capabilities"])
     if chosen.precision == "fp32":
-        shutil.copyfile(source, out)
+        copy_graph(source, out)
         return {}
     if chosen.precision == "fp16":
         kept = write_fp16(source, list(option.fp16.keep_float32), out)
@@ -159,7 +160,11 @@ def main(cfg: DictConfig) -> str:
     found = read_candidates(read_json(cfg.paths.env), cfg.paths.env)
     source = Path(cfg.paths.simplified)
     load_onnx(source)
-    report: dict[str, Any] = {"precision": cfg.precision.name, "source_sha256": sha256(source), "calibration": None}
+    report: dict[str, Any] = {
+        "precision": cfg.precision.name,
+        "source_sha256": files_sha256(source),
+        "calibration": None,
+    }
     entries: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     with atomic_path(cfg.paths.precise, directory=True) as folder, tempfile.TemporaryDirectory() as tmp:
@@ -180,7 +185,7 @@ def main(cfg: DictConfig) -> str:
                     if not supported.ok:
                         raise PipelineError(f"precision={precision} on {name}: {supported.reason}")
                     if precision in same_for_all:
-                        shutil.copyfile(same_for_all[precision][0], out)
+                        copy_graph(same_for_all[precision][0], out)
                         fields = same_for_all[precision][1]
                     else:
                         fields = write(cfg, option, chosen, calibrated, source, out)
@@ -192,7 +197,7 @@ def main(cfg: DictConfig) -> str:
                     out.unlink(missing_ok=True)
                     skipped.append({"candidate": chosen.key, "reason": str(e)})
                     continue
-                entry = {"backend": name, "precision": precision, "file": out.name, "sha256": sha256(out)}
+                entry = {"backend": name, "precision": precision, "file": out.name, "sha256": files_sha256(out)}
                 entries.append(entry | fields | {"ops": op_counts(load_onnx(out))})
         if not entries:  # one precision: its first problem is the user's; auto: say that nothing was left
             why = skipped[0]["reason"]
@@ -204,7 +209,7 @@ def main(cfg: DictConfig) -> str:
         for entry in entries:
             entry.pop("tensors", None)
     report |= {"candidates": entries, "skipped": skipped}
-    write_json(cfg.paths.precision_report, report)
+    write_json(cfg.paths.precision_report, report | {"resources": resources()})
     lines = "; ".join(describe(e) for e in entries)
     return f"{lines} -> {cfg.paths.precise}/" + (f" ({len(skipped)} skipped: see precision.json)" if skipped else "")
 

@@ -27,7 +27,7 @@ def test_overrides_compose_like_dvc_exp_run_set_param():
     assert [i.name for i in cfg.model.inputs] == ["input_ids", "attention_mask"]
     assert list(cfg.benchmark.batch_sizes) == [1, 8]
     assert cfg.backend.name == "onnxruntime"
-    assert cfg.paths.onnx == "build/textenc/model.onnx"  # paths follow the model
+    assert cfg.paths.onnx == "build/textenc/export/model.onnx"  # paths follow the model
     assert cfg.paths.precise == "build/textenc/fp32"  # a folder: a graph per candidate
 
 

@@ -35,7 +35,9 @@ def test_digits_end_to_end_then_a_second_repro_runs_only_env(dvc_repo: Path):
     assert sorted(ran) == sorted(expected) and ran.index("deploy") > ran.index("compare"), ran
     assert ran[:6] == expected[:6] and ran[-1] == "report", ran
     for stage in expected:  # the one line each stage prints
-        assert re.search(rf"^engineforge {stage}: .+ \[\d+\.\d+s\]$", first.stdout, re.MULTILINE), stage
+        assert re.search(rf"^engineforge {stage}: .+ \[\d+\.\d+s, peak \d+\.\d\d GB\]$", first.stdout, re.MULTILINE), (
+            stage
+        )
 
     acc = json.loads((dvc_repo / "reports/accuracy.json").read_text())
     manifest = json.loads((dvc_repo / "build/digits/engine/manifest.json").read_text())

@@ -54,7 +54,7 @@ def test_truncated_onnx_given_as_model_path_is_not_a_valid_model(repo: Path, mlp
     write_params(repo, "model=onnx", "model.path=cut.onnx")
     line = one_line_error(stage("export", repo))
     assert "error: not a valid ONNX model: cut.onnx (" in line
-    assert not (repo / "build/onnx/model.onnx").exists()
+    assert not (repo / "build/onnx/export/model.onnx").exists()
 
 
 def test_external_data_outside_the_model_folder_is_refused_inside_it_is_inlined(repo: Path):
@@ -64,7 +64,7 @@ def test_external_data_outside_the_model_folder_is_refused_inside_it_is_inlined(
     onnx.save(model, str(model_file), save_as_external_data=True, location="w.bin", size_threshold=0)
     write_params(repo, "model=onnx", "model.path=m/model.onnx")
     assert stage("export", repo).returncode == 0  # beside the model: loaded and written into one file
-    assert not any(t.external_data for t in onnx.load(str(repo / "build/onnx/model.onnx")).graph.initializer)
+    assert not any(t.external_data for t in onnx.load(str(repo / "build/onnx/export/model.onnx")).graph.initializer)
     (repo / "m/w.bin").rename(repo / "secret.bin")
     model = onnx.load(str(model_file), load_external_data=False)
     model.graph.initializer[0].external_data[0].value = "../secret.bin"
@@ -218,11 +218,11 @@ def test_corrupted_engine_is_refused_then_repro_and_checkout_restore_it(built: P
 
 @pytest.mark.slow
 def test_damaged_export_is_not_a_valid_model_and_repro_restores_it(built: Path):
-    onnx_file = built / "build/digits/model.onnx"
+    onnx_file = built / "build/digits/export/model.onnx"
     good = sha256(onnx_file)
     onnx_file.chmod(0o644)
     onnx_file.write_bytes(onnx_file.read_bytes()[:1000])
-    assert "not a valid ONNX model: build/digits/model.onnx (" in one_line_error(stage("simplify", built))
+    assert "not a valid ONNX model: build/digits/export/model.onnx (" in one_line_error(stage("simplify", built))
     run(["dvc", "repro"], built)
     assert sha256(onnx_file) == good
 
@@ -232,12 +232,12 @@ def test_sigkill_mid_write_leaves_no_half_file_and_the_next_repro_runs_cleanly(b
     folder = built / "build/digits"
     proc = subprocess.Popen(["dvc", "repro", "--force", "--single-item", "export"], cwd=built, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not list(folder.glob(".model.onnx.*.tmp")) and time.monotonic() < deadline and proc.poll() is None:
+    while not list(folder.glob(".export.*.tmp")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)
-    assert list(folder.glob(".model.onnx.*.tmp")), "export never started writing"
+    assert list(folder.glob(".export.*.tmp")), "export never started writing"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    onnx_file = folder / "model.onnx"
+    onnx_file = folder / "export/model.onnx"
     assert not onnx_file.exists() or onnx.load(str(onnx_file)) is not None  # gone, or whole: never half
     run(["dvc", "repro"], built)
     assert not list((built / "build").rglob("*.tmp")), "a killed run's temporary file survived"
@@ -257,16 +257,16 @@ def test_a_second_repro_while_one_runs_says_the_repo_is_busy(built: Path):
 
 @pytest.mark.slow
 def test_a_full_disk_names_the_path_and_keeps_the_previous_artifact(built: Path):
-    onnx_file = built / "build/digits/model.onnx"
+    onnx_file = built / "build/digits/export/model.onnx"
     good = sha256(onnx_file)
     limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # noqa: E731  (writes > 20 kB fail)
     line = one_line_error(stage("export", built, preexec_fn=limit))
-    assert "cannot write build/digits/model.onnx: File too large" in line
-    assert sha256(onnx_file) == good and not list(onnx_file.parent.glob("*.tmp"))
+    assert "cannot write build/digits/export: File too large" in line
+    assert sha256(onnx_file) == good and not list((built / "build/digits").glob(".*.tmp"))
 
 
 def test_a_file_where_the_build_folder_should_be_names_the_path(repo: Path):
     (repo / "build").mkdir(exist_ok=True)
     (repo / "build/digits").write_text("not a folder")
     line = one_line_error(stage("export", repo))
-    assert "cannot write build/digits/model.onnx" in line
+    assert "cannot write build/digits/export" in line

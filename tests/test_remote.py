@@ -87,7 +87,7 @@ def test_a_fresh_clone_pulls_the_engine_instead_of_building_it(dvc_repo: Path, t
     run(["git", "add", "-A"], repo_a)
     run(["git", "commit", "-qm", "pipeline run"], repo_a)
     run(["dvc", "push", "--run-cache"], repo_a)
-    assert bucket_bytes(s3_bucket) > (repo_a / "build/digits/model.onnx").stat().st_size
+    assert bucket_bytes(s3_bucket) > (repo_a / "build/digits/export/model.onnx").stat().st_size
 
     repo_b = tmp_path / "clone"
     run(["git", "clone", "-q", str(repo_a), str(repo_b)], tmp_path)

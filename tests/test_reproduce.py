@@ -96,7 +96,7 @@ def test_a_different_model_or_a_broken_export_is_rejected_naming_the_field():
     lock["stages"]["export"]["outs"][1]["md5"] = "0" * 32  # and its ONNX file, which is compared by hash
     found, _ = compared(other_model, lock)
     assert f"{EXPORT}: model 'digits' committed, 'textenc' now" in found
-    assert any(line.startswith("export: build/digits/model.onnx md5 ") for line in found)
+    assert any(line.startswith("export: build/digits/export md5 ") for line in found)
 
     beyond = 2 * TOLERANCE["max_abs"] + export["check"]["outputs"]["logits"]["max_abs"]
     broken = with_values(export, {"check.outputs.logits.max_abs": beyond, "check.outputs.logits.passed": False})
@@ -171,7 +171,7 @@ def test_reproduce_accepts_other_kernels_and_rejects_a_real_change(tmp_path: Pat
     proc = run([sys.executable, "-m", "engineforge.reproduce"], tmp_path, check=False)
     assert proc.returncode == 1
     assert (
-        "export: build/digits/model.onnx md5 " in proc.stderr and f"{EXPORT}: opset 18 committed, 20 now" in proc.stderr
+        "export: build/digits/export md5 " in proc.stderr and f"{EXPORT}: opset 18 committed, 20 now" in proc.stderr
     )
 
 

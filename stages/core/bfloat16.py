@@ -3,7 +3,6 @@ structure (float32 I/O, fragile ops kept in float32 behind Casts) with every flo
 weight rounded from its float32 value (bfloat16 has float32's range, so nothing clamps as it would in float16),
 at opset 22 or later (the first whose type constraints admit bfloat16 on Conv, Gemm and the rest)."""
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from stages.core.errors import PipelineError
 from stages.core.float16 import write_fp16
+from stages.core.graph_files import copy_graph, is_external, save_onnx
 
 FLOAT, FLOAT16, BFLOAT16 = 1, 10, 16  # onnx.TensorProto data types
 BF16_OPSET = 22  # the first opset whose Conv, Gemm, pooling... accept bfloat16
@@ -36,7 +36,7 @@ def bf16_for(capabilities: dict[str, Any], keep_float32: list[str], source: Path
     if form == "graph":
         return {"bf16": form, "kept_float32": write_bf16(source, keep_float32, out)}
     if form == "runtime":
-        shutil.copyfile(source, out)
+        copy_graph(source, out)
         return {"bf16": form}
     raise PipelineError(f"precision=bf16: {capabilities['bf16_reason']}")
 
@@ -115,9 +115,10 @@ def write_bf16(source: Path, keep_float32: list[str], out: Path) -> list[str]:
                 f"precision=bf16: cannot upgrade {source} to opset {BF16_OPSET}: {first_line(e)}"
             ) from e
     originals = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer if init.data_type == FLOAT}
-    onnx.save(model, str(out))
+    external = is_external(source)
+    save_onnx(model, out, external=external)
     kept = write_fp16(out, keep_float32, out)
     model = onnx.load(str(out))
     retype(model.graph, originals)
-    onnx.save(model, str(out))
+    save_onnx(model, out, external=external)
     return kept

@@ -16,13 +16,17 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from stages.core.artifacts import sha256
 from stages.core.batches import feeds
 from stages.core.data import data_source, load_dataset
 from stages.core.errors import PipelineError, first_line
+from stages.core.graph_files import files_sha256, is_external
 from stages.core.specs import input_specs
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+# Batches a calibrator holds at once: its histogram methods keep every intermediate tensor of every batch it is
+# given until the call ends (MinMax keeps per-batch minima and maxima), so batches go in chunks; the ranges of
+# MinMax are the same either way (min of minima), the histograms grow by merging as ONNX Runtime's collector does.
+CHUNK = 4
 
 
 def method_of(calibration: DictConfig, key: str) -> Any:
@@ -120,9 +124,15 @@ def calibrate(onnx: Path, batches: list[dict], calibration: DictConfig, key: str
     with tempfile.TemporaryDirectory(prefix="engineforge-calibrate-") as tmp, contextlib.redirect_stdout(io.StringIO()):
         try:
             calibrator = create_calibrator(
-                Path(onnx), None, str(Path(tmp) / "augmented.onnx"), method, extra_options=options
+                Path(onnx),
+                None,
+                str(Path(tmp) / "augmented.onnx"),
+                method,
+                use_external_data_format=is_external(onnx),
+                extra_options=options,
             )
-            calibrator.collect_data(_Reader(batches))
+            for start in range(0, len(batches), CHUNK):  # each call folds its batches into the ranges, then drops them
+                calibrator.collect_data(_Reader(batches[start : start + CHUNK]))
             ranges = calibrator.compute_data()
         except Exception as e:  # onnxruntime raises its own types when the model or data do not fit
             raise PipelineError(f"calibration of {onnx} failed: {first_line(e, 200)}") from e
@@ -148,7 +158,7 @@ def provenance(onnx: Path, data: dict[str, Any], calibration: DictConfig) -> dic
     """
     import onnxruntime
 
-    record = {"model_sha256": sha256(onnx), **data, "method": calibration.method}
+    record = {"model_sha256": files_sha256(onnx), **data, "method": calibration.method}
     if calibration.method == "percentile":
         record["percentile"] = calibration.percentile
     return record | {"onnxruntime": onnxruntime.__version__}

@@ -31,7 +31,8 @@ def export_onnx(
     Args:
         net: the torch module.
         example: its example inputs.
-        path: the ONNX file to write.
+        path: the ONNX file to write (its weights may go to external data files beside it: keep it in a folder
+            of its own).
         exporter: ``auto``, ``dynamo`` or ``torchscript`` (a key of ``EXPORTERS``).
         dynamic: ``{"dynamo": {"dynamic_shapes": ...}, "torchscript": {"dynamic_axes": ...}}``: each exporter's
             way of naming the dynamic axes.
@@ -49,6 +50,7 @@ def export_onnx(
 
     if exporter not in EXPORTERS:
         raise PipelineError(f"export.exporter: {exporter!r} is not one of {', '.join(EXPORTERS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     tried: list[dict[str, str]] = []
     last: Exception | None = None
     for name in EXPORTERS[exporter]:
@@ -57,7 +59,7 @@ def export_onnx(
             keywords.pop("optimize", None)  # the TorchScript exporter has no optimizer pass
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                torch.onnx.export(net, example, str(path), dynamo=name == "dynamo", external_data=False, **keywords)
+                torch.onnx.export(net, example, str(path), dynamo=name == "dynamo", external_data=True, **keywords)
         except OSError:
             raise  # a full disk or permission error on the output: the caller names the path
         except Exception as e:  # the exporters raise many types; the root of the cause chain says why

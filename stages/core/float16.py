@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from stages.core.errors import PipelineError, first_line
+from stages.core.graph_files import is_external, save_onnx
 
 
 def write_fp16(source: Path, keep_float32: list[str], out: Path) -> list[str]:
@@ -41,7 +42,7 @@ def write_fp16(source: Path, keep_float32: list[str], out: Path) -> list[str]:
         raise PipelineError(f"cannot cast {source} to float16: {first_line(e, 200)}") from e
     drop_repeated_nodes(model.graph)  # a shared initializer gets one identical Cast per float32-kept consumer
     topological_sort(model.graph)  # the converter appends its input Casts after their consumers
-    onnx.save(model, str(out))
+    save_onnx(model, out, external=is_external(source))
     present = {node.op_type for node in model.graph.node}
     return sorted(present & set(keep_float32))
 
@@ -61,12 +62,12 @@ def float16_overflow(fp16: Path, batches: list[dict[str, Any]]) -> tuple[str, st
     from stages.core.onnx_io import ort_outputs
 
     model = onnx.load(str(fp16))
-    if all(np.isfinite(v).all() for v in ort_outputs(model.SerializeToString(), batches, as_written=True).values()):
+    if all(np.isfinite(v).all() for v in ort_outputs(model, batches, as_written=True).values()):
         return None
     listed = {o.name for o in model.graph.output}
     producers = [(n, name) for n in model.graph.node for name in n.output if name]
     model.graph.output.extend(onnx.ValueInfoProto(name=name) for _, name in producers if name not in listed)
-    values = ort_outputs(model.SerializeToString(), batches, as_written=True)
+    values = ort_outputs(model, batches, as_written=True)
     for node, name in producers:
         value = values.get(name)
         if value is not None and value.dtype.kind == "f" and not np.isfinite(value).all():

@@ -9,13 +9,14 @@ in float32, and the gate says so instead of failing one runtime and passing anot
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ORDER = 16  # spacings of the largest logit two float32 sums of the same terms in another order may differ by
 
 
-def with_logits(onnx: Path) -> tuple[bytes, dict[str, str], set[str]]:
+def with_logits(onnx: Path) -> tuple[Any, dict[str, str], set[str]]:
     """``onnx`` with the logits of every output a Softmax writes added as outputs, so one run gives the reference
     outputs and what their floors need.
 
@@ -23,7 +24,7 @@ def with_logits(onnx: Path) -> tuple[bytes, dict[str, str], set[str]]:
         onnx: the float32 graph (``model.sim.onnx``).
 
     Returns:
-        tuple: the graph's bytes, output -> the Softmax's input, and the names added (not the graph's outputs).
+        tuple: the graph (a ModelProto), output -> the Softmax's input, and the names added (not the graph's outputs).
     """
     import onnx as onnx_lib
 
@@ -34,7 +35,7 @@ def with_logits(onnx: Path) -> tuple[bytes, dict[str, str], set[str]]:
     logits = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Softmax" and n.output[0] in outputs}
     added = set(logits.values()) - outputs
     model.graph.output.extend(onnx_lib.ValueInfoProto(name=z) for z in sorted(added))
-    return model.SerializeToString(), logits, added
+    return model, logits, added
 
 
 def floors_of(values: Mapping[str, np.ndarray], logits: Mapping[str, str]) -> dict[str, float]:
@@ -70,5 +71,5 @@ def reference_and_floors(
     from stages.core.onnx_io import ort_outputs
 
     graph, logits, added = with_logits(onnx)
-    values = ort_outputs(graph, list(batches))
+    values = ort_outputs(graph if added else onnx, list(batches))
     return {k: v for k, v in values.items() if k not in added}, floors_of(values, logits)

@@ -1,5 +1,6 @@
 """ONNX files: loading with one-line errors, op counts, and running a model on ONNX Runtime to check outputs."""
 
+import contextlib
 import os
 import re
 from collections import Counter
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from stages.core.errors import PipelineError, first_line
+from stages.core.graph_files import EXTERNAL_ABOVE, data_files, session_source
 
 
 def load_onnx(path: str | os.PathLike[str], check: bool = True) -> Any:
@@ -36,23 +38,11 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> Any:
         model = onnx.load(os.fspath(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends
         raise PipelineError(f"not a valid ONNX model: {path} ({first_line(e)})") from e
-    external = [t for t in all_tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
-        folder = Path(path).resolve().parent
-        for tensor in external:
-            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-            target = (folder / location).resolve()
-            if os.path.isabs(location) or not target.is_relative_to(folder):
-                raise PipelineError(
-                    f"unsafe ONNX external data in {path}: tensor {tensor.name!r} points to {location!r}, outside "
-                    f"the model's folder {folder}; refused (keep the data files beside the model)"
-                )
-            if not target.is_file():
-                raise PipelineError(f"missing ONNX external data for {path}: tensor {tensor.name!r} needs {target}")
-        onnx.load_external_data_for_model(model, str(folder))
+    if data_files(path, model):  # each checked to lie in the model's folder before any is read
+        onnx.load_external_data_for_model(model, str(Path(path).resolve().parent))
     if check:
         try:
-            onnx.checker.check_model(model)
+            onnx.checker.check_model(model if model.ByteSize() <= EXTERNAL_ABOVE else os.fspath(path))
         except Exception as e:  # onnx raises ValidationError and others
             raise PipelineError(f"not a valid ONNX model: {path} ({first_line(e)})") from e
     return model
@@ -113,13 +103,11 @@ def op_counts(model: Any) -> dict[str, int]:
     return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
 
 
-def ort_outputs(
-    model: str | os.PathLike[str] | bytes, feeds: list[dict[str, np.ndarray]], as_written: bool = False
-) -> dict[str, np.ndarray]:
+def ort_outputs(model: Any, feeds: list[dict[str, np.ndarray]], as_written: bool = False) -> dict[str, np.ndarray]:
     """Run ``model`` in a default CPU session over ``feeds``; return each output concatenated over batches.
 
     Args:
-        model: an ONNX file or its bytes.
+        model: an ONNX file (str or PathLike), or a ModelProto with its weights loaded (of any size).
         feeds: input name -> array, one dict per batch.
         as_written: with graph optimizations off, so every node computes in the types the graph gives it (the
             optimizer moves float16 work to float32 on CPUs without float16 kernels).
@@ -130,24 +118,23 @@ def ort_outputs(
     Raises:
         PipelineError: ONNX Runtime cannot load or run the model (``unsupported_op`` names the operator).
     """
-    import onnx
     import onnxruntime as ort
 
-    source = model if isinstance(model, bytes) else os.fspath(model)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if as_written:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        sess = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime's own exception types
-        proto = onnx.load_from_string(model) if isinstance(model, bytes) else load_onnx(model, check=False)
-        raise unsupported_op(e, proto, "onnxruntime", "the model" if isinstance(model, bytes) else str(model)) from e
+    is_file = isinstance(model, str | os.PathLike)
+    where = os.fspath(model) if is_file else "the model"
+    with contextlib.nullcontext(where) if is_file else session_source(model) as source:
+        try:
+            sess = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own exception types
+            raise unsupported_op(e, load_onnx(model, check=False) if is_file else model, "onnxruntime", where) from e
     names = [o.name for o in sess.get_outputs()]
     try:
         runs = [sess.run(None, feed) for feed in feeds]
     except Exception as e:  # onnxruntime's own exception types
-        where = source if isinstance(source, str) else "the model"
         raise PipelineError(f"onnxruntime cannot run {where}: {first_line(e)}") from e
     return {name: np.concatenate([run[i] for run in runs]) for i, name in enumerate(names)}
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from stages.core.attention import has_attention
 from stages.core.errors import PipelineError, first_line
+from stages.core.graph_files import is_external, save_onnx
 
 # encoding -> (activation type, symmetric activations, 7-bit weights). u8s7: x86 without VNNI multiplies uint8 by
 # int8 pairwise into int16 (vpmaddubsw), which saturates at 255 * 127 * 2; 7-bit weights keep the sums in range.
@@ -50,7 +51,7 @@ def with_qdq_opset(source: Path, folder: Path) -> tuple[Path, int]:
         converted = version_converter.convert_version(model, QDQ_OPSET)
     except Exception as e:  # the converter raises plain exceptions per op
         raise PipelineError(f"int8 needs opset {QDQ_OPSET}; {source} has {opset}: {first_line(e, 200)}") from e
-    onnx.save(converted, str(folder / source.name))
+    save_onnx(converted, folder / source.name, external=is_external(source))
     return folder / source.name, opset
 
 
@@ -90,7 +91,7 @@ def write_int8(
         model = onnx.load(str(out))
         if int8.keep_float_in == "every" or has_attention(model.graph):
             float_readers_read_float(model.graph, set(int8.keep_float))
-            onnx.save(model, str(out))
+            save_onnx(model, out, external=is_external(source))
 
 
 def tensors_data(method: Any, ranges: dict[str, tuple[float, float]]) -> Any:
@@ -163,7 +164,8 @@ def quantize_qdq(
             },
         )
         quantizer.quantize_model()
-        quantizer.model.save_model_to_file(str(out), False)
+        quantizer.model.topological_sort()  # what its save_model_to_file does first (and an fp8 check)
+        save_onnx(quantizer.model.model, out, external=is_external(source))
     except Exception as e:  # the quantizer raises plain exceptions on graphs it cannot handle
         raise PipelineError(f"cannot quantize {source}: {first_line(e, 200)}") from e
 

@@ -8,7 +8,6 @@ import copy
 import logging
 import os
 import sys
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from stages.core.errors import PipelineError
+from stages.core.resources import cost_line
 from stages.core.schema import check_types
 
 if TYPE_CHECKING:
@@ -205,7 +205,6 @@ def run_stage(name: str, main: Callable[[Any], str]) -> None:
     quiet_libraries()
     if name not in PLAIN_STAGES:  # the env stage, on every `dvc repro`, does not import onnxruntime
         quiet_onnxruntime()
-    start = time.perf_counter()
     try:
         message = main(load_params(name))
     except PipelineError as e:
@@ -214,4 +213,4 @@ def run_stage(name: str, main: Callable[[Any], str]) -> None:
     except KeyboardInterrupt:
         print(f"engineforge {name}: interrupted", file=sys.stderr)
         sys.exit(130)
-    print(f"engineforge {name}: {message} [{time.perf_counter() - start:.1f}s]", flush=True)
+    print(f"engineforge {name}: {message} [{cost_line()}]", flush=True)

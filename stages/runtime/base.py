@@ -2,7 +2,6 @@
 part). What a backend can do (``Capabilities``) and what a build needs (``BuildSpec``) are frozen data in
 ``spec.py``, and the timed call a benchmark runs is ``stages.core.timing.TimedCall``: both re-exported here."""
 
-import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import replace
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from stages.core.errors import PipelineError
+from stages.core.graph_files import copy_graph
 from stages.core.timing import TimedCall
 from stages.core.triton import TritonModel
 from stages.runtime.spec import Availability, Bf16, BuildSpec, Capabilities
@@ -148,7 +148,7 @@ class Backend(ABC):
             graph: the precision graph it was built from.
             dest: ``triton/<model>/1/<model.file>``.
         """
-        shutil.copy2(engine if model.source == "engine" else graph, dest)
+        copy_graph(engine if model.source == "engine" else graph, dest)  # a plan or blob: a plain copy
 
     def runtime_errors(self) -> tuple[type[Exception], ...]:
         """The exception types this runtime raises for a graph, an engine file or a shape it cannot take: what a

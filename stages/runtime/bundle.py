@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.core.artifacts import sha256
 from stages.core.errors import PipelineError
+from stages.core.graph_files import files_sha256
 
 
 class EngineError(PipelineError):
@@ -50,6 +50,6 @@ def fallback_graph(folder: Path, manifest: Mapping[str, Any]) -> Path:
         path, digest = folder / manifest["graph"]["file"], manifest["graph"]["sha256"]
     else:
         path, digest = Path(manifest["onnx"]["path"]), manifest["onnx"]["sha256"]
-    if not path.is_file() or sha256(path) != digest:
+    if not path.is_file() or files_sha256(path) != digest:
         raise EngineError(f"{path}: the engine's graph is missing or does not match its manifest (sha256)")
     return path

@@ -5,8 +5,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stages.core.artifacts import read_json, sha256
+from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
+from stages.core.graph_files import files_sha256
 
 MANIFEST = "manifest.json"
 
@@ -58,7 +59,7 @@ def engine_file(folder: Path, manifest: dict[str, Any]) -> Path:
     engine = (folder / manifest["engine"]).resolve()
     if engine.parent != folder.resolve():
         raise PipelineError(f"{folder / MANIFEST}: engine file {manifest['engine']!r} is outside its folder")
-    if not engine.is_file() or sha256(engine) != manifest["engine_sha256"]:
+    if not engine.is_file() or files_sha256(engine) != manifest["engine_sha256"]:
         raise PipelineError(
             f"{folder / manifest['engine']} does not match its manifest (sha256): "
             "restore it with `dvc checkout` or rebuild with `dvc repro`"

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from stages.core.artifacts import atomic_path, sha256, write_json
+from stages.core.artifacts import atomic_path, write_json
 from stages.core.fallback import Outputs
 from stages.core.gate import run_batches
+from stages.core.graph_files import files_sha256
 from stages.core.onnx_io import load_onnx
 from stages.core.profiles import resolve_profiles
 from stages.core.specs import axis_sizes, input_specs, io_spec
@@ -108,13 +109,13 @@ def build_engine(chosen: Candidate, onnx: Path, spec: BuildSpec, model: str, tar
         manifest = {
             "backend": chosen.backend.name,
             "engine": built["engine"],
-            "engine_sha256": sha256(tmp / built["engine"]),
+            "engine_sha256": files_sha256(tmp / built["engine"]),
             "fingerprint": dict(chosen.record["fingerprint"]),
             "capabilities": dict(chosen.record["capabilities"]),  # what it was built with (env.json's record)
             "code": chosen.record["code"],  # its backend package's digest: the code that built it
             "target": target,
             "model": model,
-            "onnx": {"path": str(onnx), "sha256": sha256(onnx)},
+            "onnx": {"path": str(onnx), "sha256": files_sha256(onnx)},
             "precision": chosen.precision,
             "settings": built["settings"],
             "io": io_spec(str(onnx)),  # what Engine.inputs and Engine.outputs say

@@ -30,6 +30,7 @@ from stages.backends.onnxruntime.session import (
 from stages.backends.onnxruntime.triton import triton_model
 from stages.core.device import cpu_fingerprint, x86_without_vnni
 from stages.core.errors import PipelineError, first_line
+from stages.core.graph_files import is_external, sidecar
 from stages.core.onnx_io import load_onnx, unsupported_op
 from stages.core.triton import TritonModel
 from stages.core.tuning import distinct, thread_counts, tune
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 NAME = "onnxruntime"
 ENGINE_FILE = "engine.onnx"
+EXTERNAL_FILE = "session.optimized_model_external_initializers_file_name"  # ONNX Runtime's session config keys
+EXTERNAL_MIN_BYTES = "session.optimized_model_external_initializers_min_size_in_bytes"
 SMOKE_TOLERANCE = 0.1  # largest relative error (L2) of an optimized engine against its unoptimized graph
 
 
@@ -119,11 +122,15 @@ class OnnxRuntimeBackend(Backend):
         feed = spec.feed(min(spec.batch_sizes))
         expected = self._session(onnx, settings, "disabled").run(None, feed)
         problems = []
+        external = is_external(onnx)
         downward = list(LEVELS)[::-1]  # all, extended, basic, disabled
         for level in downward[downward.index(requested) :]:
             try:
                 options = session_options(settings["intra_op_num_threads"], level)
                 options.optimized_model_filepath = str(out / ENGINE_FILE)
+                if external:  # past 2 GiB the optimized model cannot hold its weights: they go to its sidecar
+                    options.add_session_config_entry(EXTERNAL_FILE, sidecar(ENGINE_FILE).name)
+                    options.add_session_config_entry(EXTERNAL_MIN_BYTES, "0")  # every initializer, as save_onnx
                 open_session(onnx, options, offline_providers(settings["providers"]))
                 got = self._session(out / ENGINE_FILE, settings, "disabled").run(None, feed)
                 error = relative_error(got, expected)
