@@ -21,11 +21,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from stages.core.artifacts import read_json, write_json
-from stages.core.batches import batch_of, check_batch
+from stages.core.batches import batch_of, check_batch, served_batches
 from stages.core.data import load_dataset
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, first_line
 from stages.core.metrics import EAGER, ENGINE
 from stages.core.model import load_model
+from stages.core.progress import Progress
 from stages.core.resources import resources
 from stages.core.run import run_stage
 from stages.core.timing import measure, pool, summarize, write_curves
@@ -35,6 +36,10 @@ from stages.runtime.engine import Engine
 from stages.runtime.manifest import MANIFEST
 
 Factory = Callable[[ExitStack, dict], TimedCall]
+
+
+class BaselineFailed(Exception):
+    """A baseline's runtime cannot load or run the model: its one line."""
 
 
 def baseline_names(wanted: Any, runtimes: str) -> list[str]:
@@ -55,6 +60,27 @@ def baseline_names(wanted: Any, runtimes: str) -> list[str]:
     return list(wanted)
 
 
+def baseline_factory(cfg: DictConfig, name: str, notes: dict[str, Any]) -> Factory:
+    """The factory of baseline ``name``: its backend's untuned default on the raw export; what it ran with goes
+    into ``notes``, and a runtime that cannot take the model raises ``BaselineFailed``."""
+    other = registry.baseline(name)
+
+    def factory(stack: ExitStack, feed: dict) -> TimedCall:
+        started = time.perf_counter()
+        try:
+            runner = stack.enter_context(other.baseline_runner(Path(cfg.paths.onnx), name))
+            opened = {"open_ms": round(1e3 * (time.perf_counter() - started), 2)}  # at the first batch: cold
+            notes[name] = other.describe(runner) | notes.get(name, opened)
+            call = other.timed_call(runner, feed, cfg.benchmark)
+            call()  # one inference: a runtime that compiles the graph lazily refuses it here
+        except other.runtime_errors() as e:  # its runtime cannot take this model: a record, not the stage's end
+            raise BaselineFailed(first_line(e, 200)) from e
+        stack.callback(call.close)
+        return call
+
+    return factory
+
+
 def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes: dict[str, Any]) -> dict[str, Factory]:
     """Name -> factory(stack, feed) of a timed call, for the engine and each configured baseline.
 
@@ -70,20 +96,6 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes:
         stack.callback(call.close)
         engine_notes.update(call.notes())  # the same at every batch size
         return call
-
-    def default_of(name: str) -> Factory:
-        other = registry.baseline(name)
-
-        def factory(stack: ExitStack, feed: dict) -> TimedCall:
-            started = time.perf_counter()
-            runner = stack.enter_context(other.baseline_runner(Path(cfg.paths.onnx), name))
-            opened = {"open_ms": round(1e3 * (time.perf_counter() - started), 2)}  # at the first batch: its cold open
-            notes[name] = other.describe(runner) | notes.get(name, opened)
-            call = other.timed_call(runner, feed, cfg.benchmark)
-            stack.callback(call.close)
-            return call
-
-        return factory
 
     nets: list[Any] = []  # the eager model, loaded once for every batch size
 
@@ -112,7 +124,7 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes:
             if cfg.model.source != "onnx":  # an ONNX file has no PyTorch model to run
                 factories[name] = eager
         else:
-            factories[name] = default_of(name)
+            factories[name] = baseline_factory(cfg, name, notes)
     return factories
 
 
@@ -143,42 +155,58 @@ def cold_start(folder: str, manifest: dict[str, Any], feed: dict[str, np.ndarray
     }
 
 
+def time_all(
+    cfg: DictConfig, factories: dict[str, Factory], batches: list[int], notes: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], dict[int, dict[str, np.ndarray]]]:
+    """Time every runtime at every batch size in interleaved rounds; a baseline whose runtime cannot take the
+    model is dropped with its one line in ``notes`` (the benchmark goes on without it).
+
+    Returns:
+        tuple: runtime -> ``bs<N>`` -> statistics, and batch -> runtime -> pooled latencies (ms).
+    """
+    bench, data = cfg.benchmark, load_dataset(cfg.model, "test")
+    results: dict[str, dict[str, Any]] = {}
+    curves: dict[int, dict[str, np.ndarray]] = {}
+    rounds, warmup_s = bench.rounds, bench.warmup_ms / 1e3
+    share = (bench.duration_s / rounds, -(-bench.min_iterations // rounds))
+    with Progress("benchmark", len(batches) * rounds * len(factories), "runs") as progress:
+        for batch in batches:
+            feed = batch_of(cfg.model, data, batch)
+            with ExitStack() as stack:
+                calls = {}
+                for name, factory in list(factories.items()):
+                    try:
+                        calls[name] = factory(stack, feed)
+                    except BaselineFailed as e:
+                        notes[name] = {"failed": str(e)}
+                        del factories[name]
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in calls}
+                for r in range(rounds):  # interleaved, so drift of a shared machine hits every runtime alike
+                    for name, call in calls.items():
+                        runs[name].append(measure(call, warmup_s if r == 0 else 0.0, *share))
+                        progress.step(f"bs{batch} {name} round {r + 1}/{rounds}")
+            for name, parts in runs.items():
+                pooled = pool(parts)
+                results.setdefault(name, {})[f"bs{batch}"] = summarize(pooled, batch)
+                curves.setdefault(batch, {})[name] = pooled["latency_ms"]
+    return results, curves
+
+
 def main(cfg: DictConfig) -> str:
     """Measure every runtime at every batch size; write ``paths.benchmark`` and ``paths.latency``."""
     import onnxruntime
     import torch
-    from tqdm import tqdm
 
     bench, model = cfg.benchmark, cfg.model
-    for batch in bench.batch_sizes:
+    batches = served_batches(model, bench.batch_sizes)
+    for batch in batches:
         check_batch(model, batch, "benchmark.batch_sizes")
     manifest = read_json(Path(cfg.paths.engine) / "manifest.json")
     threads = len(os.sched_getaffinity(0))  # eager PyTorch as a user runs it: every core
-    data = load_dataset(model, "test")
     notes: dict[str, Any] = {}
     engine_notes: dict[str, Any] = {}
-    cold = cold_start(cfg.paths.engine, manifest, batch_of(model, data, bench.batch_sizes[0]))
-    factories = runtimes(cfg, threads, notes, engine_notes)
-    results: dict[str, dict[str, Any]] = {name: {} for name in factories}
-    curves: dict[int, dict[str, np.ndarray]] = {}
-    rounds, warmup_s = bench.rounds, bench.warmup_ms / 1e3
-    jobs = len(bench.batch_sizes) * rounds * len(factories)
-    with tqdm(total=jobs, desc="benchmark", unit="run", leave=False, disable=None) as progress:
-        for batch in bench.batch_sizes:
-            feed = batch_of(model, data, batch)
-            with ExitStack() as stack:
-                calls = {name: factory(stack, feed) for name, factory in factories.items()}
-                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in calls}
-                for r in range(rounds):  # interleaved, so drift of a shared machine hits every runtime alike
-                    for name, call in calls.items():
-                        progress.set_postfix_str(f"bs{batch} {name} round {r + 1}/{rounds}")
-                        share = (bench.duration_s / rounds, -(-bench.min_iterations // rounds))
-                        runs[name].append(measure(call, warmup_s if r == 0 else 0.0, *share))
-                        progress.update()
-            for name, parts in runs.items():
-                pooled = pool(parts)
-                results[name][f"bs{batch}"] = summarize(pooled, batch)
-                curves.setdefault(batch, {})[name] = pooled["latency_ms"]
+    cold = cold_start(cfg.paths.engine, manifest, batch_of(model, load_dataset(model, "test"), batches[0]))
+    results, curves = time_all(cfg, runtimes(cfg, threads, notes, engine_notes), batches, notes)
     write_curves(cfg.paths.latency, curves)
     report = {
         "model": model.name,
@@ -186,6 +214,7 @@ def main(cfg: DictConfig) -> str:
         "precision": manifest["precision"],
         "threads": threads,
         "settings": OmegaConf.to_container(bench),
+        "batch_sizes": batches,  # benchmark.batch_sizes, or the one batch a graph fixes
         "versions": {
             "onnxruntime": onnxruntime.__version__,
             "python": platform.python_version(),
@@ -199,10 +228,12 @@ def main(cfg: DictConfig) -> str:
         "engine_bytes": (Path(cfg.paths.engine) / manifest["engine"]).stat().st_size,
     }
     write_json(cfg.paths.benchmark, report | {"resources": resources()})
-    first = f"bs{bench.batch_sizes[0]}"
+    first = f"bs{batches[0]}"
     p50 = {name: r[first]["latency_ms"]["p50"] for name, r in results.items()}
     shown = ", ".join(f"{n} {v:.3f} ms" for n, v in p50.items())
-    return f"p50 at {first}: {shown} -> {cfg.paths.benchmark}"
+    failed = "".join(f"; {n} could not run the model ({v['failed']})" for n, v in notes.items() if "failed" in v)
+    fixed = f" (the graph fixes batch {batches[0]})" if list(batches) != list(bench.batch_sizes) else ""
+    return f"p50 at {first}{fixed}: {shown}{failed} -> {cfg.paths.benchmark}"
 
 
 if __name__ == "__main__":

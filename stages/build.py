@@ -18,16 +18,17 @@ from omegaconf import DictConfig
 
 from stages.core import precisions
 from stages.core.artifacts import atomic_path, read_json, write_json
+from stages.core.batches import served_batches
 from stages.core.data import LABELS, load_dataset
 from stages.core.errors import PipelineError
-from stages.core.gate import run_batches, tolerances
+from stages.core.gate import tolerances
 from stages.core.reference import read_reference
 from stages.core.run import run_stage
 from stages.runtime import registry
-from stages.runtime.engine import Engine
 from stages.runtime.manifest import MANIFEST
 from stages.runtime.records import read_candidates
-from stages.select.candidate import Candidate, build_engine, build_spec
+from stages.select.candidate import Candidate, build_spec
+from stages.select.isolated import CandidateFailed, build_and_run
 from stages.select.race import Entry, gate
 from stages.select.race import run as race
 
@@ -48,7 +49,12 @@ def entries(cfg: DictConfig, env: dict[str, Any]) -> list[Entry]:
             raise PipelineError(f"precision={chosen.precision} on {chosen.backend.name}: {supported.reason}")
         tune_s = (record.get("tuning") or {"tune_s": 0.0})["tune_s"] / len(graphs)
         spec = build_spec(
-            cfg.model, chosen.precision, cfg.benchmark.batch_sizes, record, Path(cfg.paths.timing_cache), tune_s
+            cfg.model,
+            chosen.precision,
+            served_batches(cfg.model, cfg.benchmark.batch_sizes),
+            record,
+            Path(cfg.paths.timing_cache),
+            tune_s,
         )
         result.append((chosen, Path(cfg.paths.precise) / graph["file"], spec))
     return result
@@ -108,9 +114,12 @@ def ship(cfg: DictConfig, candidates: list[Entry], target: str | None, folder: P
         return winner, manifest
     chosen, graph, spec = candidates[0]
     out = folder / chosen.key
-    manifest = build_engine(chosen, graph, spec, cfg.model.name, target, out)  # its refusal is the user's one line
-    with Engine.open(out, name=chosen.key) as engine:
-        verdict = gate(judged, chosen.precision, run_batches(engine, judged["batches"]))
+    try:  # in a process of its own, as a raced candidate: a native crash is a line, not a silent exit
+        got = build_and_run(chosen, graph, spec, (cfg.model.name, target, out), judged["batches"])
+    except CandidateFailed as e:  # its refusal is the user's one line
+        raise PipelineError(str(e)) from e
+    manifest = read_json(out / MANIFEST)
+    verdict = gate(judged, chosen.precision, got)
     if not verdict["passed"]:
         raise PipelineError(
             f"the {chosen.key} engine failed its accuracy gate on {verdict['samples']} eval samples "

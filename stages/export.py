@@ -17,16 +17,18 @@ import numpy as np
 from omegaconf import DictConfig
 
 from stages.core.artifacts import atomic_path, write_json
-from stages.core.batches import feeds
+from stages.core.batches import feeds, fixed_batch
 from stages.core.data import data_source, load_dataset
 from stages.core.errors import PipelineError, first_line
 from stages.core.exporters import ExportFailed, export_onnx
+from stages.core.given_onnx import OLDEST_RUN, from_onnx
 from stages.core.graph_files import save_onnx
 from stages.core.model import SOURCES, check_forward, load_model
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs
 from stages.core.resources import resources
 from stages.core.run import quiet_libraries, run_stage
-from stages.core.specs import check_against_file, input_specs, output_dynamic_axes, output_names, signature_shapes
+from stages.core.second_size import dynamic_axes, problem_at, second_size
+from stages.core.specs import input_specs, output_dynamic_axes, output_names, signature_shapes
 
 STACK_TRACE = "pkg.torch.onnx.stack_trace"  # per-node metadata the dynamo exporter writes
 SCRATCH = ".torch"  # where torch.onnx.export writes, inside the output folder: its file is re-saved, then removed
@@ -110,45 +112,40 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
                 f"{check[failed[0]]['max_abs']:.3g} at index {where} (export.check.atol={export.check.atol}, "
                 f"rtol={export.check.rtol})"
             )
+        sample = check_feeds[0]
+        checked = check_axes(lambda f: torch_outputs(net, f, names), onnx_model, tmp, cfg, used, sample)
     samples = sum(len(next(iter(f.values()))) for f in check_feeds)
-    how = {"exporter": used["exporter"], "exporter_failed": used["failed"]}
+    how = {"exporter": used["exporter"], "exporter_failed": used["failed"], "axes_checked": checked}
     return onnx_model, {"against": "pytorch", "samples": samples, "outputs": check}, how
 
 
-def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """Validate ``model.path`` and save it self-contained into ``paths.onnx``; returns it, a run check and no
-    exporter."""
+def check_axes(
+    torch_run: Callable[[list], dict[str, np.ndarray]],
+    onnx_model: Any,
+    path: Path,
+    cfg: DictConfig,
+    used: dict,
+    sample: dict[str, np.ndarray],
+) -> dict[str, int]:
+    """Run every dynamic axis of ``model.inputs`` at its second size (``second_size.problem_at``); a graph that only
+    runs at the example's size is refused in one line (naming the exporter that was refused before it, if any).
 
-    model = cfg.model
-    onnx_model = load_onnx(model.path)
-    if model.inputs is not None:
-        check_against_file(input_specs(model), model.path)
-    batches = feeds(model, data, cfg.export.example_batch + 1, limit=cfg.export.check.samples)
-    outputs = ort_outputs(model.path, batches)
-    bad = [name for name, value in outputs.items() if not np.isfinite(value).all()]
-    if bad:
-        raise PipelineError(f"{model.path}: output {bad[0]!r} has NaN or Inf on {data_source(model, 'test')}")
-    fixed = weights_as_constants(onnx_model)
-    with atomic_path(Path(cfg.paths.onnx).parent, directory=True) as folder:  # external data (checked safe) is
-        # written anew beside it as an export writes it: past 2 GiB (or export.external_data=always), else inlined
-        save_onnx(onnx_model, folder / Path(cfg.paths.onnx).name, external=cfg.export.external_data == "always")
-    samples = sum(len(next(iter(b.values()))) for b in batches)
-    checked = {"against": None, "samples": samples, "weights_no_longer_inputs": fixed}
-    return onnx_model, checked, {"exporter": None, "exporter_failed": []}
-
-
-def weights_as_constants(model: Any) -> int:
-    """Drop, in place, the graph inputs that only name an initializer (IR version 3 lists every weight as an
-    input, so runtimes let a caller override it and converters treat it as I/O); returns how many. The weights
-    stay, as the constants a deployed engine has."""
-    weights = {t.name for t in model.graph.initializer}
-    kept = [i for i in model.graph.input if i.name not in weights]
-    dropped = len(model.graph.input) - len(kept)
-    if dropped:
-        del model.graph.input[:]
-        model.graph.input.extend(kept)
-        model.ir_version = max(model.ir_version, 4)  # IR 4 lets initializers stand alone
-    return dropped
+    Returns:
+        dict: axis -> the second size it was checked at.
+    """
+    checked = {}
+    for axis in dynamic_axes(cfg.model):
+        problem = problem_at(torch_run, onnx_model, str(path), cfg.model, cfg.export.check, axis, sample)
+        size = int(cfg.model.dims[axis])
+        if problem:
+            fix = f"write {axis} as the number {size} in model.inputs to export it static"
+            refused = "".join(f"{t['exporter']} refused the model ({t['error'][:200]}); " for t in used["failed"])
+            raise PipelineError(
+                f"export check: {refused}the {used['exporter']} graph declares {axis} dynamic but only runs at "
+                f"{axis}={size} ({problem}): {fix}"
+            )
+        checked[axis] = second_size(size)
+    return checked
 
 
 def main(cfg: DictConfig) -> str:
@@ -176,6 +173,7 @@ def main(cfg: DictConfig) -> str:
             **how,  # the exporter that wrote the file (None: a given ONNX file), and those tried before it
             "torch": sys.modules["torch"].__version__ if model.source != "onnx" else None,  # imported by the export
             "inputs": {s.name: list(s.shape) for s in input_specs(model)},
+            "fixed_batch": fixed_batch(model),  # None: dynamic; else the one batch every stage runs
             "data": data_source(model, "test"),
             "nodes": len(onnx_model.graph.node),
             "ops": op_counts(onnx_model),
@@ -183,10 +181,14 @@ def main(cfg: DictConfig) -> str:
             "resources": resources(),  # this run's wall time and peak memory
         },
     )
+    fixed = fixed_batch(model)
+    said = f"; the graph fixes batch {fixed}: every stage runs batch {fixed}" if fixed is not None else ""
     if model.source == "onnx":
-        return f"{model.path} (torch export skipped) -> {cfg.paths.onnx} ({len(onnx_model.graph.node)} nodes)"
+        old = check["opset_upgraded_from"]
+        said += f"; opset {old} upgraded to {export.opset} (ONNX Runtime runs none below {OLDEST_RUN})" if old else ""
+        return f"{model.path} (torch export skipped) -> {cfg.paths.onnx} ({len(onnx_model.graph.node)} nodes{said})"
     worst = max(c["max_abs"] for c in check["outputs"].values())
-    return f"{model.name} -> {cfg.paths.onnx} ({len(onnx_model.graph.node)} nodes, max |PyTorch-ORT| {worst:.2g})"
+    return f"{model.name} -> {cfg.paths.onnx} ({len(onnx_model.graph.node)} nodes, max |PyTorch-ORT| {worst:.2g}{said})"
 
 
 if __name__ == "__main__":

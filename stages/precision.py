@@ -24,7 +24,7 @@ from stages.core.artifacts import atomic_path, read_json, write_json
 from stages.core.batches import feeds
 from stages.core.bfloat16 import bf16_for
 from stages.core.data import data_source, load_dataset
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, first_line
 from stages.core.float16 import check_float16_range, write_fp16
 from stages.core.graph_files import copy_graph, files_sha256
 from stages.core.onnx_io import load_onnx, op_counts
@@ -128,10 +128,12 @@ def missed(fell: dict[str, Any], entry: dict[str, Any]) -> str:
     node limit."""
     if not fell["enabled"]:
         return "; the fallback is off (precision.int8.fallback)"
+    following = f" (it would keep {', '.join(fell['next'])} in float next)" if fell.get("next") else ""
     if fell["out_of_budget"]:
         ranked = f"ranking {len(fell['sensitivity'])} of {entry['quantized_nodes']} nodes"
-        return f"; the fallback ran out of its {fell['budget_s']:.0f} s after {ranked}: raise precision.int8.fallback_search.budget_s"
-    return "; the fallback reached precision.int8.fallback_search.max_nodes"
+        key = "precision.int8.fallback_search.budget_s"
+        return f"; the fallback ran out of its {fell['budget_s']:.0f} s after {ranked}{following}: raise {key}"
+    return f"; the fallback reached precision.int8.fallback_search.max_nodes{following}"
 
 
 def describe(entry: dict[str, Any]) -> str:
@@ -191,11 +193,11 @@ def main(cfg: DictConfig) -> str:
                         fields = write(cfg, option, chosen, calibrated, source, out)
                     if precision in BACKEND_FREE:
                         same_for_all[precision] = (out, fields)
-                except PipelineError as e:
+                except chosen.backend.runtime_errors() as e:  # ours, or its runtime's refusal to judge the graph
                     if len(options) == 1 and len(found) == 1:  # the one candidate: its problem, in one line
-                        raise
+                        raise e if isinstance(e, PipelineError) else PipelineError(f"{name}: {first_line(e)}") from e
                     out.unlink(missing_ok=True)
-                    skipped.append({"candidate": chosen.key, "reason": str(e)})
+                    skipped.append({"candidate": chosen.key, "reason": first_line(e, 300)})
                     continue
                 entry = {"backend": name, "precision": precision, "file": out.name, "sha256": files_sha256(out)}
                 entries.append(entry | fields | {"ops": op_counts(load_onnx(out))})

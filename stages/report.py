@@ -13,6 +13,7 @@ from stages.core.report_parts import (
     cold_start,
     device_line,
     exported,
+    failed_baselines,
     gpu_times,
     race_table,
     slower,
@@ -77,7 +78,7 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict, dep
     how, note = exported(export)
     return f"""# {acc["model"]} · {chose} · {manifest["backend"]}
 
-{slower(bench)}{note}{accuracy_gate(acc)}
+{slower(bench)}{failed_baselines(bench)}{note}{accuracy_gate(acc)}
 
 ## Accuracy (engine vs ONNX Runtime FP32 on model.sim.onnx)
 

@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from stages import benchmark, build as build_module, compare, deploy, env, export, precision, reference, simplify
+from stages import benchmark, compare, deploy, env, export, precision, reference, simplify
+from stages import build as build_module
 from stages.core.artifacts import read_json
 from stages.core.graph_files import copy_graph, files_sha256, is_external, save_onnx, sidecar
 from stages.core.onnx_io import load_onnx, ort_outputs
@@ -48,7 +49,10 @@ def test_a_digest_covers_the_sidecar(tmp_path: Path):
     data = sidecar(tmp_path / "b.onnx")
     data.write_bytes(data.read_bytes()[:-4] + np.float32(9).tobytes())
     assert files_sha256(tmp_path / "b.onnx") != before
-    assert files_sha256(tmp_path / "a.onnx") == __import__("hashlib").sha256((tmp_path / "a.onnx").read_bytes()).hexdigest()
+    assert (
+        files_sha256(tmp_path / "a.onnx")
+        == __import__("hashlib").sha256((tmp_path / "a.onnx").read_bytes()).hexdigest()
+    )
 
 
 @pytest.fixture(scope="module", params=["onnxruntime", "openvino"])

@@ -16,7 +16,7 @@ from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
 from stages.core.run import plain
 from stages.runtime import records, registry
-from tests.helpers import QUICK, compose, copy_repo, graph_entry, only_graph, run, run_if, run_stage
+from tests.helpers import QUICK, compose, copy_repo, graph_entry, one_line_error, only_graph, run, run_if, run_stage
 
 RESTORED = "Stage '{}' is cached - skipping run, checking out outputs"
 CANDIDATES = [b.name for b in registry.candidates("auto", "fp32")[0]]  # the backends backend=auto races here
@@ -250,3 +250,14 @@ def test_a_backend_is_its_package_and_its_conf_file(tmp_path: Path):
     manifest = read_json(root / "build/tiny/engine/manifest.json")
     assert (manifest["backend"], manifest["settings"]) == ("toy", {"threads": 2})
     assert read_json(root / "reports/accuracy.json")["passed"]
+
+    crash = {"TOY_CRASH": "1"}  # the toy's build process kills itself with SIGSEGV, as a native crash in a runtime
+    line = one_line_error(run([sys.executable, "-m", "stages.build"], root, check=False, env=crash))
+    assert line == "engineforge build: error: toy: crashed with signal 11 (SIGSEGV) while building fp32"
+    write_params(root, "model=tiny", *FAST_BENCH)  # raced: the crash is the toy's record, another engine ships
+    stages("env", "precision")
+    run([sys.executable, "-m", "stages.build"], root, env=crash)
+    race = read_json(root / "build/tiny/engine/manifest.json")["race"]
+    toy = next(entry for entry in race if entry["backend"] == "toy")
+    assert toy["result"] == "toy: crashed with signal 11 (SIGSEGV) while building fp32", toy
+    assert any(entry["result"] == "shipped" for entry in race)

@@ -170,9 +170,7 @@ def test_reproduce_accepts_other_kernels_and_rejects_a_real_change(tmp_path: Pat
     run(["git", "commit", "-qam", "opset 20"], tmp_path)
     proc = run([sys.executable, "-m", "engineforge.reproduce"], tmp_path, check=False)
     assert proc.returncode == 1
-    assert (
-        "export: build/digits/export md5 " in proc.stderr and f"{EXPORT}: opset 18 committed, 20 now" in proc.stderr
-    )
+    assert "export: build/digits/export md5 " in proc.stderr and f"{EXPORT}: opset 18 committed, 20 now" in proc.stderr
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Batches: a split's arrays cut into input feeds, one batch of any size, and the batch sizes a model accepts."""
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +22,21 @@ def fixed_batch(model: "DictConfig") -> int | None:
         int | None: the fixed batch size.
     """
     return next((s.shape[0] for s in input_specs(model) if s.shape and isinstance(s.shape[0], int)), None)
+
+
+def served_batches(model: "DictConfig", batch_sizes: Sequence[int]) -> list[int]:
+    """The batch sizes to build, race and time: ``batch_sizes``, or the one batch the model's graph fixes (an ONNX
+    file exported at batch 1 runs batch 1 only; the benchmark's line says so).
+
+    Args:
+        model: the model's config section.
+        batch_sizes: ``benchmark.batch_sizes``.
+
+    Returns:
+        list[int]: the sizes.
+    """
+    fixed = fixed_batch(model)
+    return [fixed] if fixed is not None else [int(b) for b in batch_sizes]
 
 
 def feeds(model: "DictConfig", data: dict[str, np.ndarray], batch_size: int, limit: int = 0) -> list[dict]:

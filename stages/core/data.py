@@ -136,7 +136,12 @@ def check_data(model: "DictConfig", data: dict[str, np.ndarray], where: str) -> 
     if empty:
         raise PipelineError(f"{where}: array {empty[0]!r} is empty")
     if len(set(lengths.values())) != 1:
-        raise PipelineError(f"{where}: arrays differ in length ({', '.join(f'{k} {n}' for k, n in lengths.items())})")
+        shown = ", ".join(f"{k} {n}" for k, n in lengths.items())
+        raise PipelineError(
+            f"{where}: arrays differ in length ({shown}); every input's first axis is its batch of samples, so "
+            "each array needs the same number of samples (a graph without a batch axis shared by all its inputs "
+            "cannot be batched)"
+        )
 
 
 def synthetic(model: "DictConfig", split: str) -> dict[str, np.ndarray]:

@@ -158,5 +158,6 @@ def run(
             excluded = order[: rounds[kept]["excluded"]]
             encode(out, exclude=excluded)
     record["excluded"], record["kept"] = excluded, kept
+    record["next"] = [] if rounds[kept]["passed"] else order[len(excluded) : len(excluded) + 3]  # it would try
     record["out_of_budget"] = time.perf_counter() > deadline and not rounds[kept]["passed"]
     return record

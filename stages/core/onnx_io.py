@@ -103,7 +103,9 @@ def op_counts(model: Any) -> dict[str, int]:
     return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
 
 
-def ort_outputs(model: Any, feeds: list[dict[str, np.ndarray]], as_written: bool = False) -> dict[str, np.ndarray]:
+def ort_outputs(
+    model: Any, feeds: list[dict[str, np.ndarray]], as_written: bool = False, name: str | None = None
+) -> dict[str, np.ndarray]:
     """Run ``model`` in a default CPU session over ``feeds``; return each output concatenated over batches.
 
     Args:
@@ -111,6 +113,7 @@ def ort_outputs(model: Any, feeds: list[dict[str, np.ndarray]], as_written: bool
         feeds: input name -> array, one dict per batch.
         as_written: with graph optimizations off, so every node computes in the types the graph gives it (the
             optimizer moves float16 work to float32 on CPUs without float16 kernels).
+        name: what errors call the model (default: its path, or "the model").
 
     Returns:
         dict[str, np.ndarray]: output name -> every batch's output, concatenated.
@@ -125,7 +128,7 @@ def ort_outputs(model: Any, feeds: list[dict[str, np.ndarray]], as_written: bool
     if as_written:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     is_file = isinstance(model, str | os.PathLike)
-    where = os.fspath(model) if is_file else "the model"
+    where = name or (os.fspath(model) if is_file else "the model")
     with contextlib.nullcontext(where) if is_file else session_source(model) as source:
         try:
             sess = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

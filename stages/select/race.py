@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 
 from stages.core.errors import PipelineError, first_line
-from stages.core.gate import gate_check, run_batches
+from stages.core.gate import gate_check
 from stages.core.timing import measure
 from stages.core.tuning import score
 from stages.runtime.base import BuildSpec
 from stages.runtime.engine import Engine
-from stages.select.candidate import Candidate, build_engine
+from stages.select.candidate import Candidate
+from stages.select.isolated import CandidateFailed, build_and_run
 
 Entry = tuple[Candidate, Path, BuildSpec]  # a candidate, its graph and its build spec
 
@@ -118,12 +119,10 @@ def build_and_gate(
         entry: dict[str, Any] = {"candidate": chosen.key, "backend": chosen.backend.name, "precision": chosen.precision}
         started = time.perf_counter()
         out = folder / chosen.key
-        try:
-            build_engine(chosen, graph, spec, model, target, out)
-            with Engine.open(out, name=chosen.key) as engine:
-                got = run_batches(engine, judge["batches"])
-        except chosen.backend.runtime_errors() as e:  # its runtime's refusal is its record; a bug of ours is not
-            entry["result"] = f"did not build: {first_line(e, 200)}"
+        try:  # in a process of its own: a native crash is this candidate's record, not the stage's end
+            got = build_and_run(chosen, graph, spec, (model, target, out), judge["batches"])
+        except CandidateFailed as e:  # its runtime's refusal or its crash is its record; a bug of ours is not
+            entry["result"] = str(e) if e.crashed else f"did not build: {first_line(e, 200)}"
         else:
             entry["gate"] = gate(judge, chosen.precision, got)
             built[chosen.key] = (chosen, out, spec)

@@ -1,0 +1,103 @@
+"""Every dynamic axis an export declares, run at a second size: a graph whose exporter unrolled a loop or baked a
+shape at the example's size declares the axis dynamic and still runs only at that size (a selective scan unrolled
+by the TorchScript exporter; a recurrent tagger whose output says ``[batch, 24, 9]``). Every later check runs at
+``model.dims``, so this is the one place that can tell: PyTorch and ONNX Runtime on an eval batch cut to half
+the size (2 for an axis of 1), outputs compared at ``SLACK`` times the export check's tolerances.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from stages.core.errors import PipelineError, first_line
+from stages.core.onnx_io import compare_outputs, ort_outputs
+from stages.core.specs import input_specs
+
+SLACK = 10.0  # cut inputs (a sentence without its end) reach values whole ones do not; a wrong graph is far off
+
+
+def second_size(size: int) -> int:
+    """The other size an axis is checked at: half of it, or 2 for an axis of 1."""
+    return size // 2 if size >= 2 else 2
+
+
+def resized(sample: dict[str, np.ndarray], model: Any, axis: str, size: int) -> dict[str, np.ndarray]:
+    """``sample`` with every dimension named ``axis`` cut to its first ``size`` entries (or repeated up to them):
+    real inputs keep their structure (token ids with their mask, an image's content), which random ones do not.
+
+    Args:
+        sample: input name -> array at ``model.dims``.
+        model: ``cfg.model`` (which dimension of which input is ``axis``).
+        axis: the axis name.
+        size: its new size.
+
+    Returns:
+        dict: input name -> array.
+    """
+    out = {}
+    for spec in input_specs(model):
+        array = sample[spec.name]
+        for index, dim in enumerate(spec.shape):
+            if dim == axis:
+                array = np.take(array, np.arange(size) % array.shape[index], axis=index)
+        out[spec.name] = np.ascontiguousarray(array)
+    return out
+
+
+def dynamic_axes(model: Any) -> list[str]:
+    """The names of every dynamic axis of ``model.inputs`` but the batch (the first axis), in input order."""
+    found: list[str] = []
+    for spec in input_specs(model):
+        found += [d for d in spec.shape[1:] if isinstance(d, str) and d not in found]
+    return found
+
+
+def problem_at(
+    torch_run: Callable[[list[dict[str, np.ndarray]]], dict[str, np.ndarray]],
+    onnx_model: Any,
+    path: str,
+    model: Any,
+    check: Any,
+    axis: str,
+    sample: dict[str, np.ndarray],
+) -> str | None:
+    """What goes wrong with the graph at ``path`` when ``axis`` takes its second size, or None when it runs and
+    matches PyTorch (or when PyTorch itself cannot run that size: nothing to hold the graph to).
+
+    Args:
+        torch_run: runs the PyTorch model over feeds, output name -> array.
+        onnx_model: the exported ModelProto (its declared output shapes).
+        path: the exported file.
+        model: ``cfg.model``.
+        check: ``export.check`` (atol, rtol).
+        axis: the dynamic axis.
+        sample: one batch of eval inputs at ``model.dims`` (cut or repeated along ``axis`` to its second size).
+
+    Returns:
+        str | None: the problem in a few words.
+    """
+    size = second_size(int(model.dims[axis]))
+    feed = resized(sample, model, axis, size)
+    try:
+        want = torch_run([feed])
+    except Exception:
+        return None
+    try:
+        got = ort_outputs(path, [feed])
+    except Exception as e:
+        return f"ONNX Runtime fails at {axis}={size}: {first_line(e, 200)}"
+    for output in onnx_model.graph.output:
+        declared = [d.dim_value if d.HasField("dim_value") else None for d in output.type.tensor_type.shape.dim]
+        actual = list(got.get(output.name, np.empty(0)).shape)
+        if any(d is not None and d != a for d, a in zip(declared, actual, strict=False)):
+            shown = [d if d is not None else "?" for d in declared]
+            return f"output {output.name!r} is declared {shown} but is {actual} at {axis}={size}"
+    try:
+        report = compare_outputs(want, got, check.atol * SLACK, check.rtol * SLACK)
+    except PipelineError as e:  # another shape or a missing output
+        return f"{e} at {axis}={size}"
+    failed = [name for name, r in report.items() if not r["passed"]]
+    if failed:
+        return f"output {failed[0]!r} differs from PyTorch by {report[failed[0]]['max_abs']:.3g} at {axis}={size}"
+    return None
