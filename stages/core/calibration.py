@@ -20,6 +20,7 @@ from stages.core.batches import feeds
 from stages.core.data import data_source, load_dataset
 from stages.core.errors import PipelineError, first_line
 from stages.core.graph_files import files_sha256, is_external
+from stages.core.progress import Progress
 from stages.core.specs import input_specs
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -131,8 +132,10 @@ def calibrate(onnx: Path, batches: list[dict], calibration: DictConfig, key: str
                 use_external_data_format=is_external(onnx),
                 extra_options=options,
             )
-            for start in range(0, len(batches), CHUNK):  # each call folds its batches into the ranges, then drops them
-                calibrator.collect_data(_Reader(batches[start : start + CHUNK]))
+            with Progress("precision", len(batches), "calibration batches") as progress:
+                for start in range(0, len(batches), CHUNK):  # each call folds its batches into the ranges
+                    calibrator.collect_data(_Reader(batches[start : start + CHUNK]))
+                    progress.step(count=len(batches[start : start + CHUNK]))
             ranges = calibrator.compute_data()
         except Exception as e:  # onnxruntime raises its own types when the model or data do not fit
             raise PipelineError(f"calibration of {onnx} failed: {first_line(e, 200)}") from e

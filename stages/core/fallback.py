@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from stages.core.data import LABELS
 from stages.core.gate import gate_check
 from stages.core.onnx_io import load_onnx
+from stages.core.progress import Progress
 from stages.core.quantize import check_int8, quantized_nodes
 from stages.core.reference import ReferenceRun
 
@@ -102,13 +103,17 @@ def sensitivities(
         dict[str, float]: node -> normalised squared error, descending.
     """
     scores = {}
-    with tempfile.TemporaryDirectory(prefix="engineforge-sensitivity-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="engineforge-sensitivity-") as tmp,
+        Progress("precision", len(nodes), "nodes ranked by sensitivity") as progress,
+    ):
         for node in nodes:
             if time.perf_counter() > deadline:
                 break
             path = Path(tmp) / "one.onnx"
             encode(path, only=[node])
             scores[node] = evaluate.error(path, count)
+            progress.step(node)
     return dict(sorted(scores.items(), key=lambda item: -item[1]))
 
 
@@ -147,10 +152,12 @@ def run(
     limit = min(settings.max_nodes, len(nodes) - 1)  # one node at least stays int8
     record["sensitivity"] = {node: round(score, 8) for node, score in ranking.items()}
     excluded: list[str] = []
-    while not rounds[-1]["passed"] and len(excluded) < limit and time.perf_counter() <= deadline:
-        excluded = order[: min(len(excluded) + settings.step, limit)]
-        encode(out, exclude=excluded)
-        rounds.append({"excluded": len(excluded), **evaluate(out)})
+    with Progress("precision", limit, "nodes kept in float") as progress:
+        while not rounds[-1]["passed"] and len(excluded) < limit and time.perf_counter() <= deadline:
+            excluded = order[: min(len(excluded) + settings.step, limit)]
+            encode(out, exclude=excluded)
+            rounds.append({"excluded": len(excluded), **evaluate(out)})
+            progress.step(f"{rounds[-1]['metric']} {rounds[-1]['candidate']:.4f}", settings.step)
     kept = len(rounds) - 1
     if not rounds[-1]["passed"]:  # the budget never held: keep the most accurate round (fewest exclusions on ties)
         kept = max(range(len(rounds)), key=lambda i: (rounds[i]["candidate"], -rounds[i]["excluded"]))

@@ -13,6 +13,7 @@ import numpy as np
 
 from stages.core.errors import PipelineError, first_line
 from stages.core.gate import gate_check
+from stages.core.progress import Progress
 from stages.core.timing import measure
 from stages.core.tuning import score
 from stages.runtime.base import BuildSpec
@@ -115,18 +116,21 @@ def build_and_gate(
     engine folder, spec) of those that built. A candidate its backend cannot build is a record, not a stop."""
     record: list[dict[str, Any]] = []
     built: dict[str, Entry] = {}
-    for chosen, graph, spec in entries:
-        entry: dict[str, Any] = {"candidate": chosen.key, "backend": chosen.backend.name, "precision": chosen.precision}
-        started = time.perf_counter()
-        out = folder / chosen.key
-        try:  # in a process of its own: a native crash is this candidate's record, not the stage's end
-            got = build_and_run(chosen, graph, spec, (model, target, out), judge["batches"])
-        except CandidateFailed as e:  # its runtime's refusal or its crash is its record; a bug of ours is not
-            entry["result"] = str(e) if e.crashed else f"did not build: {first_line(e, 200)}"
-        else:
-            entry["gate"] = gate(judge, chosen.precision, got)
-            built[chosen.key] = (chosen, out, spec)
-        record.append(entry | {"build_s": round(time.perf_counter() - started, 2)})
+    with Progress("build", len(entries), "candidates built and gated") as progress:
+        for chosen, graph, spec in entries:
+            entry: dict[str, Any] = {"candidate": chosen.key, "backend": chosen.backend.name, "precision": ""}
+            started = time.perf_counter()
+            out = folder / chosen.key
+            try:  # in a process of its own: a native crash is this candidate's record, not the stage's end
+                got = build_and_run(chosen, graph, spec, (model, target, out), judge["batches"])
+            except CandidateFailed as e:  # its runtime's refusal or its crash is its record; a bug of ours is not
+                entry["result"] = str(e) if e.crashed else f"did not build: {first_line(e, 200)}"
+            else:
+                entry["gate"] = gate(judge, chosen.precision, got)
+                built[chosen.key] = (chosen, out, spec)
+            entry["precision"] = chosen.precision
+            record.append(entry | {"build_s": round(time.perf_counter() - started, 2)})
+            progress.step(chosen.key)
     return record, built
 
 
