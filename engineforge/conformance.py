@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.core.artifacts import write_text
+from stages.core.artifacts import read_json, write_text
 from stages.core.device import cpu_fingerprint, cpu_label
 from stages.core.errors import PipelineError
 from stages.core.run import compose, quiet_libraries, quiet_onnxruntime
@@ -74,6 +74,7 @@ def run_case(name: str, folder: Path, out: Path) -> dict[str, Any]:
             call_stage(importlib.import_module(f"stages.{stage}"), cfg)
         except PipelineError as e:
             return row | {"result": f"{stage}: {e}"}
+    row["notes"] = notes(cfg)
     with Engine.open(Path(cfg.paths.engine)) as engine:
         got = list(engine(dict(zip(names, inputs, strict=True))).values())
         row["backend"] = engine.backend.name
@@ -82,6 +83,19 @@ def run_case(name: str, folder: Path, out: Path) -> dict[str, Any]:
     )
     close = all(np.allclose(g, e, rtol=RTOL, atol=ATOL) for g, e in zip(got, expected, strict=True))
     return row | {"max_abs": worst, "result": "pass" if close else f"differs from the expected outputs by {worst:.3g}"}
+
+
+def notes(cfg: Any) -> list[str]:
+    """What the pipeline did to take the file: an opset upgrade, a skipped simplification, a fixed batch."""
+    export, simplify = read_json(cfg.paths.export_report), read_json(cfg.paths.simplify_report)
+    found = []
+    if export["check"].get("opset_upgraded_from"):
+        found.append(f"opset {export['check']['opset_upgraded_from']} → {export['opset']}")
+    if simplify["skipped"]:
+        found.append("not simplified")
+    if export["fixed_batch"] is not None:
+        found.append(f"batch {export['fixed_batch']}")
+    return found
 
 
 def call_stage(module: Any, cfg: Any) -> str:
@@ -93,11 +107,15 @@ def call_stage(module: Any, cfg: Any) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The Markdown table: a row per model, and the count that passed."""
-    lines = ["| model | opset | engine | max \\|engine − expected\\| | result |", "|---|---|---|---|---|"]
+    lines = [
+        "| model | opset | taken as | engine | max \\|engine − expected\\| | result |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         worst = f"{r['max_abs']:.2g}" if "max_abs" in r else ""
         result = r["result"].replace("|", "\\|")[:220]
-        lines.append(f"| {r['model']} | {r['opset']} | {r.get('backend', '')} | {worst} | {result} |")
+        taken = ", ".join(r.get("notes", []))
+        lines.append(f"| {r['model']} | {r['opset']} | {taken} | {r.get('backend', '')} | {worst} | {result} |")
     passed = sum(r["result"] == "pass" for r in rows)
     return (
         f"{passed} of {len(rows)} match their expected outputs (rtol {RTOL:g}, atol {ATOL:g}).\n\n"

@@ -10,6 +10,7 @@ stops at a stage is a row with that stage's line.
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^engineforge (\w+): (.*?)(?: \[([\d.]+)s, peak ([\d.]+) GB\])?$", re.MULTILINE)
 
 
-def measure(name: str, precision: str, keys: dict[str, Any], extra: list[str]) -> dict[str, Any]:
+def measure(name: str, precision: str, keys: dict[str, Any], extra: list[str], keep: Path | None) -> dict[str, Any]:
     """One `dvc exp run` of ``name`` at ``precision`` in a clone of HEAD; each stage's seconds and peak GB.
 
     Args:
@@ -32,6 +33,7 @@ def measure(name: str, precision: str, keys: dict[str, Any], extra: list[str]) -
         precision: the precision option.
         keys: its ``model=custom`` keys.
         extra: more `-S` overrides.
+        keep: a folder to copy the run's reports/ into (as ``<name>-<precision>/``), or None.
 
     Returns:
         dict: ``stages`` (stage -> seconds, peak GB, line), ``wall`` seconds, ``ok``, the last line.
@@ -44,6 +46,8 @@ def measure(name: str, precision: str, keys: dict[str, Any], extra: list[str]) -
         args = ["dvc", "exp", "run", *(a for s in sets for a in ("-S", s))]
         proc = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         wall = time.perf_counter() - start
+        if keep:  # the run's reports (accuracy.json: each output's error statistics), for a closer look
+            shutil.copytree(Path(tmp) / "reports", keep / f"{name}-{precision}", dirs_exist_ok=True)
     found = LINE.findall(proc.stdout + proc.stderr)
     stages = {s: {"seconds": float(t), "peak_gb": float(p), "line": m} for s, m, t, p in found if t}
     return {
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="model:precision (models of examples/sizes.py)")
     parser.add_argument("-S", "--set", action="append", default=[], help="a config override for every run")
+    parser.add_argument("--keep", type=Path, help="copy each run's reports/ into KEEP/<model>-<precision>/")
     args = parser.parse_args(argv)
     known = models()
     print(f"{cpu_label(cpu_fingerprint())}, {os.cpu_count()} cores")
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.runs:
         name, _, precision = run.partition(":")
         keys = {k: v for k, v in known[name].items() if k != "name"}
-        print(row(name, precision or "fp32", measure(name, precision or "fp32", keys, args.set)), flush=True)
+        print(row(name, precision or "fp32", measure(name, precision or "fp32", keys, args.set, args.keep)), flush=True)
     return 0
 
 

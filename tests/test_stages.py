@@ -113,7 +113,17 @@ def test_compare_report_matches_the_issue_schema(tiny):
     assert acc["passed"] is True and acc["failures"] == []
     shipped = read_json(root / cfg.paths.engine / MANIFEST)["backend"]
     assert (acc["model"], acc["precision"], acc["backend"]) == ("tiny", "fp32", shipped)
-    assert set(acc["outputs"]["y"]) == {"max_abs", "max_rel", "mean_abs", "atol", "rtol", "passed"}
+    assert set(acc["outputs"]["y"]) == {
+        "max_abs",
+        "max_rel",
+        "mean_abs",
+        "p99_abs",
+        "rel_l2",
+        "ref_std",
+        "atol",
+        "rtol",
+        "passed",
+    }
     assert acc["task"]["metric"] == "agreement" and acc["task"]["samples"] == 40
     assert acc["task"]["agreement"] == 1.0
 

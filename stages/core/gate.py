@@ -67,8 +67,7 @@ def output_check(
     for name, want in reference.items():
         a, r = atol.get(name, atol[""]), rtol.get(name, rtol[""])
         found = compare_outputs({name: want}, {name: got[name]}, a, r)[name]
-        mean_abs = float(np.mean(np.abs(got[name].astype(np.float64) - want.astype(np.float64)))) if want.size else 0.0
-        stats[name] = {k: found[k] for k in ("max_abs", "max_rel")} | {"mean_abs": mean_abs, "atol": a, "rtol": r}
+        stats[name] = {k: found[k] for k in ("max_abs", "max_rel")} | spread(want, got[name]) | {"atol": a, "rtol": r}
         stats[name]["passed"] = found["passed"]
         finite = bool(np.isfinite(want).all()), bool(np.isfinite(got[name]).all())
         if not finite[0]:
@@ -78,6 +77,31 @@ def output_check(
         elif all(finite) and not found["passed"]:
             failures.append(f"output {name!r} differs by up to {found['max_abs']:.3g} (atol {a:g}, rtol {r:g})")
     return stats, failures
+
+
+def spread(want: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """Error statistics beside the gate's maximum: the mean and the 99th percentile of |error|, the error's
+    L2 norm relative to the reference's (scale-free: the same for logits of any spread) and the reference's
+    standard deviation (the scale its model gives the output).
+
+    Args:
+        want: the reference's output.
+        got: the candidate's.
+
+    Returns:
+        dict: ``mean_abs``, ``p99_abs``, ``rel_l2``, ``ref_std`` (zeros for an empty output).
+    """
+    if not want.size:
+        return {"mean_abs": 0.0, "p99_abs": 0.0, "rel_l2": 0.0, "ref_std": 0.0}
+    want64 = want.astype(np.float64)
+    diff = np.abs(got.astype(np.float64) - want64)
+    norm = float(np.linalg.norm(want64))
+    return {
+        "mean_abs": float(np.mean(diff)),
+        "p99_abs": float(np.percentile(diff, 99)),
+        "rel_l2": float(np.linalg.norm(diff) / norm) if norm else float(np.linalg.norm(diff)),
+        "ref_std": float(np.std(want64)),
+    }
 
 
 def gate_check(

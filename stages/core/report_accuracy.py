@@ -68,13 +68,14 @@ def accuracy_table(acc: dict[str, Any]) -> str:
         str: the table's Markdown, with the note on raised tolerances where there are any.
     """
     outputs = table(
-        ["output", "max abs", "max rel", "mean abs", "atol", "rtol", "result"],
+        ["output", "max abs", "max rel", "mean abs", "rel L2", "atol", "rtol", "result"],
         [
             [
                 n,
                 f"{s['max_abs']:.3g}",
                 f"{s['max_rel']:.3g}",
                 f"{s['mean_abs']:.3g}",
+                f"{s['rel_l2']:.3g}",
                 s["atol"],
                 s["rtol"],
                 "pass" if s["passed"] else "FAIL",
