@@ -1,4 +1,5 @@
-"""Model coverage: every model of ``examples/zoo.py`` at every precision, through the real stages -> docs/coverage.md.
+"""Model coverage: every model of ``examples/zoo.py`` and ``examples/families.py`` at every precision, through the
+real stages -> docs/coverage.md.
 
     python -m engineforge.coverage                       # all models, fp32 fp16 int8 (about 15 min on 2 cores)
     python -m engineforge.coverage bert vit --no-write   # some, printed only
@@ -199,9 +200,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the corpus and write (or print) the table."""
-    from examples import zoo
+    from examples import families, zoo
 
-    corpus = zoo.models() | {p.stem: (p.stem, {}) for p in Path("conf/model").glob("*.yaml") if p.stem in BUILT_IN}
+    corpus = zoo.models() | families.models() | {p.stem: (p.stem, {}) for p in Path("conf/model").glob("*.yaml") if p.stem in BUILT_IN}
     parser = argparse.ArgumentParser(prog="python -m engineforge.coverage", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"models (default: the corpus; any of {', '.join(corpus)})")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=(*PRECISIONS, "bf16", "auto"))
