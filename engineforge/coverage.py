@@ -202,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the corpus and write (or print) the table."""
     from examples import families, zoo
 
-    corpus = zoo.models() | families.models() | {p.stem: (p.stem, {}) for p in Path("conf/model").glob("*.yaml") if p.stem in BUILT_IN}
+    corpus = (
+        zoo.models()
+        | families.models()
+        | {p.stem: (p.stem, {}) for p in Path("conf/model").glob("*.yaml") if p.stem in BUILT_IN}
+    )
     parser = argparse.ArgumentParser(prog="python -m engineforge.coverage", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"models (default: the corpus; any of {', '.join(corpus)})")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=(*PRECISIONS, "bf16", "auto"))

@@ -76,7 +76,7 @@ def judge(cfg: DictConfig, samples: int) -> dict[str, Any]:
         "reference": reference,
         "batches": batches,
         "labels": labels,
-        "floors": run.floors,
+        "scales": run.scales,
     }
 
 

@@ -21,7 +21,7 @@ from stages.core.data import LABELS, data_source, is_synthetic, load_dataset
 from stages.core.errors import PipelineError, summary
 from stages.core.gate import gate_check, output_check, run_batches
 from stages.core.profiles import random_feed
-from stages.core.reference import read_reference
+from stages.core.reference import Scales, read_reference
 from stages.core.resources import resources
 from stages.core.run import run_stage
 from stages.core.specs import input_specs
@@ -34,7 +34,7 @@ TASK = ("metric", "reference", "candidate", "delta", "budget", "passed", "agreem
 
 
 def edge_checks(
-    cfg: DictConfig, engine: Engine, option: DictConfig, floors: dict[str, float], data: dict[str, np.ndarray]
+    cfg: DictConfig, engine: Engine, option: DictConfig, scales: Scales, data: dict[str, np.ndarray]
 ) -> dict:
     """Run the reference runtime and the engine at the min and max shapes of every profile in the engine's
     manifest.
@@ -72,7 +72,7 @@ def edge_checks(
                 bad = [n for n, v in got.items() if not np.isfinite(v).all() or v.shape[0] != batch]
                 failures += [f"{where}: output {n!r} is not finite or not of batch {batch}" for n in bad]
                 if real and not bad:  # the same outputs at the right shape: the gate's elementwise rule
-                    failures += [f"{where}: {line}" for line in output_check(option, dict(want), got, floors)[1]]
+                    failures += [f"{where}: {line}" for line in output_check(option, dict(want), got, scales)[1]]
                 checked.append({"profile": index, "edge": edge, "shapes": shapes, "data": "eval" if real else "seeded"})
     engine.use_profile(None)
     return {"checked": checked, "failures": failures}
@@ -83,7 +83,7 @@ def verdict(
     model: DictConfig,
     option: DictConfig,
     reference: dict[str, np.ndarray],
-    floors: dict[str, float],
+    scales: Scales,
     batches: list[dict[str, np.ndarray]],
     labels: np.ndarray | None,
 ) -> dict[str, Any]:
@@ -94,14 +94,14 @@ def verdict(
         model: ``cfg.model``.
         option: the shipped precision's option.
         reference: output name -> the reference run's outputs on ``batches`` (``ReferenceRun.judged``).
-        floors: the reference run's float32 floors.
+        scales: the reference run's float32 floors and output spreads.
         batches: compare's eval feeds.
         labels: the eval labels, or None.
 
     Returns:
         dict: ``gate.gate_check``'s verdict.
     """
-    return gate_check(model, option, reference, run_batches(engine, batches), labels, floors)
+    return gate_check(model, option, reference, run_batches(engine, batches), labels, scales)
 
 
 def int8_record(path: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -140,8 +140,8 @@ def main(cfg: DictConfig) -> str:
     run = read_reference(cfg.paths.reference)
     batches, reference = run.judged(model, data, cfg.compare.batch_size, cfg.compare.max_samples)
     with Engine.open(cfg.paths.engine, name=CANDIDATE) as engine:
-        found = verdict(engine, model, option, reference, run.floors, batches, data.get(LABELS))
-        edges = edge_checks(cfg, engine, option, run.floors, data)
+        found = verdict(engine, model, option, reference, run.scales, batches, data.get(LABELS))
+        edges = edge_checks(cfg, engine, option, run.scales, data)
     failures = found["failures"] + edges["failures"]
     task = {k: found[k] for k in TASK}
     report = {

@@ -82,7 +82,7 @@ def test_the_fallback_the_race_and_compare_give_the_same_verdict(case, tmp_path,
     raced = build_and_gate([entry], build.judge(cfg, 12), "onnx", None, tmp_path / "race")[0][0]["gate"]
     with Engine.open(tmp_path / "race" / "fp32.onnxruntime") as engine:
         batches, outputs = run.judged(cfg.model, data, cfg.compare.batch_size)
-        compared = compare.verdict(engine, cfg.model, option, outputs, run.floors, batches, data["labels"])
+        compared = compare.verdict(engine, cfg.model, option, outputs, run.scales, batches, data["labels"])
 
     assert (rounds["samples"], raced["samples"], compared["samples"]) == (16, 12, 16)
     assert rounds["passed"] == raced["passed"] == compared["passed"]

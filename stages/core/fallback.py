@@ -48,7 +48,7 @@ class Reference:
         self.model = model
         self.batches, self.outputs = run.judged(model, data, batch_size)
         self.labels = data.get(LABELS)
-        self.floors = run.floors
+        self.scales = run.scales
         self.output = model.task.output if model.task.output in self.outputs else next(iter(self.outputs))
 
 
@@ -65,13 +65,13 @@ class Evaluator:
         """
         self.model, self.option, self.outputs = reference.model, option, outputs
         self.batches, self.labels, self.output = reference.batches, reference.labels, reference.output
-        self.references, self.floors = reference.outputs, reference.floors
+        self.references, self.scales = reference.outputs, reference.scales
         self.reference = self.references[self.output]
 
     def verdict(self, candidate: Path) -> dict[str, Any]:
         """The gate (``gate.gate_check``, float32 floors included) on ``candidate``'s outputs over the eval split."""
         got = self.outputs(candidate, self.batches)
-        return gate_check(self.model, self.option, self.references, got, self.labels, self.floors)
+        return gate_check(self.model, self.option, self.references, got, self.labels, self.scales)
 
     def __call__(self, candidate: Path) -> dict[str, Any]:
         """A round's record: the gate's verdict on ``candidate`` (task metric, passed, first failure, max abs)."""

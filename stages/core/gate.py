@@ -4,8 +4,10 @@ disagree on the same outputs.
 
 An output passes where every element is finite and within atol *or* rtol x |reference| (Polygraphy's elementwise
 rule, with the relative part scaled by the reference, not by the candidate as Polygraphy's ``SimpleCompareFunc``
-does); atol is raised to float32's own floor where a Softmax makes it unreachable (``core.floor``); the task metric
-must not drop by more than the option's ``task_budget``.
+does); atol is raised to float32's own floor where a Softmax makes it unreachable (``core.floor``) and, for a
+precision whose ``tolerance.spread`` is set (int8), to that fraction of the output's spread over the eval split (an
+int8 error scales with the output's range: logits a model spreads 4x wider move 4x further under the same
+quantization); the task metric must not drop by more than the option's ``task_budget``.
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -17,18 +19,20 @@ from omegaconf import DictConfig
 from stages.core.errors import PipelineError
 from stages.core.metrics import task_metric
 from stages.core.onnx_io import compare_outputs
+from stages.core.reference import Scales
 
 
 def tolerances(
-    precision: DictConfig, outputs: list[str], floors: Mapping[str, float] | None = None
+    precision: DictConfig, outputs: list[str], scales: Scales | None = None
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Per-output atol and rtol dicts in Polygraphy's form ("" = default).
 
     Args:
-        precision: a precision option (``tolerance.atol``, ``tolerance.rtol``, ``tolerance.outputs``).
+        precision: a precision option (``tolerance.atol``, ``tolerance.rtol``, ``tolerance.spread``,
+            ``tolerance.outputs``).
         outputs: the graph's output names.
-        floors: output name -> the smallest atol float32 can honour there (``floor.floors_of``): an atol below it
-            is raised to it.
+        scales: the reference run's ``Scales``: an atol below an output's float32 floor (``floor.floors_of``), or
+            below ``tolerance.spread`` times the output's spread, is raised to it.
 
     Returns:
         tuple: atol and rtol, output name -> value, ``""`` the default.
@@ -38,9 +42,11 @@ def tolerances(
         if name not in outputs:
             raise PipelineError(f"precision.tolerance.outputs: {name!r} is not an output ({', '.join(outputs)})")
         atol[name], rtol[name] = tol.get("atol", atol[""]), tol.get("rtol", rtol[""])
-    for name, floor in (floors or {}).items():
-        if floor > atol.get(name, atol[""]):
-            atol[name] = floor
+    spread = float(precision.tolerance.spread)
+    for name in outputs:
+        least = max((scales.floors.get(name, 0.0), spread * scales.spreads.get(name, 0.0)) if scales else (0.0,))
+        if least > atol.get(name, atol[""]):
+            atol[name] = least
     return atol, rtol
 
 
@@ -48,7 +54,7 @@ def output_check(
     option: DictConfig,
     reference: Mapping[str, np.ndarray],
     got: Mapping[str, np.ndarray],
-    floors: Mapping[str, float] | None = None,
+    scales: Scales | None = None,
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """The gate's elementwise part: each output against the reference within the option's tolerances.
 
@@ -56,12 +62,12 @@ def output_check(
         option: the precision's option (tolerances).
         reference: output name -> the fp32 reference's outputs.
         got: output name -> the candidate's outputs on the same inputs.
-        floors: per-output atol floors (``tolerances``).
+        scales: the reference run's floors and spreads (``tolerances``).
 
     Returns:
         tuple: output name -> max_abs, max_rel, mean_abs, atol, rtol and passed; and one line per failing output.
     """
-    atol, rtol = tolerances(option, list(reference), floors)
+    atol, rtol = tolerances(option, list(reference), scales)
     stats: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
     for name, want in reference.items():
@@ -110,7 +116,7 @@ def gate_check(
     reference: Mapping[str, np.ndarray],
     got: Mapping[str, np.ndarray],
     labels: np.ndarray | None,
-    floors: Mapping[str, float] | None = None,
+    scales: Scales | None = None,
 ) -> dict[str, Any]:
     """The gate on one set of outputs: every output passes ``output_check`` and the task metric stays within the
     option's budget.
@@ -121,13 +127,13 @@ def gate_check(
         reference: output name -> the fp32 reference's outputs.
         got: output name -> the candidate's outputs on the same inputs.
         labels: the samples' labels, or None.
-        floors: per-output atol floors (``tolerances``).
+        scales: the reference run's floors and spreads (``tolerances``).
 
     Returns:
         dict: the task metric's fields, ``passed``, ``failures`` (one line each: outputs, then the task metric),
         ``failure`` (the first, or None), ``outputs`` (``output_check``'s stats) and ``max_abs`` per output.
     """
-    stats, failures = output_check(option, reference, got, floors)
+    stats, failures = output_check(option, reference, got, scales)
     output = model.task.output if model.task.output in reference else next(iter(reference))
     task = task_metric(model, reference[output], got[output], labels, option.task_budget)
     if not task["passed"]:

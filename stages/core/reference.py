@@ -27,6 +27,19 @@ RECORD = "reference.json"
 
 
 @dataclass(frozen=True)
+class Scales:
+    """What an output's tolerance scales with, from the reference run on the whole eval split.
+
+    Attributes:
+        floors: output name -> the smallest atol float32 can honour there (Softmax outputs only).
+        spreads: output name -> the standard deviation of the reference's output (the scale its model gives it).
+    """
+
+    floors: dict[str, float]
+    spreads: dict[str, float]
+
+
+@dataclass(frozen=True)
 class ReferenceRun:
     """The reference's outputs on the first ``samples`` eval samples, and their float32 floors.
 
@@ -41,6 +54,12 @@ class ReferenceRun:
     floors: dict[str, float]
     samples: int
     inputs_sha256: str = ""
+
+    @property
+    def scales(self) -> Scales:
+        """The floors, and each output's spread over every sample the reference ran (every judge reads the same)."""
+        spreads = {name: float(np.std(value.astype(np.float64))) for name, value in self.outputs.items()}
+        return Scales(self.floors, spreads)
 
     def first(self, count: int) -> dict[str, np.ndarray]:
         """The outputs on the first ``count`` samples (a judge that runs fewer, in the same order).

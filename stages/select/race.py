@@ -29,7 +29,7 @@ def gate(judge: Mapping[str, Any], precision: str, got: Mapping[str, np.ndarray]
 
     Args:
         judge: ``options`` (precision -> option), ``model`` (cfg.model), ``reference`` (the reference run's
-            outputs on ``batches``), ``batches``, ``labels`` and ``floors`` (float32's, the reference run's).
+            outputs on ``batches``), ``batches``, ``labels`` and ``scales`` (the reference run's float32 floors and output spreads).
         precision: the candidate's precision (its option's tolerances and task budget).
         got: output name -> the candidate's outputs on ``judge["batches"]`` (``gate.run_batches``).
 
@@ -37,7 +37,7 @@ def gate(judge: Mapping[str, Any], precision: str, got: Mapping[str, np.ndarray]
         dict: ``passed``, ``failure`` (the first, one line, or None), the task metric and each output's max abs.
     """
     option = judge["options"][precision]
-    checked = gate_check(judge["model"], option, judge["reference"], got, judge["labels"], judge["floors"])
+    checked = gate_check(judge["model"], option, judge["reference"], got, judge["labels"], judge["scales"])
     keep = ("passed", "failure", "max_abs", "metric", "reference", "candidate", "samples")
     return {k: checked[k] for k in keep}
 
