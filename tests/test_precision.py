@@ -141,7 +141,7 @@ def qdq(model: onnx.ModelProto):
 
 @pytest.mark.parametrize("encoding", ["u8s8", "u8s7", "s8s8"])
 def test_int8_writes_qdq_with_per_channel_weights_in_the_asked_encoding(root, encoding):
-    cfg = cfg_for(root, "model=tiny", *INT8, f"precision.int8.encoding={encoding}")
+    cfg = cfg_for(root, "model=tiny", *INT8, f"precision.int8.encoding={encoding}", "precision.int8.fallback=false")
     run_stage(precision, cfg)
     weights, activations, constants = qdq(onnx.load(only_graph(cfg)))
     assert len(weights) == 2 and activations  # both Gemms: int8 weights, quantized activations
