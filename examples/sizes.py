@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from examples.zoo import TOKENS, Positional, pictures
+from examples.zoo import TOKENS, Positional, pictures, token_samples
 
 CODE = "examples/sizes.py"  # the factories' file: DVC watches it, and it is the weights (seeded) too
 WIDTH = 12288  # the MLP's width: four WIDTH x WIDTH layers are 604 M parameters, 2.42 GB in float32
@@ -49,12 +49,7 @@ def photos224(role: str) -> torch.utils.data.Dataset:
 
 def tokens128(role: str) -> torch.utils.data.Dataset:
     """Token ids of a 30522-word vocabulary, 128 per sample, right-padded after 16 to 128 real tokens."""
-    generator = torch.Generator().manual_seed({"eval": 0, "calibration": 1}[role])
-    count = {"eval": 128, "calibration": 256}[role]
-    ids = torch.randint(1000, 30522, (count, 128), generator=generator)
-    lengths = torch.randint(16, 129, (count, 1), generator=generator)
-    mask = (torch.arange(128)[None, :] < lengths).long()
-    return torch.utils.data.TensorDataset(ids * mask, mask)
+    return token_samples(role, 128, (1000, 30522), 16)
 
 
 def vectors(role: str) -> torch.utils.data.Dataset:

@@ -181,12 +181,18 @@ def tokens(role: str) -> torch.utils.data.Dataset:
     """The data factory of the token models (``model.data.factory=examples.zoo:tokens``): a Dataset of
     ``(input_ids, attention_mask)`` samples, 32 tokens each, right-padded after 8 to 32 real tokens (a left-padded
     first token has no position to attend to, and PyTorch and ONNX Runtime fill such rows differently)."""
+    return token_samples(role, 32, (3, 1000), 8)
+
+
+def token_samples(role: str, length: int, ids: tuple[int, int], least: int) -> torch.utils.data.Dataset:
+    """128 eval or 256 calibration samples of ``length`` token ids drawn from ``ids`` (low, high), each right-padded
+    after ``least`` to ``length`` real tokens, with their attention mask; seeded by ``role``."""
     generator = torch.Generator().manual_seed({"eval": 0, "calibration": 1}[role])
     count = {"eval": 128, "calibration": 256}[role]
-    ids = torch.randint(3, 1000, (count, 32), generator=generator)
-    lengths = torch.randint(8, 33, (count, 1), generator=generator)
-    mask = (torch.arange(32)[None, :] < lengths).long()
-    return torch.utils.data.TensorDataset(ids * mask, mask)
+    drawn = torch.randint(*ids, (count, length), generator=generator)
+    lengths = torch.randint(least, length + 1, (count, 1), generator=generator)
+    mask = (torch.arange(length)[None, :] < lengths).long()
+    return torch.utils.data.TensorDataset(drawn * mask, mask)
 
 
 def pictures(count: int, height: int, width: int, seed: int) -> torch.Tensor:

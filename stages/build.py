@@ -23,6 +23,7 @@ from stages.core.data import LABELS, load_dataset
 from stages.core.errors import PipelineError
 from stages.core.gate import tolerances
 from stages.core.reference import read_reference
+from stages.core.resources import resources
 from stages.core.run import run_stage
 from stages.runtime import registry
 from stages.runtime.manifest import MANIFEST
@@ -137,6 +138,8 @@ def main(cfg: DictConfig) -> str:
     out = Path(cfg.paths.engine)
     with tempfile.TemporaryDirectory(prefix="engineforge-build-") as tmp:
         winner, manifest = ship(cfg, candidates, target, Path(tmp))
+        manifest["resources"] = resources()  # the build's wall time and peak memory (its candidates' processes too)
+        write_json(winner / MANIFEST, manifest)
         with atomic_path(out, directory=True) as final:
             shutil.copytree(winner, final, dirs_exist_ok=True)
     size = (out / manifest["engine"]).stat().st_size
@@ -146,7 +149,8 @@ def main(cfg: DictConfig) -> str:
         if manifest["race"]
         else ""
     )
-    return f"{manifest['backend']} {manifest['precision']} engine ({size / 1024:.0f} KiB{raced}) -> {out}/"
+    shown = f"{size / 2**20:.0f} MiB" if size >= 2**24 else f"{size / 1024:.0f} KiB"
+    return f"{manifest['backend']} {manifest['precision']} engine ({shown}{raced}) -> {out}/"
 
 
 if __name__ == "__main__":
