@@ -2,6 +2,7 @@
 with each stage's wall time and peak memory read from its line -> a markdown table for docs/performance.md.
 
     python -m engineforge.sizes resnet50:int8 bert_base:int8 wide_mlp:fp32   # model:precision, one run each
+    python -m engineforge.sizes digits:fp32 resnet18:int8                   # conf/model/ options too
 
 Commit first: the clone is of HEAD. Runs one after another (two at once on 2 cores measure nothing); a run that
 stops at a stage is a row with that stage's line.
@@ -31,14 +32,14 @@ def measure(name: str, precision: str, keys: dict[str, Any], extra: list[str], k
     Args:
         name: the ``examples.sizes`` model.
         precision: the precision option.
-        keys: its ``model=custom`` keys.
+        keys: its ``model=custom`` keys (empty: ``name`` is a model option of conf/model/, digits or resnet18).
         extra: more `-S` overrides.
         keep: a folder to copy the run's reports/ into (as ``<name>-<precision>/``), or None.
 
     Returns:
         dict: ``stages`` (stage -> seconds, peak GB, line), ``wall`` seconds, ``ok``, the last line.
     """
-    sets = [*overrides(name, "custom", keys), f"precision={precision}", *extra]
+    sets = [*overrides(name, "custom" if keys else name, keys), f"precision={precision}", *extra]
     env = os.environ | {"DVC_NO_ANALYTICS": "1", "PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}"}
     with tempfile.TemporaryDirectory(prefix=f"engineforge-{name}-") as tmp:
         subprocess.run(["git", "clone", "-q", str(ROOT), tmp], check=True)
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from examples.sizes import models
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="model:precision (models of examples/sizes.py)")
+    parser.add_argument("runs", nargs="+", help="model:precision (examples/sizes.py's models, or conf/model/'s)")
     parser.add_argument("-S", "--set", action="append", default=[], help="a config override for every run")
     parser.add_argument("--keep", type=Path, help="copy each run's reports/ into KEEP/<model>-<precision>/")
     args = parser.parse_args(argv)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | precision | result | wall | peak RSS | stage: seconds / peak GB |\n|---|---|---|---|---|---|")
     for run in args.runs:
         name, _, precision = run.partition(":")
-        keys = {k: v for k, v in known[name].items() if k != "name"}
+        keys = {k: v for k, v in known.get(name, {}).items() if k != "name"}  # {}: a conf/model/ option
         print(row(name, precision or "fp32", measure(name, precision or "fp32", keys, args.set, args.keep)), flush=True)
     return 0
 
