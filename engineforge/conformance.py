@@ -29,7 +29,11 @@ RTOL, ATOL = 1e-3, 1e-5  # onnx's backend tests compare with rtol 1e-3; atol for
 
 
 def cases() -> dict[str, Path]:
-    """Model name -> its folder (``model.onnx`` and ``test_data_set_0``), every suite, sorted."""
+    """Every test model of the suites.
+
+    Returns:
+        dict: model name -> its folder (``model.onnx`` and ``test_data_set_0``), sorted by suite and name.
+    """
     import onnx
 
     data = Path(onnx.__file__).parent / "backend/test/data"
@@ -37,7 +41,15 @@ def cases() -> dict[str, Path]:
 
 
 def tensors(folder: Path, kind: str) -> list[np.ndarray]:
-    """The ``<kind>_<i>.pb`` tensors of a test data set, in order."""
+    """The ``<kind>_<i>.pb`` tensors of a test data set, in order.
+
+    Args:
+        folder: ``test_data_set_0``.
+        kind: ``input`` or ``output``.
+
+    Returns:
+        list[np.ndarray]: the arrays.
+    """
     import onnx
     from onnx import numpy_helper
 
@@ -86,7 +98,14 @@ def run_case(name: str, folder: Path, out: Path) -> dict[str, Any]:
 
 
 def notes(cfg: Any) -> list[str]:
-    """What the pipeline did to take the file: an opset upgrade, a skipped simplification, a fixed batch."""
+    """What the pipeline did to take the file: an opset upgrade, a skipped simplification, a fixed batch.
+
+    Args:
+        cfg: the run's config (its export and simplify reports).
+
+    Returns:
+        list[str]: a few words each.
+    """
     export, simplify = read_json(cfg.paths.export_report), read_json(cfg.paths.simplify_report)
     found = []
     if export["check"].get("opset_upgraded_from"):
@@ -106,7 +125,14 @@ def call_stage(module: Any, cfg: Any) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """The Markdown table: a row per model, and the count that passed."""
+    """The Markdown table: a row per model, and the count that passed.
+
+    Args:
+        rows: ``run_case``'s rows.
+
+    Returns:
+        str: Markdown.
+    """
     lines = [
         "| model | opset | taken as | engine | max \\|engine − expected\\| | result |",
         "|---|---|---|---|---|---|",
@@ -134,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     quiet_onnxruntime()
     rows = []
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        parser.error(f"unknown test model {unknown[0]!r} (the folders of onnx/backend/test/data/{'|'.join(SUITES)})")
     for name in args.names or list(known):
         with tempfile.TemporaryDirectory(prefix="engineforge-conformance-") as tmp:
             rows.append(run_case(name, known[name], Path(tmp)))

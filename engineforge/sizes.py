@@ -60,7 +60,16 @@ def measure(name: str, precision: str, keys: dict[str, Any], extra: list[str], k
 
 
 def row(model: str, precision: str, result: dict[str, Any]) -> str:
-    """One markdown row: model, precision, outcome, wall, peak, then each stage's seconds / GB."""
+    """One markdown row: model, precision, outcome, wall, peak, then each stage's seconds / GB.
+
+    Args:
+        model: the model's name.
+        precision: its precision.
+        result: ``measure``'s result.
+
+    Returns:
+        str: the row.
+    """
     stages = result["stages"]
     peak = max((s["peak_gb"] for s in stages.values()), default=0.0)
     each = ", ".join(f"{n} {s['seconds']:.0f} s / {s['peak_gb']:.1f} GB" for n, s in stages.items() if n != "env")
@@ -80,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     known = models()
     print(f"{cpu_label(cpu_fingerprint())}, {os.cpu_count()} cores")
     print("| model | precision | result | wall | peak RSS | stage: seconds / peak GB |\n|---|---|---|---|---|---|")
+    options = {p.stem for p in (ROOT / "conf/model").glob("*.yaml")}
+    unknown = [r for r in args.runs if r.partition(":")[0] not in {*known, *options}]
+    if unknown:
+        parser.error(f"unknown model in {unknown[0]!r}: one of {', '.join(sorted({*known, *options}))}")
     for run in args.runs:
         name, _, precision = run.partition(":")
         keys = {k: v for k, v in known.get(name, {}).items() if k != "name"}  # {}: a conf/model/ option

@@ -24,6 +24,7 @@ from stages.core.artifacts import read_json, write_json
 from stages.core.batches import batch_of, check_batch, served_batches
 from stages.core.data import load_dataset
 from stages.core.errors import PipelineError, first_line
+from stages.core.graph_files import files_bytes
 from stages.core.metrics import EAGER, ENGINE
 from stages.core.model import load_model
 from stages.core.progress import Progress
@@ -62,7 +63,16 @@ def baseline_names(wanted: Any, runtimes: str) -> list[str]:
 
 def baseline_factory(cfg: DictConfig, name: str, notes: dict[str, Any]) -> Factory:
     """The factory of baseline ``name``: its backend's untuned default on the raw export; what it ran with goes
-    into ``notes``, and a runtime that cannot take the model raises ``BaselineFailed``."""
+    into ``notes``, and a runtime that cannot take the model raises ``BaselineFailed``.
+
+    Args:
+        cfg: the stage's params (``paths.onnx``, ``benchmark``).
+        name: the baseline (a backend's ``baseline``).
+        notes: baseline name -> what it ran with.
+
+    Returns:
+        Factory: (stack, feed) -> its timed call.
+    """
     other = registry.baseline(name)
 
     def factory(stack: ExitStack, feed: dict) -> TimedCall:
@@ -161,6 +171,12 @@ def time_all(
     """Time every runtime at every batch size in interleaved rounds; a baseline whose runtime cannot take the
     model is dropped with its one line in ``notes`` (the benchmark goes on without it).
 
+    Args:
+        cfg: the stage's params (``benchmark``, ``model``).
+        factories: runtime name -> factory of its timed call (``runtimes``); failed baselines are removed.
+        batches: the batch sizes (``served_batches``).
+        notes: baseline name -> what it ran with, or ``failed``: its line.
+
     Returns:
         tuple: runtime -> ``bs<N>`` -> statistics, and batch -> runtime -> pooled latencies (ms).
     """
@@ -177,9 +193,12 @@ def time_all(
                 for name, factory in list(factories.items()):
                     try:
                         calls[name] = factory(stack, feed)
-                    except BaselineFailed as e:
+                    except BaselineFailed as e:  # at any batch size: the baseline leaves every table
                         notes[name] = {"failed": str(e)}
                         del factories[name]
+                        results.pop(name, None)
+                        for timed in curves.values():
+                            timed.pop(name, None)
                 runs: dict[str, list[dict[str, Any]]] = {name: [] for name in calls}
                 for r in range(rounds):  # interleaved, so drift of a shared machine hits every runtime alike
                     for name, call in calls.items():
@@ -225,7 +244,7 @@ def main(cfg: DictConfig) -> str:
         "engine_settings": manifest["settings"],
         "engine_call": engine_notes,
         "cold_start": cold,
-        "engine_bytes": (Path(cfg.paths.engine) / manifest["engine"]).stat().st_size,
+        "engine_bytes": files_bytes(Path(cfg.paths.engine) / manifest["engine"]),  # with its sidecar
     }
     write_json(cfg.paths.benchmark, report | {"resources": resources()})
     first = f"bs{batches[0]}"

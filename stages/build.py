@@ -22,8 +22,8 @@ from stages.core.batches import served_batches
 from stages.core.data import LABELS, load_dataset
 from stages.core.errors import PipelineError
 from stages.core.gate import tolerances
+from stages.core.graph_files import files_bytes
 from stages.core.reference import read_reference
-from stages.core.resources import resources
 from stages.core.run import run_stage
 from stages.runtime import registry
 from stages.runtime.manifest import MANIFEST
@@ -138,11 +138,9 @@ def main(cfg: DictConfig) -> str:
     out = Path(cfg.paths.engine)
     with tempfile.TemporaryDirectory(prefix="engineforge-build-") as tmp:
         winner, manifest = ship(cfg, candidates, target, Path(tmp))
-        manifest["resources"] = resources()  # the build's wall time and peak memory (its candidates' processes too)
-        write_json(winner / MANIFEST, manifest)
         with atomic_path(out, directory=True) as final:
             shutil.copytree(winner, final, dirs_exist_ok=True)
-    size = (out / manifest["engine"]).stat().st_size
+    size = files_bytes(out / manifest["engine"])  # with its sidecar
     passed = sum(1 for e in manifest["race"] or [] if e.get("gate", {}).get("passed"))
     raced = (
         f", the fastest of {passed} candidates that passed their gates (of {len(candidates)})"

@@ -22,7 +22,6 @@ from stages.core.errors import PipelineError, summary
 from stages.core.gate import gate_check, output_check, run_batches
 from stages.core.profiles import random_feed
 from stages.core.reference import Scales, read_reference
-from stages.core.resources import resources
 from stages.core.run import run_stage
 from stages.core.specs import input_specs
 from stages.runtime import registry
@@ -160,7 +159,7 @@ def main(cfg: DictConfig) -> str:
     }
     if int8 := int8_record(cfg.paths.precision_report, manifest):
         report["int8"] = int8
-    write_json(cfg.paths.accuracy, report | {"resources": resources()})
+    write_json(cfg.paths.accuracy, report)  # no time or memory here: deploy reads this file (it would always rerun)
     said = f"{task['metric']} {task['candidate']:.4f} vs reference {task['reference']:.4f} on {task['samples']}"
     if failures:
         raise PipelineError(f"accuracy gate failed: {failures[0]} ({said}; see {cfg.paths.accuracy})")

@@ -1,10 +1,11 @@
-"""export stage: the model (recipe or ``model.factory`` + weights, or an ONNX file) -> model.onnx, export.json.
+"""export stage: the model (recipe or ``model.factory`` + weights, or an ONNX file) -> export/model.onnx, export.json.
 
 PyTorch models go through torch.onnx.export (``export.exporter``: dynamo, TorchScript, or auto = dynamo and then
-TorchScript where dynamo fails; one self-contained file, dynamic axes from ``model.inputs``/``model.outputs``) and are checked against PyTorch on eval samples in ONNX Runtime at a batch size other than the
-traced one, which also proves the batch axis is dynamic. ``model.source=onnx`` skips the export: the file at
-``model.path`` is validated (external data must stay in its folder), checked against ``model.inputs`` when those
-are given (else its own inputs and dynamic axes are used), run once in ONNX Runtime, and saved self-contained.
+TorchScript where dynamo fails; dynamic axes from ``model.inputs``/``model.outputs``) into a folder of their own (the
+weights inline, or past 2 GiB in ``model.onnx.data`` beside it: ``core.graph_files``), are checked against PyTorch on
+eval samples in ONNX Runtime at a batch size other than the traced one (which also proves the batch axis is
+dynamic) and again with every other dynamic axis at a second size (``core.second_size``). ``model.source=onnx``
+skips the export (``core.given_onnx``).
 """
 
 import shutil
@@ -22,12 +23,12 @@ from stages.core.data import data_source, load_dataset
 from stages.core.errors import PipelineError, first_line
 from stages.core.exporters import ExportFailed, export_onnx
 from stages.core.given_onnx import OLDEST_RUN, from_onnx
-from stages.core.graph_files import save_onnx
+from stages.core.graph_files import graph_folder, save_onnx
 from stages.core.model import SOURCES, check_forward, load_model
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs
 from stages.core.resources import resources
 from stages.core.run import quiet_libraries, run_stage
-from stages.core.second_size import dynamic_axes, problem_at, second_size
+from stages.core.second_size import Unchecked, dynamic_axes, problem_at, second_size
 from stages.core.specs import input_specs, output_dynamic_axes, output_names, signature_shapes
 
 STACK_TRACE = "pkg.torch.onnx.stack_trace"  # per-node metadata the dynamo exporter writes
@@ -75,7 +76,7 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
         "dynamo": {"dynamic_shapes": signature_shapes(net.forward, specs)},
         "torchscript": {"dynamic_axes": axes},
     }
-    with atomic_path(Path(cfg.paths.onnx).parent, directory=True) as folder:
+    with atomic_path(graph_folder(cfg.paths.exported, cfg.paths.onnx), directory=True) as folder:
         tmp = folder / Path(cfg.paths.onnx).name
         try:
             used = export_onnx(
@@ -126,16 +127,28 @@ def check_axes(
     cfg: DictConfig,
     used: dict,
     sample: dict[str, np.ndarray],
-) -> dict[str, int]:
+) -> dict[str, int | str]:
     """Run every dynamic axis of ``model.inputs`` at its second size (``second_size.problem_at``); a graph that only
     runs at the example's size is refused in one line (naming the exporter that was refused before it, if any).
 
+    Args:
+        torch_run: runs the PyTorch model over feeds.
+        onnx_model: the exported ModelProto.
+        path: the exported file.
+        cfg: the stage's params.
+        used: ``export_onnx``'s record (the exporter, those refused before it).
+        sample: one eval batch at ``model.dims``.
+
     Returns:
-        dict: axis -> the second size it was checked at.
+        dict: axis -> the second size it was checked at, or why it could not be.
     """
-    checked = {}
+    checked: dict[str, int | str] = {}
     for axis in dynamic_axes(cfg.model):
-        problem = problem_at(torch_run, onnx_model, str(path), cfg.model, cfg.export.check, axis, sample)
+        try:
+            problem = problem_at(torch_run, onnx_model, str(path), cfg.model, cfg.export.check, axis, sample)
+        except Unchecked as e:
+            checked[axis] = str(e)
+            continue
         size = int(cfg.model.dims[axis])
         if problem:
             fix = f"write {axis} as the number {size} in model.inputs to export it static"

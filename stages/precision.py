@@ -24,9 +24,9 @@ from stages.core.artifacts import atomic_path, read_json, write_json
 from stages.core.batches import feeds
 from stages.core.bfloat16 import bf16_for
 from stages.core.data import data_source, load_dataset
-from stages.core.errors import PipelineError, first_line
+from stages.core.errors import PipelineError
 from stages.core.float16 import check_float16_range, write_fp16
-from stages.core.graph_files import copy_graph, files_sha256
+from stages.core.graph_files import copy_graph, files_sha256, remove_graph
 from stages.core.onnx_io import load_onnx, op_counts
 from stages.core.quantize import (
     ENCODINGS,
@@ -36,7 +36,6 @@ from stages.core.quantize import (
     write_int8,
 )
 from stages.core.reference import read_reference
-from stages.core.resources import resources
 from stages.core.run import run_stage
 from stages.runtime import registry
 from stages.runtime.records import read_candidates
@@ -193,14 +192,14 @@ def main(cfg: DictConfig) -> str:
                         fields = write(cfg, option, chosen, calibrated, source, out)
                     if precision in BACKEND_FREE:
                         same_for_all[precision] = (out, fields)
-                except chosen.backend.runtime_errors() as e:  # ours, or its runtime's refusal to judge the graph
+                except PipelineError as e:  # a one-line refusal: ours, or its runtime's to run the graph it judges
                     if len(options) == 1 and len(found) == 1:  # the one candidate: its problem, in one line
-                        raise e if isinstance(e, PipelineError) else PipelineError(f"{name}: {first_line(e)}") from e
-                    out.unlink(missing_ok=True)
-                    skipped.append({"candidate": chosen.key, "reason": first_line(e, 300)})
+                        raise
+                    remove_graph(out)
+                    skipped.append({"candidate": chosen.key, "reason": str(e)})
                     continue
                 entry = {"backend": name, "precision": precision, "file": out.name, "sha256": files_sha256(out)}
-                entries.append(entry | fields | {"ops": op_counts(load_onnx(out))})
+                entries.append(entry | fields | {"ops": op_counts(load_onnx(out, weights=False))})
         if not entries:  # one precision: its first problem is the user's; auto: say that nothing was left
             why = skipped[0]["reason"]
             raise PipelineError(why if len(options) == 1 else f"precision=auto: no candidate graph ({why})")
@@ -211,7 +210,7 @@ def main(cfg: DictConfig) -> str:
         for entry in entries:
             entry.pop("tensors", None)
     report |= {"candidates": entries, "skipped": skipped}
-    write_json(cfg.paths.precision_report, report | {"resources": resources()})
+    write_json(cfg.paths.precision_report, report)  # no time or memory here: build and compare read this file
     lines = "; ".join(describe(e) for e in entries)
     return f"{lines} -> {cfg.paths.precise}/" + (f" ({len(skipped)} skipped: see precision.json)" if skipped else "")
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from stages.core.artifacts import atomic_path, write_json
+from stages.core.artifacts import write_json
 from stages.core.batches import feeds
 from stages.core.data import load_dataset
 from stages.core.errors import PipelineError, first_line
-from stages.core.graph_files import is_external, save_onnx
+from stages.core.graph_files import is_external, write_graph
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs
 from stages.core.resources import resources
 from stages.core.run import run_stage
@@ -65,8 +65,7 @@ def main(cfg: DictConfig) -> str:
     if failed:
         raise PipelineError(f"simplify changed output {failed[0]!r} by up to {check[failed[0]]['max_abs']:.3g}")
     out = Path(cfg.paths.simplified)
-    with atomic_path(out.parent, directory=True) as folder:
-        save_onnx(graph, folder / out.name, external=is_external(cfg.paths.onnx))
+    write_graph(graph, cfg.paths.simplified_dir, out, external=is_external(cfg.paths.onnx))
     after = len(graph.graph.node)
     write_json(
         cfg.paths.simplify_report,

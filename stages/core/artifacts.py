@@ -141,10 +141,20 @@ def sha256(path: str | os.PathLike[str]) -> str:
         str: 64 hex digits.
     """
     digest = hashlib.sha256()
+    feed(digest, Path(path))
+    return digest.hexdigest()
+
+
+def feed(digest: Any, path: Path) -> None:
+    """Update ``digest`` (a hashlib object) with a file's bytes, a megabyte at a time.
+
+    Args:
+        digest: e.g. ``hashlib.sha256()``.
+        path: the file.
+    """
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
 
 
 def _jsonable(value: Any) -> Any:

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,21 +123,27 @@ def calibrate(onnx: Path, batches: list[dict], calibration: DictConfig, key: str
 
     method = method_of(calibration, key)
     options = {"percentile": calibration.percentile} if calibration.method == "percentile" else {}
-    with tempfile.TemporaryDirectory(prefix="engineforge-calibrate-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+    silent = partial(contextlib.redirect_stdout, io.StringIO())  # the calibrator prints as it goes; progress does not
+    with (
+        tempfile.TemporaryDirectory(prefix="engineforge-calibrate-") as tmp,
+        Progress("precision", len(batches), "calibration batches") as progress,
+    ):
         try:
-            calibrator = create_calibrator(
-                Path(onnx),
-                None,
-                str(Path(tmp) / "augmented.onnx"),
-                method,
-                use_external_data_format=is_external(onnx),
-                extra_options=options,
-            )
-            with Progress("precision", len(batches), "calibration batches") as progress:
-                for start in range(0, len(batches), CHUNK):  # each call folds its batches into the ranges
+            with silent():
+                calibrator = create_calibrator(
+                    Path(onnx),
+                    None,
+                    str(Path(tmp) / "augmented.onnx"),
+                    method,
+                    use_external_data_format=is_external(onnx),
+                    extra_options=options,
+                )
+            for start in range(0, len(batches), CHUNK):  # each call folds its batches into the ranges
+                with silent():
                     calibrator.collect_data(_Reader(batches[start : start + CHUNK]))
-                    progress.step(count=len(batches[start : start + CHUNK]))
-            ranges = calibrator.compute_data()
+                progress.step(count=len(batches[start : start + CHUNK]))
+            with silent():
+                ranges = calibrator.compute_data()
         except Exception as e:  # onnxruntime raises its own types when the model or data do not fit
             raise PipelineError(f"calibration of {onnx} failed: {first_line(e, 200)}") from e
     table: dict[str, tuple[float, float]] = {}

@@ -4,17 +4,15 @@ onnx's version converter when it is older than any opset ONNX Runtime still runs
 eval samples (no NaN or Inf), and saved as an export writes it (weights as constants, data inline below 2 GiB).
 """
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
-from stages.core.artifacts import atomic_path
 from stages.core.batches import feeds
 from stages.core.data import data_source
 from stages.core.errors import PipelineError, first_line
-from stages.core.graph_files import save_onnx
+from stages.core.graph_files import write_graph
 from stages.core.onnx_io import load_onnx, ort_outputs
 from stages.core.specs import check_against_file, input_specs
 
@@ -22,7 +20,14 @@ OLDEST_RUN = 7  # ONNX Runtime 1.31 implements no operator older than opset 7 ("
 
 
 def opset_of(model: Any) -> int:
-    """The default-domain opset a ModelProto imports (0 when it imports none)."""
+    """The default-domain opset a ModelProto imports.
+
+    Args:
+        model: a ModelProto.
+
+    Returns:
+        int: the opset (0 when it imports none).
+    """
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
@@ -58,8 +63,15 @@ def upgraded(model: Any, opset: int, path: str) -> tuple[Any, int | None]:
 
 
 def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """Validate ``model.path`` and save it self-contained into ``paths.onnx``; returns it, a run check and no
-    exporter."""
+    """Validate ``model.path`` and save it as an export writes it into ``paths.onnx``.
+
+    Args:
+        cfg: the export stage's params.
+        data: the eval split.
+
+    Returns:
+        tuple: the ModelProto, its run check (NaN/Inf on the eval samples, the opset upgrade) and no exporter.
+    """
 
     model = cfg.model
     onnx_model = load_onnx(model.path)
@@ -72,9 +84,8 @@ def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[s
     bad = [name for name, value in outputs.items() if not np.isfinite(value).all()]
     if bad:
         raise PipelineError(f"{model.path}: output {bad[0]!r} has NaN or Inf on {data_source(model, 'test')}")
-    with atomic_path(Path(cfg.paths.onnx).parent, directory=True) as folder:  # external data (checked safe) is
-        # written anew beside it as an export writes it: past 2 GiB (or export.external_data=always), else inlined
-        save_onnx(onnx_model, folder / Path(cfg.paths.onnx).name, external=cfg.export.external_data == "always")
+    # its external data (checked safe) is written anew, as an export writes it: past 2 GiB (or always), else inline
+    write_graph(onnx_model, cfg.paths.exported, cfg.paths.onnx, external=cfg.export.external_data == "always")
     samples = sum(len(next(iter(b.values()))) for b in batches)
     checked = {"against": None, "samples": samples, "weights_no_longer_inputs": fixed, "opset_upgraded_from": old}
     return onnx_model, checked, {"exporter": None, "exporter_failed": [], "axes_checked": {}}

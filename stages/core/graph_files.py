@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from stages.core.artifacts import feed
 from stages.core.errors import PipelineError
 
 EXTERNAL_ABOVE = 1_800_000_000  # bytes of a serialized graph past which its weights go to <file>.data (limit: 2 GiB)
@@ -71,11 +72,11 @@ def save_onnx(model: Any, path: str | os.PathLike[str], external: bool = False) 
     import onnx
 
     path = Path(path)
+    data = sidecar(path)
+    data.unlink(missing_ok=True)  # onnx appends to an existing data file; an inline graph has none
     if not (external or model.ByteSize() > EXTERNAL_ABOVE):
         onnx.save_model(model, os.fspath(path))
         return
-    data = sidecar(path)
-    data.unlink(missing_ok=True)  # onnx appends to an existing data file
     onnx.save_model(
         model,
         os.fspath(path),
@@ -97,6 +98,40 @@ def sidecar(path: str | os.PathLike[str]) -> Path:
         Path: the data file's path (which exists only for a graph past 2 GiB, or written with external data).
     """
     return Path(path).with_name(Path(path).name + SIDE_CAR)
+
+
+def graph_folder(folder: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """The folder a stage writes whole (atomically) around its graph: ``folder``, checked to hold ``path``.
+
+    Args:
+        folder: the folder param (``paths.exported``, ``paths.simplified_dir``).
+        path: the graph's param (``paths.onnx``, ``paths.simplified``).
+
+    Returns:
+        Path: ``folder``.
+
+    Raises:
+        PipelineError: ``path`` is not directly inside ``folder``.
+    """
+    if Path(path).parent != Path(folder):
+        raise PipelineError(f"paths: {path} is not inside {folder}, the folder its stage writes whole (conf/paths/)")
+    return Path(folder)
+
+
+def write_graph(model: Any, folder: str | os.PathLike[str], path: str | os.PathLike[str], external: bool) -> None:
+    """Write ``model`` as ``path`` in a fresh ``folder`` (the folder written whole under a temporary name, then
+    renamed into place: an interrupted stage leaves the previous one), weights outside where ``save_onnx`` says.
+
+    Args:
+        model: the ModelProto.
+        folder: the graph's folder (``graph_folder``).
+        path: the graph's file.
+        external: keep the weights outside at any size.
+    """
+    from stages.core.artifacts import atomic_path
+
+    with atomic_path(graph_folder(folder, path), directory=True) as tmp:
+        save_onnx(model, tmp / Path(path).name, external=external)
 
 
 def is_external(path: str | os.PathLike[str]) -> bool:
@@ -140,6 +175,18 @@ def copy_graph(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> 
     onnx.save_model(model, os.fspath(dest))
 
 
+def parts(path: str | os.PathLike[str]) -> list[Path]:
+    """A graph's or an engine's files: itself, then its ``sidecar`` where it has one.
+
+    Args:
+        path: the file.
+
+    Returns:
+        list[Path]: one or two paths.
+    """
+    return [Path(path), *([sidecar(path)] if sidecar(path).is_file() else [])]
+
+
 def files_sha256(path: str | os.PathLike[str]) -> str:
     """sha256 of a graph or an engine file: its bytes, then its ``sidecar``'s where it has one, so a changed
     weight changes the digest too. Standard library only: an application checks its engine with it.
@@ -151,12 +198,31 @@ def files_sha256(path: str | os.PathLike[str]) -> str:
         str: 64 hex digits (the file's own sha256 when it has no sidecar).
     """
     digest = hashlib.sha256()
-    for part in (Path(path), sidecar(path)):
-        if part.is_file() or part == Path(path):
-            with open(part, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
+    for part in parts(path):
+        feed(digest, part)
     return digest.hexdigest()
+
+
+def files_bytes(path: str | os.PathLike[str]) -> int:
+    """The size of a graph or an engine file with its ``sidecar``.
+
+    Args:
+        path: the file.
+
+    Returns:
+        int: bytes.
+    """
+    return sum(part.stat().st_size for part in parts(path))
+
+
+def remove_graph(path: str | os.PathLike[str]) -> None:
+    """Delete a graph and its ``sidecar`` (a skipped candidate's).
+
+    Args:
+        path: the ONNX file.
+    """
+    for part in (Path(path), sidecar(path)):
+        part.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from stages.core.errors import PipelineError, first_line
-from stages.core.graph_files import EXTERNAL_ABOVE, data_files, session_source
+from stages.core.graph_files import data_files, session_source
 
 
-def load_onnx(path: str | os.PathLike[str], check: bool = True) -> Any:
+def load_onnx(path: str | os.PathLike[str], check: bool = True, weights: bool = True) -> Any:
     """Load (and with ``check``, validate) an ONNX model; anything wrong with the file is a PipelineError naming it.
 
     External data is loaded only from files inside the model's folder: a location that leaves it (``../``, an
@@ -23,9 +23,10 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> Any:
     Args:
         path: the ONNX file.
         check: run ONNX's checker on it.
+        weights: load its external data (False: only the structure, for names, shapes and op counts).
 
     Returns:
-        ModelProto: the model, external data loaded.
+        ModelProto: the model, external data loaded unless ``weights`` is False.
 
     Raises:
         PipelineError: missing, not ONNX, invalid, or with unsafe external data.
@@ -38,11 +39,12 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> Any:
         model = onnx.load(os.fspath(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends
         raise PipelineError(f"not a valid ONNX model: {path} ({first_line(e)})") from e
-    if data_files(path, model):  # each checked to lie in the model's folder before any is read
+    external = bool(data_files(path, model))  # each checked to lie in the model's folder before any is read
+    if external and weights:
         onnx.load_external_data_for_model(model, str(Path(path).resolve().parent))
     if check:
-        try:
-            onnx.checker.check_model(model if model.ByteSize() <= EXTERNAL_ABOVE else os.fspath(path))
+        try:  # a graph with external data is checked from its file (the checker reads the data beside it)
+            onnx.checker.check_model(os.fspath(path) if external else model)
         except Exception as e:  # onnx raises ValidationError and others
             raise PipelineError(f"not a valid ONNX model: {path} ({first_line(e)})") from e
     return model

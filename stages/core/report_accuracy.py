@@ -76,8 +76,8 @@ def accuracy_table(acc: dict[str, Any]) -> str:
                 f"{s['max_rel']:.3g}",
                 f"{s['mean_abs']:.3g}",
                 f"{s['rel_l2']:.3g}",
-                s["atol"],
-                s["rtol"],
+                f"{s['atol']:.3g}",
+                f"{s['rtol']:.3g}",
                 "pass" if s["passed"] else "FAIL",
             ]
             for n, s in acc["outputs"].items()

@@ -17,8 +17,19 @@ from stages.core.specs import input_specs
 SLACK = 10.0  # cut inputs (a sentence without its end) reach values whole ones do not; a wrong graph is far off
 
 
+class Unchecked(Exception):
+    """The axis could not be checked at its second size: why, in a few words."""
+
+
 def second_size(size: int) -> int:
-    """The other size an axis is checked at: half of it, or 2 for an axis of 1."""
+    """The other size an axis is checked at: half of it, or 2 for an axis of 1.
+
+    Args:
+        size: the axis's size in ``model.dims``.
+
+    Returns:
+        int: the second size.
+    """
     return size // 2 if size >= 2 else 2
 
 
@@ -46,7 +57,14 @@ def resized(sample: dict[str, np.ndarray], model: Any, axis: str, size: int) -> 
 
 
 def dynamic_axes(model: Any) -> list[str]:
-    """The names of every dynamic axis of ``model.inputs`` but the batch (the first axis), in input order."""
+    """The names of every dynamic axis of ``model.inputs`` but the batch (the first axis), in input order.
+
+    Args:
+        model: ``cfg.model``.
+
+    Returns:
+        list[str]: axis names.
+    """
     found: list[str] = []
     for spec in input_specs(model):
         found += [d for d in spec.shape[1:] if isinstance(d, str) and d not in found]
@@ -63,7 +81,7 @@ def problem_at(
     sample: dict[str, np.ndarray],
 ) -> str | None:
     """What goes wrong with the graph at ``path`` when ``axis`` takes its second size, or None when it runs and
-    matches PyTorch (or when PyTorch itself cannot run that size: nothing to hold the graph to).
+    matches PyTorch.
 
     Args:
         torch_run: runs the PyTorch model over feeds, output name -> array.
@@ -76,16 +94,19 @@ def problem_at(
 
     Returns:
         str | None: the problem in a few words.
+
+    Raises:
+        Unchecked: PyTorch itself cannot run that size (nothing to hold the graph to).
     """
     size = second_size(int(model.dims[axis]))
     feed = resized(sample, model, axis, size)
     try:
         want = torch_run([feed])
-    except Exception:
-        return None
+    except Exception as e:  # the model's own code refuses the size (any type): nothing to hold the graph to
+        raise Unchecked(f"PyTorch cannot run {axis}={size}: {first_line(e, 160)}") from e
     try:
         got = ort_outputs(path, [feed])
-    except Exception as e:
+    except PipelineError as e:  # ONNX Runtime's refusal is the finding
         return f"ONNX Runtime fails at {axis}={size}: {first_line(e, 200)}"
     for output in onnx_model.graph.output:
         declared = [d.dim_value if d.HasField("dim_value") else None for d in output.type.tensor_type.shape.dim]

@@ -164,7 +164,7 @@ def io_spec(path: str) -> dict[str, list[dict[str, Any]]]:
 
     from stages.core.onnx_io import load_onnx
 
-    graph = load_onnx(path, check=False).graph
+    graph = load_onnx(path, check=False, weights=False).graph
     weights = {t.name for t in graph.initializer}
 
     def entry(value: Any) -> dict[str, Any]:

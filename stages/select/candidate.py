@@ -13,6 +13,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from stages.core.artifacts import atomic_path, write_json
+from stages.core.errors import PipelineError, first_line
 from stages.core.fallback import Outputs
 from stages.core.gate import run_batches
 from stages.core.graph_files import files_sha256
@@ -139,10 +140,15 @@ def runtime_outputs(backend: Backend, spec: BuildSpec) -> Outputs:
     """
 
     def run(graph: Path, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        with (
-            tempfile.TemporaryDirectory(prefix="engineforge-judge-") as folder,
-            backend.evaluation_runner(graph, spec, Path(folder), "judged") as runner,
-        ):
-            return run_batches(runner.infer, batches)
+        try:
+            with (
+                tempfile.TemporaryDirectory(prefix="engineforge-judge-") as folder,
+                backend.evaluation_runner(graph, spec, Path(folder), "judged") as runner,
+            ):
+                return run_batches(runner.infer, batches)
+        except PipelineError:
+            raise
+        except backend.runtime_errors() as e:  # the runtime cannot compile or run the graph: one line, its record
+            raise PipelineError(f"{backend.name} cannot run {graph.name}: {first_line(e, 300)}") from e
 
     return run

@@ -17,6 +17,7 @@ import numpy as np
 
 from stages.core.errors import PipelineError, first_line
 from stages.core.gate import run_batches
+from stages.core.run import quiet_libraries, quiet_onnxruntime
 from stages.runtime.base import BuildSpec
 from stages.runtime.engine import Engine
 from stages.select.candidate import Candidate, build_engine
@@ -31,6 +32,8 @@ class CandidateFailed(Exception):
 
 
 def _child(conn: Connection, chosen: Candidate, graph: Path, spec: BuildSpec, names: tuple, batches: list) -> None:
+    quiet_libraries()  # as the stage that spawned it: its one line is the parent's
+    quiet_onnxruntime()
     try:
         conn.send(("phase", "building"))
         build_engine(chosen, graph, spec, *names)
@@ -95,8 +98,10 @@ def _outcome(last: tuple[str, Any] | None, code: int | None, phase: str, chosen:
         raise CandidateFailed(last[1])
     if last is not None:
         raise RuntimeError(f"{chosen.key} failed in its build process:\n{last[1]}")
+    if phase == "starting":  # it died before it began: a bug of ours (its arguments, its imports), not the runtime
+        raise RuntimeError(f"{chosen.key}'s build process exited with code {code} before it started")
     if code is not None and code < 0:
-        name = signal.Signals(-code).name
+        name = next((s.name for s in signal.Signals if s.value == -code), "unnamed")  # real-time ones have none
         where = f"while {phase} {chosen.precision}"
         raise CandidateFailed(f"{chosen.backend.name}: crashed with signal {-code} ({name}) {where}", crashed=True)
     raise CandidateFailed(f"{chosen.backend.name}: its process exited with code {code} while {phase}", crashed=True)
