@@ -107,3 +107,21 @@ def test_a_reference_made_from_other_eval_data_is_refused_in_one_line(tmp_path, 
     data["x"] = data["x"] + 1
     with pytest.raises(PipelineError, match=r"^the reference run was made from other eval data: run `dvc repro`$"):
         fallback.Reference(cfg.model, 8, run, data)
+
+
+def test_int8_tolerance_scales_with_the_outputs_spread_and_fp32s_does_not():
+    """The same relative error passes int8 on logits spread wide and on logits spread narrow, where a fixed atol
+    fails one and waves anything through on the other; an error of a whole spread (a broken calibration) fails."""
+    from stages.core.gate import output_check
+    from stages.core.reference import Scales
+
+    rng = np.random.default_rng(0)
+    int8, fp32 = compose("precision=int8").precision, compose("precision=fp32").precision
+    for spread in (4.3, 0.17):  # ResNet-50's and BERT-base's logits (docs/precision.md)
+        want = (rng.standard_normal((64, 10)) * spread).astype(np.float32)
+        scales = Scales({}, {"y": float(np.std(want))})
+        good = want + np.float32(0.2 * spread) * np.sign(rng.standard_normal(want.shape)).astype(np.float32)
+        broken = want + np.float32(1.3 * spread)
+        assert output_check(int8, {"y": want}, {"y": good}, scales)[1] == [], spread
+        assert output_check(int8, {"y": want}, {"y": broken}, scales)[1], spread
+        assert output_check(fp32, {"y": want}, {"y": good}, scales)[1]  # fp32: rounding, not range: no spread
