@@ -26,6 +26,8 @@ SUITES = ("pytorch-converted", "simple", "pytorch-operator")
 STAGES = ("env", "export", "simplify", "reference", "precision", "build", "compare")
 TABLE = "docs/coverage.md"
 RTOL, ATOL = 1e-3, 1e-5  # onnx's backend tests compare with rtol 1e-3; atol for float32 kernels' summation order
+# The race and the tuning timed briefly: which engine ships may differ from a full run's, what it computes may not.
+QUICK = ("backend.tune_s=0.5", "backend.race.duration_s=0.1", "backend.race.rounds=1")
 
 
 def cases() -> dict[str, Path]:
@@ -79,7 +81,8 @@ def run_case(name: str, folder: Path, out: Path) -> dict[str, Any]:
     np.savez(out / "eval.npz", **dict(zip(names, inputs, strict=True)))
     (out / "model.onnx").write_bytes((folder / "model.onnx").read_bytes())
     sets = [f"model.path={out / 'model.onnx'}", f"model.data.eval={out / 'eval.npz'}", "model.name=conformance"]
-    cfg = compose("model=onnx", *sets, f"paths.build={out}/build", f"paths.reports={out}/reports", "precision=fp32")
+    paths = (f"paths.build={out}/build", f"paths.reports={out}/reports")
+    cfg = compose("model=onnx", *sets, *paths, "precision=fp32", *QUICK)
     row: dict[str, Any] = {"model": name, "opset": max((o.version for o in graph.opset_import), default=0)}
     for stage in STAGES:
         try:
