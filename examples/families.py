@@ -8,7 +8,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from examples.zoo import TOKEN_DATA, TOKENS, Positional, image
+from examples.zoo import TOKEN_DATA, TOKENS, Positional, factory_keys, image
 
 CODE = "examples/families.py"  # the factories' file: DVC watches it, and it is the weights (seeded) too
 
@@ -124,7 +124,7 @@ def pairs(role: str) -> torch.utils.data.Dataset:
 
 
 def _factory(name: str, inputs: list[dict[str, Any]], **keys: Any) -> dict[str, Any]:
-    return {"factory": f"examples.families:{name}", "code": CODE, "weights": CODE, "inputs": inputs, **keys}
+    return factory_keys(CODE, name, inputs, **keys)
 
 
 def models() -> dict[str, tuple[str, dict[str, Any]]]:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from examples.zoo import TOKENS, Positional, pictures, token_samples
+from examples.zoo import TOKENS, Positional, factory_keys, pictures, token_samples
 
 CODE = "examples/sizes.py"  # the factories' file: DVC watches it, and it is the weights (seeded) too
 WIDTH = 12288  # the MLP's width: four WIDTH x WIDTH layers are 604 M parameters, 2.42 GB in float32
@@ -61,15 +61,7 @@ def vectors(role: str) -> torch.utils.data.Dataset:
 
 
 def _factory(name: str, inputs: list[dict[str, Any]], data: str, **keys: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "factory": f"examples.sizes:{name}",
-        "code": CODE,
-        "weights": CODE,
-        "inputs": inputs,
-        "data": {"factory": f"examples.sizes:{data}"},
-        **keys,
-    }
+    return {"name": name} | factory_keys(CODE, name, inputs, data={"factory": f"examples.sizes:{data}"}, **keys)
 
 
 def models() -> dict[str, dict[str, Any]]:

@@ -223,8 +223,24 @@ def scenes(role: str) -> torch.utils.data.Dataset:
     return torch.utils.data.TensorDataset(pictures(128, 64, 48, {"eval": 0, "calibration": 1}[role]))
 
 
+def factory_keys(code: str, name: str, inputs: list[dict[str, Any]], **keys: Any) -> dict[str, Any]:
+    """The ``model=custom`` keys of factory ``name`` in the module file ``code`` (its seeded weights are the code).
+
+    Args:
+        code: the module's file (``examples/zoo.py``), which DVC watches.
+        name: the factory function.
+        inputs: ``model.inputs``.
+        keys: any other model keys (``dims``, ``max_batch``, ``data``).
+
+    Returns:
+        dict: the keys.
+    """
+    module = code.removesuffix(".py").replace("/", ".")
+    return {"factory": f"{module}:{name}", "code": code, "weights": code, "inputs": inputs, **keys}
+
+
 def _factory(name: str, inputs: list[dict[str, Any]], **keys: Any) -> dict[str, Any]:
-    return {"factory": f"examples.zoo:{name}", "code": CODE, "weights": CODE, "inputs": inputs, **keys}
+    return factory_keys(CODE, name, inputs, **keys)
 
 
 TOKEN_DATA = "examples.zoo:tokens"

@@ -13,7 +13,6 @@ from stages.core.report_parts import (
     cold_start,
     device_line,
     exported,
-    failed_baselines,
     gpu_times,
     race_table,
     slower,
@@ -22,6 +21,23 @@ from stages.core.report_parts import (
 from stages.core.run import run_stage
 from stages.runtime import registry
 from stages.runtime.manifest import MANIFEST
+
+
+def failed_baselines(bench: dict[str, Any]) -> str:
+    """A line naming each baseline whose runtime could not load or run the model (not timed), or "".
+
+    Args:
+        bench: benchmark.json's content.
+
+    Returns:
+        str: the line's Markdown (a quote and a blank line), or "".
+    """
+    failed = {n: v["failed"] for n, v in bench.get("baselines", {}).items() if "failed" in v}
+    if not failed:
+        return ""
+    return (
+        "> **Not timed:** " + "; ".join(f"{n} could not run the model ({why})" for n, why in failed.items()) + ".\n\n"
+    )
 
 
 def latency_table(bench: dict[str, Any]) -> str:

@@ -54,23 +54,6 @@ def slower(bench: dict[str, Any]) -> str:
     )
 
 
-def failed_baselines(bench: dict[str, Any]) -> str:
-    """A line naming each baseline whose runtime could not load or run the model (not timed), or "".
-
-    Args:
-        bench: benchmark.json's content.
-
-    Returns:
-        str: the line's Markdown (a quote and a blank line), or "".
-    """
-    failed = {n: v["failed"] for n, v in bench.get("baselines", {}).items() if "failed" in v}
-    if not failed:
-        return ""
-    return (
-        "> **Not timed:** " + "; ".join(f"{n} could not run the model ({why})" for n, why in failed.items()) + ".\n\n"
-    )
-
-
 def race_table(manifest: dict[str, Any]) -> str:
     """The build's race, a row per candidate (its gate, p50 per batch, result), or a line saying there was none.
 
