@@ -120,6 +120,11 @@ def check_data(model: "DictConfig", data: dict[str, np.ndarray], where: str) -> 
         array = data[spec.name]
         if array.dtype != spec.dtype:
             raise PipelineError(f"{where}: array {spec.name!r} is {array.dtype}, model.inputs says {spec.dtype}")
+        if array.ndim == 0:
+            raise PipelineError(
+                f"{where}: input {spec.name!r} is a scalar (shape []); every input's first axis is its batch of "
+                "samples, so a graph with a scalar input cannot be batched"
+            )
         if (
             array.ndim != len(spec.shape)
             or any(  # axis 0 counts samples, whatever batch the model fixes
