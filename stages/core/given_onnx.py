@@ -80,7 +80,14 @@ def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[s
     fixed = weights_as_constants(onnx_model)
     onnx_model, old = upgraded(onnx_model, cfg.export.opset, model.path)
     batches = feeds(model, data, cfg.export.example_batch + 1, limit=cfg.export.check.samples)
-    outputs = ort_outputs(onnx_model, batches, name=str(model.path))
+    try:
+        outputs = ort_outputs(onnx_model, batches, name=str(model.path))
+    except PipelineError as e:
+        if old is None:
+            raise
+        raise PipelineError(
+            f"{e} (once onnx's version converter upgraded it from opset {old} to {cfg.export.opset})"
+        ) from e
     bad = [name for name, value in outputs.items() if not np.isfinite(value).all()]
     if bad:
         raise PipelineError(f"{model.path}: output {bad[0]!r} has NaN or Inf on {data_source(model, 'test')}")
