@@ -75,7 +75,10 @@ class OpenVinoRunner(BaseRunner):
         """One synchronous inference; outputs copied out of the request's buffers."""
         start = time.perf_counter()
         inputs = {port_name(port, self.names): port for port in self.compiled.inputs}
-        results = self.request.infer({inputs[name]: array for name, array in feed_dict.items()})
+        feed = {
+            inputs[name]: array for name, array in feed_dict.items() if name in inputs
+        }  # OpenVINO drops unread ones
+        results = self.request.infer(feed)
         self.inference_time = time.perf_counter() - start
         return OrderedDict((port_name(port, self.names), np.array(results[port])) for port in self.compiled.outputs)
 
@@ -92,7 +95,8 @@ def bound_request(compiled: Any, feed: Mapping[str, np.ndarray], names: Sequence
     arrays = {name: np.ascontiguousarray(a) for name, a in feed.items()}
     ports = {port_name(port, names): port for port in compiled.inputs}
     for name, array in arrays.items():
-        request.set_tensor(ports[name], ov.Tensor(array, shared_memory=True))
+        if name in ports:  # OpenVINO drops a graph input no node reads
+            request.set_tensor(ports[name], ov.Tensor(array, shared_memory=True))
 
     def call(keep_alive: tuple = (arrays,)) -> None:  # the shared input buffers must outlive the request
         request.infer()
