@@ -85,9 +85,7 @@ def from_onnx(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dict[s
     except PipelineError as e:
         if old is None:
             raise
-        raise PipelineError(
-            f"{e} (once onnx's version converter upgraded it from opset {old} to {cfg.export.opset})"
-        ) from e
+        raise PipelineError(f"opset {old} upgraded to {cfg.export.opset} by onnx's version converter, then: {e}") from e
     bad = [name for name, value in outputs.items() if not np.isfinite(value).all()]
     if bad:
         raise PipelineError(f"{model.path}: output {bad[0]!r} has NaN or Inf on {data_source(model, 'test')}")
