@@ -124,7 +124,7 @@ def pairs(role: str) -> torch.utils.data.Dataset:
 
 
 def _factory(name: str, inputs: list[dict[str, Any]], **keys: Any) -> dict[str, Any]:
-    return factory_keys(CODE, name, inputs, **keys)
+    return factory_keys(CODE, name, inputs, code="examples", **keys)  # its data factories are the zoo's
 
 
 def models() -> dict[str, tuple[str, dict[str, Any]]]:

@@ -61,7 +61,8 @@ def vectors(role: str) -> torch.utils.data.Dataset:
 
 
 def _factory(name: str, inputs: list[dict[str, Any]], data: str, **keys: Any) -> dict[str, Any]:
-    return {"name": name} | factory_keys(CODE, name, inputs, data={"factory": f"examples.sizes:{data}"}, **keys)
+    data_keys = {"data": {"factory": f"examples.sizes:{data}"}}
+    return {"name": name} | factory_keys(CODE, name, inputs, code="examples", **data_keys, **keys)  # uses the zoo
 
 
 def models() -> dict[str, dict[str, Any]]:

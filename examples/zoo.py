@@ -223,20 +223,25 @@ def scenes(role: str) -> torch.utils.data.Dataset:
     return torch.utils.data.TensorDataset(pictures(128, 64, 48, {"eval": 0, "calibration": 1}[role]))
 
 
-def factory_keys(code: str, name: str, inputs: list[dict[str, Any]], **keys: Any) -> dict[str, Any]:
-    """The ``model=custom`` keys of factory ``name`` in the module file ``code`` (its seeded weights are the code).
+def factory_keys(
+    source: str, name: str, inputs: list[dict[str, Any]], code: str | None = None, **keys: Any
+) -> dict[str, Any]:
+    """The ``model=custom`` keys of factory ``name`` in the module file ``source`` (its seeded weights are the code).
 
     Args:
-        code: the module's file (``examples/zoo.py``), which DVC watches.
+        source: the module's file (``examples/zoo.py``).
         name: the factory function.
         inputs: ``model.inputs``.
+        code: what DVC watches (default ``source``; ``examples``, the folder, for a module that uses another's
+            factories or data).
         keys: any other model keys (``dims``, ``max_batch``, ``data``).
 
     Returns:
         dict: the keys.
     """
-    module = code.removesuffix(".py").replace("/", ".")
-    return {"factory": f"{module}:{name}", "code": code, "weights": code, "inputs": inputs, **keys}
+    module = source.removesuffix(".py").replace("/", ".")
+    watched = code or source
+    return {"factory": f"{module}:{name}", "code": watched, "weights": watched, "inputs": inputs, **keys}
 
 
 def _factory(name: str, inputs: list[dict[str, Any]], **keys: Any) -> dict[str, Any]:

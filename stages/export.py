@@ -113,8 +113,10 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
                 f"{check[failed[0]]['max_abs']:.3g} at index {where} (export.check.atol={export.check.atol}, "
                 f"rtol={export.check.rtol})"
             )
-        sample = check_feeds[0]
-        checked = check_axes(lambda f: torch_outputs(net, f, names), onnx_model, tmp, cfg, used, sample)
+        declared = [o.SerializeToString() for o in onnx_model.graph.output]
+        checked = check_axes(lambda f: torch_outputs(net, f, names), onnx_model, tmp, cfg, used, check_feeds[0])
+        if declared != [o.SerializeToString() for o in onnx_model.graph.output]:  # an output dim named its axis
+            save_onnx(onnx_model, tmp, external=export.external_data == "always")
     samples = sum(len(next(iter(f.values()))) for f in check_feeds)
     how = {"exporter": used["exporter"], "exporter_failed": used["failed"], "axes_checked": checked}
     return onnx_model, {"against": "pytorch", "samples": samples, "outputs": check}, how

@@ -8,7 +8,7 @@ import pytest
 from stages import export
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
-from tests.helpers import add_fixture_model, compose, run_stage
+from tests.helpers import ROOT, add_fixture_model, compose, run_stage
 
 
 @pytest.mark.parametrize("exporter", ["auto", "torchscript"])
@@ -33,3 +33,21 @@ def test_the_same_model_with_its_length_fixed_exports_and_dynamic_axes_that_hold
     cfg = compose("model=textenc", config_dir=repo / "conf")
     run_stage(export, cfg)
     assert read_json(repo / cfg.paths.export_report)["axes_checked"] == {"seq": cfg.model.dims.seq // 2}
+
+
+def test_an_output_dimension_fixed_at_the_example_length_is_named_after_its_axis(tmp_path: Path, monkeypatch):
+    """dynamo exports a bidirectional LSTM tagger with its output declared [batch, 32, 9]; the graph computes
+    [batch, seq, 9] (right at seq 16 too), so the export names the dimension ``seq`` instead of refusing."""
+    import onnx
+
+    from engineforge.coverage import overrides
+    from examples import families
+
+    monkeypatch.chdir(ROOT)  # examples/ as imported; the artifacts below tmp_path
+    option, keys = families.models()["tagger"]
+    sets = (*overrides("tagger", option, keys), "export.exporter=dynamo", f"paths.build={tmp_path}/build")
+    cfg = compose(*sets, f"paths.reports={tmp_path}/reports")
+    run_stage(export, cfg)
+    (output,) = onnx.load(cfg.paths.onnx).graph.output
+    assert [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim][1:] == ["seq", 9]
+    assert read_json(cfg.paths.export_report)["axes_checked"] == {"seq": 16}
