@@ -153,6 +153,7 @@ def check_axes(
             continue
         size = int(cfg.model.dims[axis])
         if problem:
+            problem = problem.replace(str(path), cfg.paths.onnx)  # the file's name, not its temporary one
             fix = f"write {axis} as the number {size} in model.inputs to export it static"
             refused = "".join(f"{t['exporter']} refused the model ({t['error'][:200]}); " for t in used["failed"])
             raise PipelineError(
