@@ -141,6 +141,12 @@ def ort_outputs(
         runs = [sess.run(None, feed) for feed in feeds]
     except Exception as e:  # onnxruntime's own exception types
         raise PipelineError(f"onnxruntime cannot run {where}: {first_line(e)}") from e
+    scalar = next((name for i, name in enumerate(names) if np.ndim(runs[0][i]) == 0), None)
+    if scalar is not None:
+        raise PipelineError(
+            f"{where}: output {scalar!r} is a scalar (shape []); every output's first axis is its batch of samples, "
+            "so a graph with a scalar output cannot be batched"
+        )
     return {name: np.concatenate([run[i] for run in runs]) for i, name in enumerate(names)}
 
 
