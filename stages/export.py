@@ -28,7 +28,7 @@ from stages.core.model import SOURCES, check_forward, load_model
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs
 from stages.core.resources import resources
 from stages.core.run import quiet_libraries, run_stage
-from stages.core.second_size import Unchecked, dynamic_axes, problem_at, second_size
+from stages.core.second_size import check_axes
 from stages.core.specs import input_specs, output_dynamic_axes, output_names, signature_shapes
 
 STACK_TRACE = "pkg.torch.onnx.stack_trace"  # per-node metadata the dynamo exporter writes
@@ -103,16 +103,7 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
         save_onnx(onnx_model, tmp, external=export.external_data == "always")
         check_feeds = feeds(model, data, export.example_batch + 1, limit=export.check.samples)
         want, got = torch_outputs(net, check_feeds, names), ort_outputs(tmp, check_feeds)
-        check = compare_outputs(want, got, export.check.atol, export.check.rtol)
-        failed = [name for name, c in check.items() if not c["passed"]]
-        if failed:
-            diff = np.abs(got[failed[0]].astype(np.float64) - want[failed[0]])
-            where = [int(i) for i in np.unravel_index(np.nanargmax(diff), diff.shape)]
-            raise PipelineError(
-                f"export check: ONNX Runtime output {failed[0]!r} differs from PyTorch by up to "
-                f"{check[failed[0]]['max_abs']:.3g} at index {where} (export.check.atol={export.check.atol}, "
-                f"rtol={export.check.rtol})"
-            )
+        check = checked_against_pytorch(want, got, export.check)
         declared = [o.SerializeToString() for o in onnx_model.graph.output]
         checked = check_axes(lambda f: torch_outputs(net, f, names), onnx_model, tmp, cfg, used, check_feeds[0])
         if declared != [o.SerializeToString() for o in onnx_model.graph.output]:  # an output dim named its axis
@@ -122,46 +113,28 @@ def from_pytorch(cfg: DictConfig, data: dict[str, np.ndarray]) -> tuple[Any, dic
     return onnx_model, {"against": "pytorch", "samples": samples, "outputs": check}, how
 
 
-def check_axes(
-    torch_run: Callable[[list], dict[str, np.ndarray]],
-    onnx_model: Any,
-    path: Path,
-    cfg: DictConfig,
-    used: dict,
-    sample: dict[str, np.ndarray],
-) -> dict[str, int | str]:
-    """Run every dynamic axis of ``model.inputs`` at its second size (``second_size.problem_at``); a graph that only
-    runs at the example's size is refused in one line (naming the exporter that was refused before it, if any).
+def checked_against_pytorch(want: dict, got: dict, check: DictConfig) -> dict[str, Any]:
+    """ONNX Runtime's outputs against PyTorch's by ``export.check``; the first that differs is the user's one line.
 
     Args:
-        torch_run: runs the PyTorch model over feeds.
-        onnx_model: the exported ModelProto.
-        path: the exported file.
-        cfg: the stage's params.
-        used: ``export_onnx``'s record (the exporter, those refused before it).
-        sample: one eval batch at ``model.dims``.
+        want: output name -> PyTorch's outputs.
+        got: output name -> ONNX Runtime's, on the same samples.
+        check: ``export.check`` (atol, rtol).
 
     Returns:
-        dict: axis -> the second size it was checked at, or why it could not be.
+        dict: ``compare_outputs``'s report.
     """
-    checked: dict[str, int | str] = {}
-    for axis in dynamic_axes(cfg.model):
-        try:
-            problem = problem_at(torch_run, onnx_model, str(path), cfg.model, cfg.export.check, axis, sample)
-        except Unchecked as e:
-            checked[axis] = str(e)
-            continue
-        size = int(cfg.model.dims[axis])
-        if problem:
-            problem = problem.replace(str(path), cfg.paths.onnx)  # the file's name, not its temporary one
-            fix = f"write {axis} as the number {size} in model.inputs to export it static"
-            refused = "".join(f"{t['exporter']} refused the model ({t['error'][:200]}); " for t in used["failed"])
-            raise PipelineError(
-                f"export check: {refused}the {used['exporter']} graph declares {axis} dynamic but only runs at "
-                f"{axis}={size} ({problem}): {fix}"
-            )
-        checked[axis] = second_size(size)
-    return checked
+    report = compare_outputs(want, got, check.atol, check.rtol)
+    failed = [name for name, c in report.items() if not c["passed"]]
+    if failed:
+        diff = np.abs(got[failed[0]].astype(np.float64) - want[failed[0]])
+        where = [int(i) for i in np.unravel_index(np.nanargmax(diff), diff.shape)]
+        raise PipelineError(
+            f"export check: ONNX Runtime output {failed[0]!r} differs from PyTorch by up to "
+            f"{report[failed[0]]['max_abs']:.3g} at index {where} (export.check.atol={check.atol}, "
+            f"rtol={check.rtol})"
+        )
+    return report
 
 
 def main(cfg: DictConfig) -> str:

@@ -6,9 +6,11 @@ the size (2 for an axis of 1), outputs compared at ``SLACK`` times the export ch
 """
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig
 
 from stages.core.errors import PipelineError, first_line
 from stages.core.onnx_io import compare_outputs, ort_outputs
@@ -136,3 +138,45 @@ def relabel(onnx_model: Any, got: dict[str, np.ndarray], axis: str, size: int) -
         for dim, length in zip(output.type.tensor_type.shape.dim, actual, strict=False):
             if dim.HasField("dim_value") and dim.dim_value == size and length != size:
                 dim.dim_param = axis  # clears dim_value: the two are a oneof
+
+
+def check_axes(
+    torch_run: Callable[[list], dict[str, np.ndarray]],
+    onnx_model: Any,
+    path: Path,
+    cfg: DictConfig,
+    used: dict,
+    sample: dict[str, np.ndarray],
+) -> dict[str, int | str]:
+    """Run every dynamic axis of ``model.inputs`` at its second size (``second_size.problem_at``); a graph that only
+    runs at the example's size is refused in one line (naming the exporter that was refused before it, if any).
+
+    Args:
+        torch_run: runs the PyTorch model over feeds.
+        onnx_model: the exported ModelProto.
+        path: the exported file.
+        cfg: the stage's params.
+        used: ``export_onnx``'s record (the exporter, those refused before it).
+        sample: one eval batch at ``model.dims``.
+
+    Returns:
+        dict: axis -> the second size it was checked at, or why it could not be.
+    """
+    checked: dict[str, int | str] = {}
+    for axis in dynamic_axes(cfg.model):
+        try:
+            problem = problem_at(torch_run, onnx_model, str(path), cfg.model, cfg.export.check, axis, sample)
+        except Unchecked as e:
+            checked[axis] = str(e)
+            continue
+        size = int(cfg.model.dims[axis])
+        if problem:
+            problem = problem.replace(str(path), cfg.paths.onnx)  # the file's name, not its temporary one
+            fix = f"write {axis} as the number {size} in model.inputs to export it static"
+            refused = "".join(f"{t['exporter']} refused the model ({t['error'][:200]}); " for t in used["failed"])
+            raise PipelineError(
+                f"export check: {refused}the {used['exporter']} graph declares {axis} dynamic but only runs at "
+                f"{axis}={size} ({problem}): {fix}"
+            )
+        checked[axis] = second_size(size)
+    return checked
