@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.core.errors import PipelineError, summary
+from stages.core.graph_files import EXTERNAL_ABOVE
 
 EXPORTERS = {"auto": ("dynamo", "torchscript"), "dynamo": ("dynamo",), "torchscript": ("torchscript",)}
 
@@ -51,6 +52,8 @@ def export_onnx(
     if exporter not in EXPORTERS:
         raise PipelineError(f"export.exporter: {exporter!r} is not one of {', '.join(EXPORTERS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    weights = sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
+    large = weights > EXTERNAL_ABOVE  # past protobuf's limit the weights go to a data file beside the graph
     tried: list[dict[str, str]] = []
     last: Exception | None = None
     for name in EXPORTERS[exporter]:
@@ -59,7 +62,7 @@ def export_onnx(
             keywords.pop("optimize", None)  # the TorchScript exporter has no optimizer pass
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                torch.onnx.export(net, example, str(path), dynamo=name == "dynamo", external_data=True, **keywords)
+                torch.onnx.export(net, example, str(path), dynamo=name == "dynamo", external_data=large, **keywords)
         except OSError:
             raise  # a full disk or permission error on the output: the caller names the path
         except Exception as e:  # the exporters raise many types; the root of the cause chain says why
