@@ -27,7 +27,13 @@ STAGES = ("env", "export", "simplify", "reference", "precision", "build", "compa
 TABLE = "docs/coverage.md"
 RTOL, ATOL = 1e-3, 1e-5  # onnx's backend tests compare with rtol 1e-3; atol for float32 kernels' summation order
 # The race and the tuning timed briefly: which engine ships may differ from a full run's, what it computes may not.
-QUICK = ("backend.tune_s=0.5", "backend.race.duration_s=0.1", "backend.race.rounds=1")
+QUICK = (
+    "backend.tune_s=0.5",
+    "backend.race.duration_s=0.1",
+    "backend.race.rounds=1",
+    "backend.race.warmup_ms=5",
+    "backend.race.min_iterations=2",
+)
 
 
 def cases() -> dict[str, Path]:

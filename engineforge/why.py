@@ -126,9 +126,19 @@ def race_line(engine: str) -> str | None:
         return None
     manifest = read_json(path)
     shipped = f"{manifest['backend']} {manifest['precision']}"
+    if manifest.get("dispatch"):  # one engine per batch range
+        shipped = ", ".join(
+            f"batch {p['serves'][0]}-{p['serves'][1]} {p['backend']} {p['precision']}" for p in manifest["dispatch"]
+        )
     if not manifest.get("race"):
         return f"engine   {shipped} (one candidate: nothing raced)"
-    return f"engine   {shipped}, the race: " + "; ".join(f"{e['candidate']} {e['result']}" for e in manifest["race"])
+    ranges = len({tuple(e.get("serves", ())) for e in manifest["race"]}) > 1
+
+    def said(entry: dict) -> str:
+        where = f"@{entry['serves'][0]}-{entry['serves'][1]}" if ranges else ""
+        return f"{entry['candidate']}{where} {entry['result']}"
+
+    return f"engine   {shipped}, the race: " + "; ".join(said(e) for e in manifest["race"])
 
 
 def main() -> int:

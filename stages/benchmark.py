@@ -35,6 +35,8 @@ from stages.runtime import registry
 from stages.runtime.base import TimedCall
 from stages.runtime.engine import Engine
 from stages.runtime.manifest import MANIFEST
+from stages.runtime.measured import cold_start, race_agreement, serving, shipped_precisions
+from stages.select.baselines import judge_baselines
 
 Factory = Callable[[ExitStack, dict], TimedCall]
 
@@ -138,33 +140,6 @@ def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes:
     return factories
 
 
-def cold_start(folder: str, manifest: dict[str, Any], feed: dict[str, np.ndarray]) -> dict[str, Any]:
-    """What an application waits for before its first answer, as benchmark_app reports it ("compile model took",
-    "first inference took"): the build (once, from the manifest: a restore from the cache skips it), then
-    ``Engine.open`` (hash check, load with the certified settings) and the first inference, in milliseconds.
-
-    Args:
-        folder: the engine folder.
-        manifest: its manifest.
-        feed: the first batch size's inputs.
-
-    Returns:
-        dict: ``build_s``, ``open_ms``, ``first_inference_ms`` and the ``batch`` of that first inference.
-    """
-    registry.get(manifest["backend"]).availability()  # the runtime imported beforehand: an application's start
-    started = time.perf_counter()
-    with Engine.open(folder) as engine:
-        opened = time.perf_counter()
-        engine(feed)
-        answered = time.perf_counter()
-    return {
-        "build_s": manifest.get("build_s"),
-        "open_ms": round(1e3 * (opened - started), 2),
-        "first_inference_ms": round(1e3 * (answered - opened), 2),
-        "batch": len(next(iter(feed.values()))),
-    }
-
-
 def time_all(
     cfg: DictConfig, factories: dict[str, Factory], batches: list[int], notes: dict[str, Any]
 ) -> tuple[dict[str, dict[str, Any]], dict[int, dict[str, np.ndarray]]]:
@@ -227,6 +202,9 @@ def main(cfg: DictConfig) -> str:
     cold = cold_start(cfg.paths.engine, manifest, batch_of(model, load_dataset(model, "test"), batches[0]))
     results, curves = time_all(cfg, runtimes(cfg, threads, notes, engine_notes), batches, notes)
     write_curves(cfg.paths.latency, curves)
+    timed = [n for n in results if n != ENGINE]
+    for name, verdicts in judge_baselines(cfg, timed, shipped_precisions(manifest)).items():
+        notes.setdefault(name, {})["gate"] = verdicts  # each precision the engine ships: its gate on the baseline
     report = {
         "model": model.name,
         "backend": manifest["backend"],
@@ -244,6 +222,8 @@ def main(cfg: DictConfig) -> str:
         "engine_settings": manifest["settings"],
         "engine_call": engine_notes,
         "cold_start": cold,
+        "serving": serving(manifest, batches),  # which engine serves each batch size
+        "race_agreement": race_agreement(manifest, results),  # the race's p50 of the shipped engine beside ours
         "engine_bytes": files_bytes(Path(cfg.paths.engine) / manifest["engine"]),  # with its sidecar
     }
     write_json(cfg.paths.benchmark, report | {"resources": resources()})

@@ -9,7 +9,6 @@ full key: ONNX sha256, precision, backend settings, backend version and the mach
 checks it (stages/runtime/manifest.py).
 """
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,26 +16,24 @@ from typing import Any
 from omegaconf import DictConfig
 
 from stages.core import precisions
-from stages.core.artifacts import atomic_path, read_json, write_json
-from stages.core.batches import served_batches
+from stages.core.artifacts import atomic_path, read_json
+from stages.core.batches import batch_ranges, served_batches
 from stages.core.data import LABELS, load_dataset
 from stages.core.errors import PipelineError
 from stages.core.gate import tolerances
-from stages.core.graph_files import files_bytes
 from stages.core.reference import read_reference
 from stages.core.run import run_stage
 from stages.runtime import registry
-from stages.runtime.manifest import MANIFEST
 from stages.runtime.records import read_candidates
 from stages.select.candidate import Candidate, build_spec
-from stages.select.isolated import CandidateFailed, build_and_run
-from stages.select.race import Entry, gate
+from stages.select.dispatch import OBJECTIVES, assemble, served_line
+from stages.select.race import Entry, Heat
 from stages.select.race import run as race
 
 
-def entries(cfg: DictConfig, env: dict[str, Any]) -> list[Entry]:
-    """Each candidate graph precision.json lists, with its backend's env.json record and its build spec (the
-    tuning budget split between the candidates)."""
+def entries(cfg: DictConfig, env: dict[str, Any], batches: list[int], span: tuple[int, int], share: int) -> list[Entry]:
+    """Each candidate graph precision.json lists, with its backend's env.json record and its build spec for one
+    heat: ``batches`` timed, the batch range ``span`` served, the tuning budget split ``share`` ways."""
     found = read_candidates(env, cfg.paths.env)
     graphs = read_json(cfg.paths.precision_report)["candidates"]
     result = []
@@ -48,26 +45,20 @@ def entries(cfg: DictConfig, env: dict[str, Any]) -> list[Entry]:
         supported = chosen.capabilities.supports(chosen.precision)
         if not supported.ok:
             raise PipelineError(f"precision={chosen.precision} on {chosen.backend.name}: {supported.reason}")
-        tune_s = (record.get("tuning") or {"tune_s": 0.0})["tune_s"] / len(graphs)
-        spec = build_spec(
-            cfg.model,
-            chosen.precision,
-            served_batches(cfg.model, cfg.benchmark.batch_sizes),
-            record,
-            Path(cfg.paths.timing_cache),
-            tune_s,
-        )
+        tune_s = (record.get("tuning") or {"tune_s": 0.0})["tune_s"] / (len(graphs) * share)
+        spec = build_spec(cfg.model, chosen.precision, batches, record, Path(cfg.paths.timing_cache), tune_s, span)
         result.append((chosen, Path(cfg.paths.precise) / graph["file"], spec))
     return result
 
 
-def judge(cfg: DictConfig, samples: int) -> dict[str, Any]:
-    """What the race's gates need: each precision's option, the model, the eval sample, and the reference stage's
-    outputs on it with float32's floors (``core.reference``: the run compare reads too, never repeated here)."""
+def judge(cfg: DictConfig, samples: int, span: tuple[int, int]) -> dict[str, Any]:
+    """What the race's gates need: each precision's option, the model, the eval sample (in batches of
+    ``compare.batch_size``, within the heat's batch range ``span``), and the reference stage's outputs on it with
+    float32's floors (``core.reference``: the run compare reads too, never repeated here)."""
     data = load_dataset(cfg.model, "test")
     run = read_reference(cfg.paths.reference)
-    batches, reference = run.judged(cfg.model, data, cfg.compare.batch_size, samples)
-    labels = data.get(LABELS)
+    size = min(max(int(cfg.compare.batch_size), span[0]), span[1])
+    batches, reference = run.judged(cfg.model, data, size, samples)
     options = precisions.options(cfg.precision)
     for option in options.values():  # a tolerance naming no output is the user's one line, here, not a candidate's
         tolerances(option, list(run.outputs))
@@ -76,79 +67,70 @@ def judge(cfg: DictConfig, samples: int) -> dict[str, Any]:
         "model": cfg.model,
         "reference": reference,
         "batches": batches,
-        "labels": labels,
+        "labels": data.get(LABELS),
         "scales": run.scales,
     }
 
 
-def race_settings(race: DictConfig) -> dict[str, Any]:
-    """``backend.race`` checked: a whole number of samples (0: all) and of rounds (at least 1), a positive duration."""
-    samples, rounds, duration = race.samples, race.rounds, race.duration_s
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
-        raise PipelineError(f"backend.race.samples: {samples!r} must be a whole number of eval samples (0 = all)")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise PipelineError(f"backend.race.rounds: {rounds!r} must be a whole number of at least 1")
+def heats(cfg: DictConfig, env: dict[str, Any], settings: dict[str, Any]) -> list[Heat]:
+    """The races to run: ``objective=per_batch`` with several served batch sizes, one per size (its batch range,
+    its builds tuned and timed there); else one over every size, chosen at the smallest (``latency``), the largest
+    (``throughput``) or all of them (one served size)."""
+    served = sorted(served_batches(cfg.model, cfg.benchmark.batch_sizes))
+    objective = settings["objective"]
+    if objective == "per_batch" and len(served) > 1:
+        spans = batch_ranges(served, cfg.model.max_batch)
+        return [
+            Heat(span, (b,), (b,), entries(cfg, env, [b], span, len(served)), judge(cfg, settings["samples"], span))
+            for b, span in zip(served, spans, strict=True)
+        ]
+    scored = {"latency": served[:1], "throughput": served[-1:]}.get(objective, served)
+    span = (1, max(cfg.model.max_batch, served[-1]))
+    found = entries(cfg, env, served, span, 1)
+    return [Heat(span, tuple(served), tuple(scored), found, judge(cfg, settings["samples"], span))]
+
+
+def race_settings(race: DictConfig, bench: DictConfig) -> dict[str, Any]:
+    """``backend.race`` checked: a whole number of samples (0: all), of rounds (at least 1) and of iterations, a
+    positive duration, a known objective; with the benchmark group's GPU timing switches."""
+    for key, least in (("samples", 0), ("rounds", 1), ("min_iterations", 1), ("warmup_ms", 0)):
+        value = race[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise PipelineError(f"backend.race.{key}: {value!r} must be a whole number of at least {least}")
+    duration = race.duration_s
     if isinstance(duration, bool) or not isinstance(duration, int | float) or duration <= 0:
         raise PipelineError(f"backend.race.duration_s: {duration!r} must be a positive number of seconds")
-    return {"samples": samples, "rounds": rounds, "duration_s": float(duration)}
-
-
-def ship(cfg: DictConfig, candidates: list[Entry], target: str | None, folder: Path) -> tuple[Path, dict[str, Any]]:
-    """Build into ``folder`` the engine that ships: one candidate built and gated alone, several raced. A candidate
-    that fails the gate never ships: build stops in one line.
-
-    Args:
-        cfg: the stage's config.
-        candidates: the candidate graphs with their build specs.
-        target: the deployment-target label.
-        folder: an empty folder.
-
-    Returns:
-        tuple: the shipped engine's folder and its manifest (with the race's record, where there was one).
-    """
-    settings = race_settings(cfg.backend.race) | {"benchmark": cfg.benchmark}
-    judged = judge(cfg, int(settings["samples"]))
-    if len(candidates) > 1:
-        winner, record = race(candidates, judged, settings, cfg.model.name, target, folder)
-        manifest = read_json(winner / MANIFEST) | {"race": record}
-        write_json(winner / MANIFEST, manifest)
-        return winner, manifest
-    chosen, graph, spec = candidates[0]
-    out = folder / chosen.key
-    try:  # in a process of its own, as a raced candidate: a native crash is a line, not a silent exit
-        got = build_and_run(chosen, graph, spec, (cfg.model.name, target, out), judged["batches"])
-    except CandidateFailed as e:  # its refusal is the user's one line
-        raise PipelineError(str(e)) from e
-    manifest = read_json(out / MANIFEST)
-    verdict = gate(judged, chosen.precision, got)
-    if not verdict["passed"]:
-        raise PipelineError(
-            f"the {chosen.key} engine failed its accuracy gate on {verdict['samples']} eval samples "
-            f"({verdict['failure']}): nothing ships"
-        )
-    return out, manifest
+    if race.objective not in OBJECTIVES:
+        raise PipelineError(f"backend.race.objective: {race.objective!r} is not one of {', '.join(OBJECTIVES)}")
+    return {str(k): v for k, v in race.items()} | {"duration_s": float(duration), "benchmark": bench}
 
 
 def main(cfg: DictConfig) -> str:
-    """Build the engine for the candidate graphs in ``paths.precise``; race them when there are several."""
+    """Build the engine for the candidate graphs in ``paths.precise``: race them, per heat (``heats``), when
+    there are several; the engine folder holds each heat's winner (``dispatch.assemble``)."""
     env, target = read_json(cfg.paths.env), cfg.target
     if target is not None and (not isinstance(target, str) or not target.strip()):
         raise PipelineError(f"target: {target!r} is not a label; use a non-empty string (e.g. target=edge-a)")
-    candidates = entries(cfg, env)
+    settings = race_settings(cfg.backend.race, cfg.benchmark)
+    races = heats(cfg, env, settings)
     out = Path(cfg.paths.engine)
     with tempfile.TemporaryDirectory(prefix="engineforge-build-") as tmp:
-        winner, manifest = ship(cfg, candidates, target, Path(tmp))
+        winners, record = [], []
+        for heat in races:
+            (_, folder, _), entries_ = race(heat, settings, cfg.model.name, target, Path(tmp) / heat.name)
+            winners.append((heat.span, folder))
+            record += entries_
+        raced = len(races[0].entries) > 1
         with atomic_path(out, directory=True) as final:
-            shutil.copytree(winner, final, dirs_exist_ok=True)
-    size = files_bytes(out / manifest["engine"])  # with its sidecar
-    passed = sum(1 for e in manifest["race"] or [] if e.get("gate", {}).get("passed"))
-    raced = (
-        f", the fastest of {passed} candidates that passed their gates (of {len(candidates)})"
-        if manifest["race"]
-        else ""
-    )
-    shown = f"{size / 2**20:.0f} MiB" if size >= 2**24 else f"{size / 1024:.0f} KiB"
-    return f"{manifest['backend']} {manifest['precision']} engine ({shown}{raced}) -> {out}/"
+            manifest = assemble(winners, record if raced else None, final)
+    return f"{served_line(manifest, out)}{race_line(record, races) if raced else ''} -> {out}/"
+
+
+def race_line(record: list[dict[str, Any]], races: list[Heat]) -> str:
+    """``, the fastest of N candidates that passed their gates (of M)``, per heat where there are several."""
+    passed = sum(1 for e in record if e.get("gate", {}).get("passed"))
+    total = sum(len(h.entries) for h in races)
+    return f", the fastest of {passed} candidates that passed their gates (of {total})"
 
 
 if __name__ == "__main__":

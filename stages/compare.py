@@ -21,7 +21,7 @@ from stages.core.data import LABELS, data_source, is_synthetic, load_dataset
 from stages.core.errors import PipelineError, summary
 from stages.core.gate import gate_check, output_check, run_batches
 from stages.core.profiles import random_feed
-from stages.core.reference import Scales, read_reference
+from stages.core.reference import ReferenceRun, Scales, read_reference
 from stages.core.run import run_stage
 from stages.core.specs import input_specs
 from stages.runtime import registry
@@ -130,18 +130,44 @@ def int8_record(path: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def gate_part(
+    cfg: DictConfig, engine: Engine, span: tuple[int, int] | None, run: ReferenceRun, data: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """The gate and the profile edges of one engine of the folder, with its own precision's option, on eval batches
+    its batch range ``span`` holds (None: the one engine, at ``compare.batch_size``).
+
+    Args:
+        cfg: the stage's config.
+        engine: the part's engine (the top one routes the batches its own range holds to itself).
+        span: the batches it serves.
+        run: the reference run.
+        data: the eval split.
+
+    Returns:
+        dict: ``verdict`` (``gate.gate_check``'s), ``edges`` and ``failures``, each named by the part's range.
+    """
+    option = precisions.options(cfg.precision)[engine.manifest["precision"]]
+    size = cfg.compare.batch_size if span is None else min(max(cfg.compare.batch_size, span[0]), span[1])
+    batches, reference = run.judged(cfg.model, data, size, cfg.compare.max_samples)
+    found = verdict(engine, cfg.model, option, reference, run.scales, batches, data.get(LABELS))
+    edges = edge_checks(cfg, engine, option, run.scales, data)
+    named = (
+        "" if span is None else f"batch {span[0]}-{span[1]} ({engine.manifest['precision']}.{engine.backend.name}): "
+    )
+    return {"verdict": found, "edges": edges, "failures": [named + f for f in found["failures"] + edges["failures"]]}
+
+
 def main(cfg: DictConfig) -> str:
-    """Gate the engine against the reference run and write ``paths.accuracy``."""
+    """Gate the engine (each engine of a folder that holds one per batch range) against the reference run and
+    write ``paths.accuracy``; the top-level verdict is the top engine's, ``parts`` each range's."""
     model = cfg.model
     manifest = read_manifest(Path(cfg.paths.engine))  # the race's winner: its backend and precision
-    option = precisions.options(cfg.precision)[manifest["precision"]]
     data = load_dataset(model, "test")
     run = read_reference(cfg.paths.reference)
-    batches, reference = run.judged(model, data, cfg.compare.batch_size, cfg.compare.max_samples)
     with Engine.open(cfg.paths.engine, name=CANDIDATE) as engine:
-        found = verdict(engine, model, option, reference, run.scales, batches, data.get(LABELS))
-        edges = edge_checks(cfg, engine, option, run.scales, data)
-    failures = found["failures"] + edges["failures"]
+        parts = [(span, part.manifest, gate_part(cfg, part, span, run, data)) for span, part in engine.parts]
+    found, edges = parts[-1][2]["verdict"], parts[-1][2]["edges"]  # the top engine serves the last range
+    failures = [line for *_, part in parts for line in part["failures"]]
     task = {k: found[k] for k in TASK}
     report = {
         "passed": not failures,
@@ -156,14 +182,31 @@ def main(cfg: DictConfig) -> str:
         "profile_edges": edges["checked"],
         "float32_floors": run.floors,
         "data": {"eval": data_source(model, "test"), "synthetic": is_synthetic(model, "test")},
+        "parts": [part_record(span, shipped, part) for span, shipped, part in parts] if len(parts) > 1 else None,
     }
-    if int8 := int8_record(cfg.paths.precision_report, manifest):
+    if int8 := next(filter(None, (int8_record(cfg.paths.precision_report, m) for _, m, _ in parts)), None):
         report["int8"] = int8
     write_json(cfg.paths.accuracy, report)  # no time or memory here: deploy reads this file (it would always rerun)
     said = f"{task['metric']} {task['candidate']:.4f} vs reference {task['reference']:.4f} on {task['samples']}"
     if failures:
         raise PipelineError(f"accuracy gate failed: {failures[0]} ({said}; see {cfg.paths.accuracy})")
-    return f"gate passed: {said} samples -> {cfg.paths.accuracy}"
+    return f"gate passed{' for every batch range' if len(parts) > 1 else ''}: {said} samples -> {cfg.paths.accuracy}"
+
+
+def part_record(span: tuple[int, int] | None, manifest: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """accuracy.json's record of one engine of a folder that holds one per batch range."""
+    found = part["verdict"]
+    return {
+        "serves": list(span or ()),
+        "backend": manifest["backend"],
+        "precision": manifest["precision"],
+        "engine_sha256": manifest["engine_sha256"],
+        "passed": not part["failures"],
+        "failures": part["failures"],
+        "outputs": found["outputs"],
+        "task": {k: found[k] for k in TASK},
+        "profile_edges": part["edges"]["checked"],
+    }
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from stages.core.profiles import random_feed
 from stages.core.run import run_stage
 from stages.core.triton import config_text
 from stages.runtime import registry
+from stages.runtime.dispatch import PRIMARY
 from stages.runtime.engine import Engine, fallback_graph
 from stages.runtime.manifest import MANIFEST, engine_file, read_manifest
 
@@ -54,6 +55,23 @@ def smoke_feed(manifest: dict[str, Any]) -> dict[str, Any]:
     return random_feed({name: edges["opt"] for name, edges in profile.items()}, dtypes)
 
 
+def bundle(source: Path, manifest: dict[str, Any], folder: Path) -> None:
+    """Copy one engine of ``source`` into ``folder``: its file, its precision graph (what ``fallback="cpu"`` runs),
+    and its manifest recording the graph's copy.
+
+    Args:
+        source: the engine folder (or a part's folder).
+        manifest: its manifest.
+        folder: the deploy folder (or the part's folder in it).
+    """
+    engine, graph = engine_file(source, manifest), fallback_graph(source, manifest)
+    graph_name = f"model.{manifest['precision']}.onnx"
+    copy_graph(engine, folder / engine.name)  # with its sidecar (an ONNX Runtime engine past 2 GiB has one)
+    copy_graph(graph, folder / graph_name)  # checked against the manifest by fallback_graph
+    deployed = manifest | {"graph": {"file": graph_name, "sha256": files_sha256(folder / graph_name)}}
+    write_json(folder / MANIFEST, deployed)
+
+
 def main(cfg: DictConfig) -> str:
     """Write ``paths.deploy`` from the gated engine, then open it as an application would."""
     source = Path(cfg.paths.engine)
@@ -62,15 +80,15 @@ def main(cfg: DictConfig) -> str:
     engine, graph = engine_file(source, manifest), fallback_graph(source, manifest)
     backend = registry.get(manifest["backend"])
     name = manifest["model"]
-    graph_name = f"model.{manifest['precision']}.onnx"
     out = Path(cfg.paths.deploy)
     with atomic_path(out, directory=True) as tmp:
-        copy_graph(engine, tmp / engine.name)  # with its sidecar (an ONNX Runtime engine past 2 GiB has one)
-        copy_graph(graph, tmp / graph_name)  # checked against the manifest by fallback_graph
-        deployed = manifest | {"graph": {"file": graph_name, "sha256": files_sha256(tmp / graph_name)}}
-        write_json(tmp / MANIFEST, deployed)
+        bundle(source, manifest, tmp)
+        for part in manifest.get("dispatch") or []:  # one engine per batch range: each part's own folder
+            if part["folder"] != PRIMARY:
+                (tmp / part["folder"]).mkdir()
+                bundle(source / part["folder"], read_manifest(source / part["folder"]), tmp / part["folder"])
         write_json(tmp / IO_FILE, manifest["io"])
-        triton = backend.triton(manifest)
+        triton = backend.triton(manifest)  # the top engine's (the largest batch range's): Triton has no dispatch
         version = tmp / TRITON / name / "1"
         version.mkdir(parents=True)
         backend.write_triton_file(triton, manifest, engine, graph, version / triton.file)
@@ -78,8 +96,12 @@ def main(cfg: DictConfig) -> str:
             tmp / TRITON / name / "config.pbtxt", config_text(name, triton, manifest["io"], manifest["profiles"])
         )
     with Engine.open(out) as opened:
-        opened(smoke_feed(manifest))
-    return f"{manifest['backend']} {manifest['precision']} engine, its graph and a Triton repository ({triton.backend}) -> {out}/"
+        for _, part in opened.parts:  # each engine at its own profile's shapes, through the routing a service uses
+            opened(smoke_feed(part.manifest))
+    what = f"{manifest['backend']} {manifest['precision']} engine"
+    if manifest.get("dispatch"):
+        what = f"{len(manifest['dispatch'])} engines (one per batch range)"
+    return f"{what}, its graph and a Triton repository ({triton.backend}) -> {out}/"
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ skips the export (``core.given_onnx``).
 
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from stages.core.errors import PipelineError, first_line
 from stages.core.exporters import ExportFailed, export_onnx
 from stages.core.given_onnx import OLDEST_RUN, from_onnx
 from stages.core.graph_files import graph_folder, save_onnx
-from stages.core.model import SOURCES, check_forward, load_model
+from stages.core.model import SOURCES, check_forward, load_model, torch_outputs
 from stages.core.onnx_io import compare_outputs, load_onnx, op_counts, ort_outputs
 from stages.core.resources import resources
 from stages.core.run import quiet_libraries, run_stage
@@ -34,20 +33,6 @@ from stages.core.specs import input_specs, output_dynamic_axes, output_names, si
 STACK_TRACE = "pkg.torch.onnx.stack_trace"  # per-node metadata the dynamo exporter writes
 SCRATCH = ".torch"  # where torch.onnx.export writes, inside the output folder: its file is re-saved, then removed
 EXTERNAL_DATA = ("auto", "always")  # export.external_data
-
-
-def torch_outputs(
-    net: Callable[..., Any], batches: list[dict[str, np.ndarray]], names: list[str]
-) -> dict[str, np.ndarray]:
-    """Run the PyTorch model over ``batches``; return each named output concatenated."""
-    import torch
-
-    runs = []
-    with torch.inference_mode():
-        for feed in batches:
-            out = net(*(torch.from_numpy(a) for a in feed.values()))
-            runs.append(out if isinstance(out, tuple | list) else (out,))
-    return {name: np.concatenate([r[i].numpy() for r in runs]) for i, name in enumerate(names)}
 
 
 def strip_stack_traces(model: Any) -> None:

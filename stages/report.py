@@ -5,19 +5,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from stages.core.artifacts import atomic_path, read_json, write_text
+from stages.core.artifacts import read_json, write_text
 from stages.core.markdown import table
 from stages.core.metrics import ENGINE
 from stages.core.report_accuracy import accuracy_gate, accuracy_table
-from stages.core.report_parts import (
-    cold_start,
-    device_line,
-    exported,
-    gpu_times,
-    race_table,
-    slower,
-    speedups,
-)
+from stages.core.report_parts import cold_start, device_line, exported, gpu_times, race_table
+from stages.core.report_plot import plot
+from stages.core.report_speed import agreement_line, baseline_gate, disagreement, slower, speedups
 from stages.core.run import run_stage
 from stages.runtime import registry
 from stages.runtime.manifest import MANIFEST
@@ -55,10 +49,12 @@ def latency_table(bench: dict[str, Any]) -> str:
     for name, runs in bench["runtimes"].items():
         for b, r in runs.items():
             lat = r["latency_ms"]
+            verdict = baseline_gate(bench, name, b) if name != ENGINE else {"passed": True}
             rows.append(
                 [
                     name,
                     b[2:],
+                    "—" if verdict is None else ("pass" if verdict["passed"] else "FAIL"),
                     f"{lat['p50']:.3f}",
                     f"{lat['p99']:.3f}",
                     f"{lat['mean']:.3f}",
@@ -67,9 +63,30 @@ def latency_table(bench: dict[str, Any]) -> str:
                 + [f"{ups[base][b]:.2f}×" if name == ENGINE else "" for base in ups]
             )
     latency = table(
-        ["runtime", "batch", "p50 ms", "p99 ms", "mean ms", "samples/s", *(f"engine vs {b}" for b in ups)], rows
+        ["runtime", "batch", "gate", "p50 ms", "p99 ms", "mean ms", "samples/s", *(f"engine vs {b}" for b in ups)],
+        rows,
     )
     return latency + gpu_times(bench)
+
+
+def engines(manifest: dict[str, Any]) -> str:
+    """The title's engine: its backend, or each batch range's where the folder holds one engine per range."""
+    parts = manifest.get("dispatch")
+    if not parts:
+        return str(manifest["backend"])
+    return ", ".join(f"{p['backend']} {p['precision']} (batch {p['serves'][0]}-{p['serves'][1]})" for p in parts)
+
+
+def dispatch_lines(manifest: dict[str, Any]) -> str:
+    """The Engine list's lines on a folder holding one engine per batch range (which serves which, and with
+    what), or ""."""
+    lines = [
+        f"- batch {p['serves'][0]}-{p['serves'][1]}: {p['precision']}.{p['backend']} in `{p['folder']}/` ("
+        + ", ".join(f"{k}={v}" for k, v in sorted(p["settings"].items()))
+        + ")\n"
+        for p in manifest.get("dispatch") or []
+    ]
+    return "".join(lines)
 
 
 def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict, deploy: str) -> str:
@@ -92,9 +109,9 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict, dep
     asked = acc.get("requested_precision", acc["precision"])
     chose = f"{asked} → {acc['precision']}" if asked != acc["precision"] else acc["precision"]
     how, note = exported(export)
-    return f"""# {acc["model"]} · {chose} · {manifest["backend"]}
+    return f"""# {acc["model"]} · {chose} · {engines(manifest)}
 
-{slower(bench)}{failed_baselines(bench)}{note}{accuracy_gate(acc)}
+{slower(bench)}{disagreement(bench)}{failed_baselines(bench)}{note}{accuracy_gate(acc)}
 
 ## Accuracy (engine vs ONNX Runtime FP32 on model.sim.onnx)
 
@@ -105,58 +122,23 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict, dep
 
 {latency_table(bench)}
 
-Speed-up = baseline p50 / engine p50, measured in the same run. ![latency](latency.png)
+Speed-up = baseline p50 / engine p50, measured in the same run; gate = the baseline's outputs on the eval samples \
+under the engine's gate (its precision's tolerances). ![latency](latency.png)
 
 {cold_start(bench, deploy)}## Race (build: every candidate gated on eval samples, timed, the fastest that passed shipped)
 
-{race_table(manifest)}
+{race_table(manifest)}{agreement_line(bench)}
 
 ## Engine
 
 - backend: {manifest["backend"]} {fp.get("version", "")} — {env["reason"]}
-- settings: {settings}
+{dispatch_lines(manifest)}- settings: {settings}
 - export: {how}
 - ONNX: `{manifest["onnx"]["path"]}` sha256 `{manifest["onnx"]["sha256"][:16]}…`; engine sha256 \
 `{manifest["engine_sha256"][:16]}…`
 {device_line(fp)}
 - versions: {versions}
 """
-
-
-def plot(bench: dict[str, Any], path: str, colours: dict[str, str]) -> None:
-    """p50 latency per runtime, one panel per batch size, with p99 whiskers.
-
-    Args:
-        bench: benchmark.json's content.
-        path: the PNG to write.
-        colours: runtime name -> colour (``registry.palette``).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runtimes = list(bench["runtimes"])
-    batches = list(bench["runtimes"][ENGINE])
-    fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 3.4), squeeze=False)
-    for ax, b in zip(axes[0], batches, strict=True):
-        p50 = [bench["runtimes"][r][b]["latency_ms"]["p50"] for r in runtimes]
-        p99 = [bench["runtimes"][r][b]["latency_ms"]["p99"] for r in runtimes]
-        ax.bar(
-            runtimes,
-            p50,
-            yerr=[[0] * len(p50), [q - p for p, q in zip(p50, p99, strict=True)]],
-            color=[colours.get(r, "#999") for r in runtimes],
-            capsize=4,
-        )
-        ax.set_title(f"batch {b[2:]}")
-        ax.set_ylabel("latency ms (p50, whisker p99)")
-        ax.tick_params(axis="x", labelrotation=15)
-    fig.suptitle(f"{bench['model']} · {bench['precision']} · {bench['backend']}")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
 
 
 def main(cfg: DictConfig) -> str:
@@ -171,7 +153,9 @@ def main(cfg: DictConfig) -> str:
     env, acc, bench = read_json(cfg.paths.env), read_json(cfg.paths.accuracy), read_json(cfg.paths.benchmark)
     manifest, export = read_json(Path(cfg.paths.engine) / MANIFEST), read_json(cfg.paths.export_report)
     write_text(cfg.paths.summary, summary(env, acc, bench, manifest, export, cfg.paths.deploy))
-    plot(bench, cfg.paths.latency_plot, registry.palette(read_json(cfg.paths.runtimes)))
+    runtimes = read_json(cfg.paths.runtimes)
+    colours = registry.palette(runtimes) | {name: r["colour"] for name, r in runtimes.items()}  # + race candidates
+    plot(bench, manifest, cfg.paths.latency_plot, colours)
     return f"{cfg.paths.summary}, {cfg.paths.latency_plot}"
 
 

@@ -32,6 +32,8 @@ QUICK = [
     "-S",
     "backend.race.rounds=1",
     "-S",
+    "backend.race.warmup_ms=20",
+    "-S",
     "backend.race.samples=64",
 ]
 # PyTorch forced onto other kernels than this CPU's best (ATen's baseline, oneDNN and MKL at SSE4): float results
@@ -43,6 +45,8 @@ FAST_BENCH = (
     "backend.tune_s=1",
     "backend.race.duration_s=0.1",
     "backend.race.rounds=1",
+    "backend.race.warmup_ms=5",
+    "backend.race.min_iterations=2",
     "backend.race.samples=64",
     "benchmark.duration_s=0.05",
     "benchmark.warmup_ms=5",

@@ -20,7 +20,7 @@ from stages.core.reference import read_reference
 from stages.runtime import registry
 from stages.runtime.engine import Engine
 from stages.select.candidate import Candidate, build_spec, runtime_outputs
-from stages.select.race import build_and_gate
+from stages.select.race import Heat, build_and_gate
 from tests.helpers import compose, env_record
 from tests.test_faults import graph_file
 
@@ -79,7 +79,9 @@ def test_the_fallback_the_race_and_compare_give_the_same_verdict(case, tmp_path,
     judged = fallback.Reference(cfg.model, 5, run, data)
     rounds = fallback.Evaluator(judged, option, runtime_outputs(REFERENCE, spec)).verdict(graph)
     entry = (Candidate(REFERENCE, "fp32", record), graph, spec)
-    raced = build_and_gate([entry], build.judge(cfg, 12), "onnx", None, tmp_path / "race")[0][0]["gate"]
+    span = (1, cfg.model.max_batch)
+    heat = Heat(span, (8,), (8,), [entry], build.judge(cfg, 12, span))
+    raced = build_and_gate(heat, "onnx", None, tmp_path / "race")[0][0]["gate"]
     with Engine.open(tmp_path / "race" / "fp32.onnxruntime") as engine:
         batches, outputs = run.judged(cfg.model, data, cfg.compare.batch_size)
         compared = compare.verdict(engine, cfg.model, option, outputs, run.scales, batches, data["labels"])

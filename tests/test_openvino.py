@@ -86,14 +86,16 @@ def test_fp32_is_pinned_to_f32_and_recorded(digits):
 
 def test_tuning_records_every_candidate_and_builds_with_the_fastest(digits):
     root, cfg = digits
-    manifest = read_json(root / cfg.paths.engine / MANIFEST)
-    tuning = manifest["tuning"]
-    assert len(tuning["timings"]) + len(tuning["skipped"]) == 3 and tuning["budget_s"] == 2
-    assert all(set(t["p50_ms"]) == {"bs1", "bs32"} and t["score"] >= 1.0 for t in tuning["timings"])
-    assert tuning["chosen"] == min(tuning["timings"], key=lambda t: t["score"])["settings"]
-    built = manifest["settings"]
-    assert built["performance_hint"] == tuning["chosen"]["performance_hint"]
-    assert built["inference_num_threads"] == tuning["chosen"]["inference_num_threads"]
+    top = read_json(root / cfg.paths.engine / MANIFEST)  # one engine per batch range, each tuned at its own size
+    for part, batch in zip(top["dispatch"], ("bs1", "bs32"), strict=True):
+        manifest = read_json(root / cfg.paths.engine / part["folder"] / MANIFEST)
+        tuning = manifest["tuning"]  # the budget split between the two ranges' builds
+        assert len(tuning["timings"]) + len(tuning["skipped"]) == 3 and tuning["budget_s"] == 1
+        assert all(set(t["p50_ms"]) == {batch} and t["score"] >= 1.0 for t in tuning["timings"])
+        assert tuning["chosen"] == min(tuning["timings"], key=lambda t: t["score"])["settings"]
+        built = manifest["settings"]
+        assert built["performance_hint"] == tuning["chosen"]["performance_hint"] and part["settings"] == built
+        assert built["inference_num_threads"] == tuning["chosen"]["inference_num_threads"]
 
 
 def test_tune_keeps_the_fastest_candidate_and_the_default_when_the_budget_is_spent():

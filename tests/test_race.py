@@ -3,27 +3,36 @@ on OpenVINO), the build's race (record, a candidate that fails its gate, restore
 report's slower-than-baseline line."""
 
 import re
+import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from omegaconf import OmegaConf
 
 from stages import env, export, precision, reference, simplify
 from stages.core import precisions
-from stages.core.artifacts import read_json
+from stages.core.artifacts import read_json, write_json
 from stages.core.errors import PipelineError
 from stages.core.gate import tolerances
 from stages.core.reference import read_reference
 from stages.core.run import plain
 from stages.runtime import records, registry
+from stages.runtime.engine import Engine, EngineError
 from tests.helpers import QUICK, compose, copy_repo, graph_entry, one_line_error, only_graph, run, run_if, run_stage
 
 RESTORED = "Stage '{}' is cached - skipping run, checking out outputs"
 CANDIDATES = [b.name for b in registry.candidates("auto", "fp32")[0]]  # the backends backend=auto races here
 RACE = pytest.mark.skipif(len(CANDIDATES) < 2, reason=f"one backend runs here ({CANDIDATES}): nothing to race")
-R18_INT8 = ("model=resnet18", "precision=int8")  # default settings, as a user runs it
+R18_INT8 = ("model=resnet18", "precision=int8")
+OVERRIDES = (
+    "model=digits",
+    "backend.tune=false",
+    "backend.race.duration_s=0.1",
+    "backend.race.warmup_ms=5",
+)  # default settings, as a user runs it
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +95,34 @@ def test_fallback_stops_at_its_time_budget_and_says_so(resnet18, monkeypatch):
 def test_race_records_every_candidate_and_a_restore_replays_nothing(dvc_repo: Path):
     first = run(["dvc", "exp", "run", *QUICK], dvc_repo).stdout
     manifest = read_json(dvc_repo / "build/digits/engine/manifest.json")
-    race = manifest["race"]
-    assert [e["candidate"] for e in race] == [f"fp32.{name}" for name in CANDIDATES]
-    passing = [e for e in race if e["gate"]["passed"]]
-    assert passing and all(set(e["p50_ms"]) == {"bs1", "bs32"} for e in passing)
-    (shipped,) = [e for e in race if e["result"] == "shipped"]
-    assert shipped == min(passing, key=lambda e: e["score"])
-    assert shipped["backend"] == manifest["backend"] == read_json(dvc_repo / "reports/accuracy.json")["backend"]
-    for entry in race:
-        if entry is not shipped:
-            assert re.fullmatch(rf"\d+\.\d\d× slower than {shipped['candidate']}", entry["result"]), entry
+    race = manifest["race"]  # objective per_batch, batch sizes [1, 32]: a heat per size, each candidate in each
+    heats = {(1, 5): "bs1", (6, 1024): "bs32"}
+    assert [(e["candidate"], tuple(e["serves"])) for e in race] == [
+        (f"fp32.{name}", span) for span in heats for name in CANDIDATES
+    ]
+    shipped = {}
+    for span, batch in heats.items():
+        entries = [e for e in race if tuple(e["serves"]) == span]
+        passing = [e for e in entries if e["gate"]["passed"]]
+        assert passing and all(set(e["p50_ms"]) == {batch} and e["iterations"][batch] >= 1 for e in passing)
+        (shipped[span],) = [e for e in entries if e["result"] == "shipped"]
+        assert shipped[span] == min(passing, key=lambda e: e["score"])
+        for entry in entries:
+            if entry is not shipped[span]:
+                assert re.fullmatch(rf"\d+\.\d\d× slower than {shipped[span]['candidate']}", entry["result"]), entry
+    parts = manifest["dispatch"]  # the winner of each heat, the largest range's at the top of the folder
+    assert [(tuple(p["serves"]), p["backend"]) for p in parts] == [(s, e["backend"]) for s, e in shipped.items()]
+    assert parts[-1]["folder"] == "." and manifest["backend"] == shipped[(6, 1024)]["backend"]
+    acc = read_json(dvc_repo / "reports/accuracy.json")
+    assert [p["backend"] for p in acc["parts"]] == [p["backend"] for p in parts] and acc["passed"]
     assert "the fastest of" in re.search(r"^engineforge build: .+$", first, re.MULTILINE).group(0)
     page = (dvc_repo / "reports/summary.md").read_text()
     assert "## Race" in page and all(f"| {e['candidate']} |" in page for e in race)
     why = run([sys.executable, "-m", "engineforge.why"], dvc_repo).stdout.splitlines()[-1]
-    assert why.startswith(f"engine   {manifest['backend']} fp32, the race: ") and all(e["result"] in why for e in race)
+    assert why.startswith("engine   batch 1-5 ") and all(e["result"] in why for e in race)
+    with Engine.open(dvc_repo / "build/digits/deploy") as opened:  # the application's view: routed by batch
+        assert [span for span, _ in opened.parts] == list(heats)
+        assert [part.manifest["backend"] for _, part in opened.parts] == [p["backend"] for p in parts]
 
     run(["dvc", "exp", "run", "-S", "precision=fp16", *QUICK], dvc_repo)
     back = run(["dvc", "exp", "run", *QUICK], dvc_repo).stdout  # fp32 again: the race's winner comes back
@@ -115,7 +137,7 @@ def test_a_candidate_that_fails_its_gate_loses_the_race(tmp_path, monkeypatch):
 
     root = copy_repo(tmp_path)
     monkeypatch.chdir(root)
-    cfg = compose("model=digits", "backend.tune=false", "backend.race.duration_s=0.1", config_dir=root / "conf")
+    cfg = compose(*OVERRIDES, config_dir=root / "conf")
     for module in (env, export, simplify, reference, precision):
         run_stage(module, cfg)
     entries = read_json(cfg.paths.precision_report)["candidates"]
@@ -127,8 +149,30 @@ def test_a_candidate_that_fails_its_gate_loses_the_race(tmp_path, monkeypatch):
     run_stage(build, cfg)
     race = read_json(Path(cfg.paths.engine) / "manifest.json")["race"]
     assert race[0]["result"].startswith("failed its gate: output 'logits' differs by up to") and "p50_ms" not in race[0]
-    assert race[1]["result"] == "shipped"
-    assert run_stage(compare, cfg).startswith("gate passed")
+    assert race[1]["result"] == "shipped" and race[3]["result"] == "shipped"  # in each batch range's heat
+    assert run_stage(compare, cfg).startswith("gate passed for every batch range")
+    with Engine.open(cfg.paths.engine) as opened:
+        (small, part), (large, top) = opened.parts
+        assert (small, large) == ((1, 5), (6, 1024)) and top.manifest == opened.manifest and part is not opened
+        feed = {"image": np.zeros((3, 1, 8, 8), np.float32)}
+        np.testing.assert_array_equal(opened(feed)["logits"], part(feed)["logits"])  # batch 3: the first range's
+        with pytest.raises(
+            EngineError, match=r"^batch 1025 is outside the batches this engine serves \(1-5, 6-1024\)$"
+        ):
+            opened({"image": np.zeros((1025, 1, 8, 8), np.float32)})
+    swapped = tmp_path / "swapped"  # a part's folder holding another engine than the top manifest records
+    shutil.copytree(cfg.paths.engine, swapped)
+    top = read_json(swapped / "manifest.json")
+    top["dispatch"][0]["engine_sha256"] = "0" * 64
+    write_json(swapped / "manifest.json", top)
+    with pytest.raises(EngineError, match=r"bs1-5: its engine is not the one .+manifest\.json records \(sha256\)$"):
+        Engine.open(swapped)
+
+    single = compose(*OVERRIDES, "backend.race.objective=latency", config_dir=root / "conf")
+    run_stage(build, single)  # one engine, chosen at the smallest batch, timed at both
+    manifest = read_json(Path(cfg.paths.engine) / "manifest.json")
+    assert manifest["dispatch"] is None and all(e["serves"] == [1, 1024] for e in manifest["race"])
+    assert set(manifest["race"][1]["p50_ms"]) == {"bs1", "bs32"}
 
 
 @pytest.mark.slow
@@ -162,8 +206,9 @@ def test_precision_auto_names_its_choice_and_the_table(dvc_repo: Path):
     assert all(f"| {e['candidate']} |" in page for e in race)
 
 
-def test_report_opens_with_every_baseline_that_was_faster():
-    """The report's first lines name each baseline the engine was slower than, with the ratio and both p50s."""
+def test_report_opens_with_every_faster_baseline_split_by_its_gate():
+    """The report's first lines name each baseline the engine was slower than, with the ratio and both p50s: one
+    that passes the engine's gate is a real loss; one that fails it is named with the gate's line (by how much)."""
     from stages.report import slower
 
     def run_of(p50: float) -> dict:
@@ -178,13 +223,22 @@ def test_report_opens_with_every_baseline_that_was_faster():
             "pytorch_eager": {"bs1": run_of(4.0), "bs32": run_of(90.0)},
         },
     }
-    line = slower(bench)
+    line = slower(bench)  # no gate recorded (a benchmark before the baselines' gate): counted as accurate
     assert line.startswith(
-        "> **Slower than a baseline:** the openvino int8 engine ran 0.50× onnxruntime_fp32 at batch 1"
+        "> **Slower than a baseline that passes the engine's gate:** the engine ran 0.50× onnxruntime_fp32 at "
+        "batch 1 (2.000 ms vs 1.000 ms p50, openvino int8)"
     )
-    assert "(2.000 ms vs 1.000 ms p50)" in line and "Faster here: onnxruntime_fp32." in line
-    assert "pytorch_eager" not in line and "batch 32" not in line
-    bench["runtimes"]["onnxruntime_fp32"]["bs1"] = run_of(2.5)
+    assert "pytorch_eager" not in line and "batch 32" not in line and "not accurate" not in line
+    off = "output 'logits' differs by up to 0.054 (atol 0.05, rtol 0)"
+    bench["baselines"] = {
+        "onnxruntime_fp32": {"inference_precision": "bf16", "gate": {"int8": {"passed": False, "failure": off}}}
+    }
+    line = slower(bench)
+    assert line == (
+        "> **Faster, but not accurate:** the engine ran 0.50× onnxruntime_fp32 at batch 1 (2.000 ms vs 1.000 ms p50, "
+        f"openvino int8): it ran in bf16; it fails the engine's gate ({off}).\n\n"
+    )
+    bench["runtimes"]["onnxruntime_fp32"]["bs1"] = run_of(1.95)  # 0.975×: the same speed within the timing's noise
     assert slower(bench) == ""
 
 
@@ -205,16 +259,19 @@ def test_env_json_lists_the_candidates_of_each_precision():
 def test_race_settings_are_checked_in_one_line():
     from stages.build import race_settings
 
-    good = compose().backend.race
-    assert race_settings(good) == {"samples": 256, "rounds": 3, "duration_s": 1.0}
+    cfg = compose()
+    good = cfg.backend.race
+    settings = race_settings(good, cfg.benchmark)
+    assert settings["objective"] == "per_batch" and settings["rounds"] == 5 and settings["duration_s"] == 1.5
     for key, value, message in [
         ("rounds", 0, r"^backend\.race\.rounds: 0 must be a whole number of at least 1$"),
-        ("samples", -1, r"^backend\.race\.samples: -1 must be a whole number of eval samples"),
+        ("samples", -1, r"^backend\.race\.samples: -1 must be a whole number of at least 0$"),
         ("duration_s", "abc", r"^backend\.race\.duration_s: 'abc' must be a positive number of seconds$"),
+        ("objective", "fastest", r"^backend\.race\.objective: 'fastest' is not one of per_batch, latency, throughput$"),
     ]:
         bad = OmegaConf.merge(good, {key: value})
         with pytest.raises(PipelineError, match=message):
-            race_settings(bad)
+            race_settings(bad, cfg.benchmark)
 
 
 @pytest.mark.slow

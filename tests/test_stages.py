@@ -104,7 +104,8 @@ def test_build_manifest_records_the_full_key(tiny):
     assert tuning["chosen"] == min(tuning["timings"], key=lambda t: t["score"])["settings"]
     assert all(manifest["settings"][k] == v for k, v in tuning["chosen"].items() if v)  # 0: the runtime's choice
     assert manifest["precision"] == "fp32" and manifest["model"] == "tiny"
-    assert sorted(p.name for p in engine.iterdir()) == sorted([MANIFEST, manifest["engine"]])
+    parts = [p["folder"] for p in manifest["dispatch"] if p["folder"] != "."]  # one engine per batch range
+    assert sorted(p.name for p in engine.iterdir()) == sorted([MANIFEST, manifest["engine"], *parts])
 
 
 def test_compare_report_matches_the_issue_schema(tiny):
@@ -335,13 +336,15 @@ def test_the_manifest_records_what_env_resolved_and_stages_read_it_not_the_backe
 
 def test_manifest_records_the_profile_and_compare_runs_its_edges(tiny):
     root, cfg = tiny
-    manifest = read_json(root / cfg.paths.engine / MANIFEST)
-    (profile,) = manifest["profiles"]
-    assert profile["x"] == {"min": [1, 6], "opt": [32, 6], "max": [cfg.model.max_batch, 6]}
-    edges = read_json(root / cfg.paths.accuracy)["profile_edges"]
-    assert [(e["edge"], e["shapes"]["x"][0], e["data"]) for e in edges] == [
-        ("min", 1, "eval"),
-        ("max", cfg.model.max_batch, "eval"),
+    top = read_json(root / cfg.paths.engine / MANIFEST)  # one engine per batch range, each profiled for its own
+    spans = [tuple(p["serves"]) for p in top["dispatch"]]
+    assert spans == [(1, 5), (6, cfg.model.max_batch)]
+    for part, (first, last), opt in zip(top["dispatch"], spans, (1, 32), strict=True):
+        (profile,) = read_json(root / cfg.paths.engine / part["folder"] / MANIFEST)["profiles"]
+        assert profile["x"] == {"min": [first, 6], "opt": [opt, 6], "max": [last, 6]}
+    parts = read_json(root / cfg.paths.accuracy)["parts"]  # compare ran each engine at its own edges
+    assert [[(e["edge"], e["shapes"]["x"][0], e["data"]) for e in p["profile_edges"]] for p in parts] == [
+        [("min", first, "eval"), ("max", last, "eval")] for first, last in spans
     ]
 
 

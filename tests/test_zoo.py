@@ -141,6 +141,8 @@ def test_every_corpus_model_runs_at_every_precision_or_says_why_in_one_line(name
         "backend.tune_s=1",
         "backend.race.duration_s=0.1",
         "backend.race.rounds=1",
+        "backend.race.warmup_ms=5",
+        "backend.race.min_iterations=2",
         "backend.race.samples=16",
         "compare.max_samples=16",
     )
@@ -169,9 +171,11 @@ def test_dynamic_height_and_width_are_checked_only_at_declared_sizes(at_root, tm
     cfg = zoo_cfg("segnet", tmp_path, "backend=onnxruntime", "precision=fp32", "compare.max_samples=16")
     for module in (env, export, simplify, reference, precision, build_stage, compare):
         call_stage(module, cfg)
-    edges = read_json(cfg.paths.accuracy)["profile_edges"]
+    edges = [e for p in read_json(cfg.paths.accuracy)["parts"] for e in p["profile_edges"]]  # each range's engine
     assert [(e["edge"], e["shapes"]["image"], e["data"]) for e in edges] == [
         ("min", [1, 3, 64, 48], "eval"),
+        ("max", [5, 3, 64, 48], "eval"),
+        ("min", [6, 3, 64, 48], "eval"),
         ("max", [32, 3, 64, 48], "eval"),
     ]
     manifest = Path(cfg.paths.engine) / "manifest.json"

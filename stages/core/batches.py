@@ -1,5 +1,6 @@
 """Batches: a split's arrays cut into input feeds, one batch of any size, and the batch sizes a model accepts."""
 
+import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -106,3 +107,22 @@ def check_batch(model: "DictConfig", batch_size: int, key: str) -> None:
         raise PipelineError(
             f"{key}: batch size {batch_size}, but model {model.name!r} has a fixed batch of {fixed}; use {fixed}"
         )
+
+
+def batch_ranges(batch_sizes: Sequence[int], max_batch: int) -> list[tuple[int, int]]:
+    """The batch range each served batch size serves when the engine holds one engine per size: from 1 to
+    ``max_batch``, split at the geometric mean of neighbouring sizes ([1, 32] -> 1-5 and 6-max), so a request goes
+    to the engine built and timed at the size nearest it on a log scale.
+
+    Args:
+        batch_sizes: the served batch sizes, ascending, distinct.
+        max_batch: ``model.max_batch``.
+
+    Returns:
+        list[tuple[int, int]]: (first, last) batch of each size's range, in the sizes' order.
+    """
+    sizes = sorted(int(b) for b in batch_sizes)
+    cuts = [max(low, min(high - 1, int((low * high) ** 0.5))) for low, high in itertools.pairwise(sizes)]
+    firsts = [1, *(c + 1 for c in cuts)]
+    lasts = [*cuts, max(max_batch, sizes[-1])]
+    return list(zip(firsts, lasts, strict=True))

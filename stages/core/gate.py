@@ -146,6 +146,22 @@ def gate_check(
     return task | verdict | {"outputs": stats, "max_abs": max_abs}
 
 
+VERDICT = ("passed", "failure", "max_abs", "metric", "reference", "candidate", "samples")  # what a record keeps
+
+
+def verdict_record(checked: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of ``gate_check``'s verdict a record keeps (the race's, a baseline's): passed, the first failure, each
+    output's max abs, the task metric and the samples.
+
+    Args:
+        checked: ``gate_check``'s verdict.
+
+    Returns:
+        dict: the kept fields.
+    """
+    return {k: checked[k] for k in VERDICT}
+
+
 def run_batches(call: Callable[[dict[str, np.ndarray]], Mapping[str, Any]], batches: Sequence[dict]) -> dict:
     """The outputs of ``call`` (an engine, a runner's ``infer``) on each of ``batches``, concatenated per output:
     what every judge hands ``gate_check``.

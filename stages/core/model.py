@@ -5,9 +5,12 @@ import functools
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from stages.core.errors import PipelineError, first_line
 from stages.core.specs import axis_sizes, input_specs
@@ -184,3 +187,26 @@ def check_forward(net: Any, model: "DictConfig") -> None:
     except Exception as e:  # whatever forward() raises on inputs it cannot take
         given = ", ".join(f"{s.name} {s.describe()}" for s in specs)
         raise PipelineError(f"model.inputs: the model does not take {given}: {first_line(e)}") from e
+
+
+def torch_outputs(
+    net: Callable[..., Any], batches: list[dict[str, np.ndarray]], names: list[str]
+) -> dict[str, np.ndarray]:
+    """Run the PyTorch model over ``batches``; return each named output concatenated.
+
+    Args:
+        net: the model (eval mode).
+        batches: input feeds, in the model's input order.
+        names: its output names, in its outputs' order.
+
+    Returns:
+        dict: output name -> outputs over every batch.
+    """
+    import torch
+
+    runs = []
+    with torch.inference_mode():
+        for feed in batches:
+            out = net(*(torch.from_numpy(a) for a in feed.values()))
+            runs.append(out if isinstance(out, tuple | list) else (out,))
+    return {name: np.concatenate([r[i].numpy() for r in runs]) for i, name in enumerate(names)}

@@ -16,31 +16,39 @@ EDGES = ("min", "opt", "max")
 Profile = dict[str, dict[str, list[int]]]
 
 
-def default_profile(model: Any, batch_sizes: Sequence[int]) -> Profile:
-    """One profile from the model's dynamic axes: batch 1 .. ``model.max_batch``, tuned (opt) for the largest
-    benchmark batch size; every other dynamic axis at its ``model.dims`` size, the one size the model is declared
+def default_profile(model: Any, batch_sizes: Sequence[int], span: tuple[int, int] | None = None) -> Profile:
+    """One profile from the model's dynamic axes: batch 1 .. ``model.max_batch`` (or the batch range ``span`` of an
+    engine that serves one range), tuned (opt) for the largest benchmark batch size; every other dynamic axis at its ``model.dims`` size, the one size the model is declared
     to take (a segmentation net may need even sizes, a transformer a sequence of at least its window): a range
     for such an axis is a configured profile (``backend.<name>.profiles``).
 
     Args:
         model: the model's config section.
         batch_sizes: the benchmark's batch sizes.
+        span: the (first, last) batch the engine serves; None: 1 .. ``model.max_batch``.
 
     Returns:
         Profile: input name -> min/opt/max shapes.
     """
     profile: Profile = {}
-    opt_batch = min(max(batch_sizes, default=1), model.max_batch)
+    first, last = span or (1, model.max_batch)
+    opt_batch = min(max(batch_sizes, default=1), last)
     for spec in input_specs(model):
         profile[spec.name] = {
-            "min": list(axis_sizes(spec, 1, model.dims)),
+            "min": list(axis_sizes(spec, first, model.dims)),
             "opt": list(axis_sizes(spec, opt_batch, model.dims)),
-            "max": list(axis_sizes(spec, model.max_batch, model.dims)),
+            "max": list(axis_sizes(spec, last, model.dims)),
         }
     return profile
 
 
-def resolve_profiles(configured: Sequence[Mapping] | None, model: Any, batch_sizes: Sequence[int], key: str) -> list:
+def resolve_profiles(
+    configured: Sequence[Mapping] | None,
+    model: Any,
+    batch_sizes: Sequence[int],
+    key: str,
+    span: tuple[int, int] | None = None,
+) -> list:
     """The profiles to build: ``configured`` (checked against the model's inputs) or the default one.
 
     Args:
@@ -48,6 +56,7 @@ def resolve_profiles(configured: Sequence[Mapping] | None, model: Any, batch_siz
         model: the model's config section.
         batch_sizes: the benchmark's batch sizes.
         key: the config entry errors name, e.g. ``backend.tensorrt.profiles``.
+        span: the batch range of an engine that serves one (the default profile's edges); None: all.
 
     Returns:
         list[Profile]: at least one.
@@ -56,7 +65,7 @@ def resolve_profiles(configured: Sequence[Mapping] | None, model: Any, batch_siz
         PipelineError: a profile that misses an input, has another rank, moves a fixed axis or is not min <= opt <= max.
     """
     if not configured:
-        return [default_profile(model, batch_sizes)]
+        return [default_profile(model, batch_sizes, span)]
     specs = {s.name: s for s in input_specs(model)}
     profiles = []
     for i, entry in enumerate(configured):

@@ -1,57 +1,10 @@
-"""The report's parts that read one record each: speed-ups, the slower-than-a-baseline warning, the race table,
-the export line, the device line and a GPU engine's phase times (values from benchmark.json, the manifest and
-export.json in, Markdown out)."""
+"""The report's parts that read one record each: the race table, the export line, the device line, the cold start
+and a GPU engine's phase times (values from benchmark.json, the manifest and export.json in, Markdown out)."""
 
 from typing import Any
 
 from stages.core.markdown import table
 from stages.core.metrics import ENGINE
-
-
-def speedups(bench: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Baseline -> batch -> baseline p50 latency / engine p50 latency.
-
-    Args:
-        bench: benchmark.json's content.
-
-    Returns:
-        dict: each baseline's speed-up of the engine over it, per batch size (``bs1``...).
-    """
-    engine = bench["runtimes"][ENGINE]
-    return {
-        name: {b: runs[b]["latency_ms"]["p50"] / engine[b]["latency_ms"]["p50"] for b in engine}
-        for name, runs in bench["runtimes"].items()
-        if name != ENGINE
-    }
-
-
-def slower(bench: dict[str, Any]) -> str:
-    """The report's first warning: every baseline that ran faster than the engine in the same run, with the ratio
-    (engine speed / baseline speed, below 1) at each batch size where it did; empty when none did.
-
-    Args:
-        bench: benchmark.json's content.
-
-    Returns:
-        str: the warning's Markdown (a quote and a blank line), or "".
-    """
-    slow = [(n, b, r) for n, per_batch in speedups(bench).items() for b, r in per_batch.items() if r < 1.0]
-    if not slow:
-        return ""
-    p50 = {
-        (n, b): bench["runtimes"][n][b]["latency_ms"]["p50"] for n in bench["runtimes"] for b in bench["runtimes"][n]
-    }
-    found = [
-        f"{ratio:.2f}× {name} at batch {b[2:]} ({p50[ENGINE, b]:.3f} ms vs {p50[name, b]:.3f} ms p50)"
-        for name, b, ratio in slow
-    ]
-    ran = {n: bench.get("baselines", {}).get(n, {}).get("inference_precision") for n, _, _ in slow}
-    faster = sorted(f"{n} (it ran in {ran[n]})" if ran[n] else n for n in {name for name, _, _ in slow})
-    return (
-        f"> **Slower than a baseline:** the {bench['backend']} {bench['precision']} engine ran "
-        + "; ".join(found)
-        + f". Faster here: {', '.join(faster)}.\n\n"
-    )
 
 
 def race_table(manifest: dict[str, Any]) -> str:
@@ -67,9 +20,11 @@ def race_table(manifest: dict[str, Any]) -> str:
     if not race:
         return f"One candidate ({manifest['precision']} on {manifest['backend']}): nothing raced."
     batches = sorted({b for e in race for b in e.get("p50_ms", {})}, key=lambda b: int(b[2:]))
+    heats = len({tuple(e.get("serves", ())) for e in race}) > 1  # one race per batch range (objective per_batch)
     rows = [
         [
             e["candidate"],
+            *([f"{e['serves'][0]}-{e['serves'][1]}"] if heats else []),
             ("pass" if e["gate"]["passed"] else "FAIL") if "gate" in e else "—",
             f"{e['gate']['candidate']:.4f}" if "gate" in e else "—",
             *(f"{e['p50_ms'][b]:.3f}" if b in e.get("p50_ms", {}) else "—" for b in batches),
@@ -78,7 +33,8 @@ def race_table(manifest: dict[str, Any]) -> str:
         for e in race
     ]
     metric = next((e["gate"]["metric"] for e in race if "gate" in e), "metric")
-    return table(["candidate", "gate", metric, *(f"p50 ms {b}" for b in batches), "result"], rows)
+    serves = ["serves batches"] if heats else []
+    return table(["candidate", *serves, "gate", metric, *(f"p50 ms {b}" for b in batches), "result"], rows)
 
 
 def exported(record: dict[str, Any]) -> tuple[str, str]:

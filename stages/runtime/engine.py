@@ -7,6 +7,8 @@ precision pin, threads and streams; ONNX Runtime's session options; TensorRT's p
 imports numpy, the manifest code and the registry; a runtime is imported when an engine of it opens.
 """
 
+import copy
+import functools
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +22,7 @@ from stages.core.profiles import profile_index
 from stages.runtime import registry
 from stages.runtime.base import Backend, TimedCall, quiet_polygraphy
 from stages.runtime.bundle import EngineError, TensorSpec, fallback_graph, tensor_specs
+from stages.runtime.dispatch import Part, open_parts, route
 from stages.runtime.manifest import engine_file, host_mismatch, read_manifest
 
 __all__ = ["Engine", "EngineError", "TensorSpec", "fallback_graph"]
@@ -38,6 +41,7 @@ class Engine:
         self.inputs, self.outputs = tensor_specs(manifest["io"]["inputs"]), tensor_specs(manifest["io"]["outputs"])
         self._profile = 0
         self._pinned: int | None = None
+        self._parts: list[Part] = []  # one engine per batch range (``dispatch``); empty: this engine serves all
 
     @classmethod
     def open(cls, folder: str | Path, fallback: str | None = None, name: str = "engine") -> "Engine":
@@ -57,6 +61,19 @@ class Engine:
                 runtime that cannot load it.
         """
         folder = Path(folder)
+        engine = cls._open_one(folder, fallback, name)
+        if engine.manifest.get("dispatch"):  # one engine per batch range: each opened and checked as this one
+            try:
+                opener = functools.partial(cls._open_one, fallback=fallback, name=name)
+                alone = copy.copy(engine)  # the top engine itself, routing nothing: its own range's part
+                engine._parts = open_parts(folder, engine.manifest["dispatch"], opener, alone)
+            except BaseException:
+                engine.close()
+                raise
+        return engine
+
+    @classmethod
+    def _open_one(cls, folder: Path, fallback: str | None, name: str) -> "Engine":
         if fallback is not None and fallback not in FALLBACKS:
             raise EngineError(f"fallback={fallback!r}: choose None (refuse) or one of {', '.join(FALLBACKS)}")
         quiet_polygraphy()
@@ -111,6 +128,12 @@ class Engine:
         return list(self.manifest.get("profiles") or [])
 
     @property
+    def parts(self) -> list[tuple[tuple[int, int] | None, "Engine"]]:
+        """Each engine of the folder with the batch range it serves, each running its own inputs (no routing):
+        (None, self) where one engine serves all."""
+        return [((p.first, p.last), p.engine) for p in self._parts] or [(None, self)]
+
+    @property
     def name(self) -> str:
         """The engine's name in comparisons."""
         return str(self._runner.name)
@@ -125,6 +148,8 @@ class Engine:
             dict[str, np.ndarray]: output name -> array (owned by the caller).
         """
         self._check(feed)
+        if (served := self._served(feed)) is not self:
+            return served(feed)
         self._select_profile(feed)
         return {name: np.array(value) for name, value in self._runner.infer(dict(feed)).items()}
 
@@ -142,6 +167,8 @@ class Engine:
             TimedCall: one inference per call; ``close()`` it before the engine.
         """
         self._check(feed)
+        if (served := self._served(feed)) is not self:
+            return served.timed_call(feed, cuda_graph, no_data_transfers)
         self._select_profile(feed)
         switches = {"cuda_graph": cuda_graph, "no_data_transfers": no_data_transfers}
         return self._runtime.timed_call(self._runner, dict(feed), switches)
@@ -174,10 +201,13 @@ class Engine:
             "fallback": self.fallback,
             "inputs": [vars(s) for s in self.inputs],
             "outputs": [vars(s) for s in self.outputs],
+            "dispatch": self.manifest.get("dispatch"),  # which engine serves which batches, or None
         }
 
     def close(self) -> None:
-        """Release the runtime's session or compiled model."""
+        """Release the runtime's session or compiled model (every part's, for a folder of several)."""
+        for part in self._parts:  # the top engine's own part shares its runner: the first close releases it
+            part.engine.close()
         if self._runner.is_active:
             self._runner.deactivate()
 
@@ -202,6 +232,12 @@ class Engine:
                     f"input {name!r}: got {list(array.shape)} {array.dtype.name}, the engine takes "
                     f"{list(spec.shape)} {spec.dtype}"
                 )
+
+    def _served(self, feed: Mapping[str, np.ndarray]) -> "Engine":
+        """The engine that serves ``feed``'s batch: this one, or the part whose batch range holds it."""
+        if not self._parts:
+            return self
+        return route(self._parts, int(np.asarray(next(iter(feed.values()))).shape[0]))
 
     def _select_profile(self, feed: Mapping[str, np.ndarray]) -> None:
         """Switch an engine holding several shape profiles to the first that holds ``feed``'s shapes."""

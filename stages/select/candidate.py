@@ -55,6 +55,7 @@ def build_spec(
     record: Mapping[str, Any],
     cache_dir: Path | None,
     tune_s: float | None = None,
+    span: tuple[int, int] | None = None,
 ) -> BuildSpec:
     """What a candidate's build needs from the stage config and its env.json record, and nothing more.
 
@@ -65,6 +66,7 @@ def build_spec(
         record: the backend's env.json record: name, own ``settings`` and ``tuning`` budget.
         cache_dir: the timing-cache folder kept across builds (None: no timing cache).
         tune_s: the tuning budget to use instead of the record's (the race splits it between candidates).
+        span: the (first, last) batch the engine serves (its default profile's edges); None: every batch.
 
     Returns:
         BuildSpec: precision, batch sizes, profiles, input shapes per batch, own settings, cache folder, tuning.
@@ -77,7 +79,7 @@ def build_spec(
     return BuildSpec(
         precision=precision,
         batch_sizes=batches,
-        profiles=resolve_profiles(settings.get("profiles"), model, batches, where),
+        profiles=resolve_profiles(settings.get("profiles"), model, batches, where, span),
         shapes={b: {s.name: list(axis_sizes(s, b, model.dims)) for s in specs} for b in batches},
         dtypes={s.name: np.dtype(s.dtype).name for s in specs},
         settings=settings,
