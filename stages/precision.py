@@ -27,6 +27,7 @@ from stages.core.data import data_source, load_dataset
 from stages.core.errors import PipelineError
 from stages.core.float16 import check_float16_range, write_fp16
 from stages.core.graph_files import copy_graph, files_sha256, remove_graph
+from stages.core.nncf_quantize import NNCF, write_nncf
 from stages.core.onnx_io import load_onnx, op_counts
 from stages.core.quantize import (
     ENCODINGS,
@@ -51,8 +52,9 @@ def encoding_for(requested: str, capabilities: dict[str, Any]) -> str:
     """``precision.int8.encoding``, with ``auto`` resolved to the backend's own (its env.json capabilities)."""
     if requested == AUTO:
         requested = capabilities["int8_encoding"]
-    if requested not in ENCODINGS:
-        raise PipelineError(f"precision.int8.encoding: {requested!r} is not one of {', '.join([AUTO, *ENCODINGS])}")
+    if requested not in (*ENCODINGS, NNCF):
+        known = ", ".join([AUTO, *ENCODINGS, NNCF])
+        raise PipelineError(f"precision.int8.encoding: {requested!r} is not one of {known}")
     return requested
 
 
@@ -67,9 +69,9 @@ class Calibrated:
         folder: where an opset-upgraded copy is written.
         """
         self.method = calibration.method_of(settings.calibration, CALIBRATION)
-        batches, self.data = calibration.calibration_batches(cfg.model, settings.calibration, CALIBRATION)
+        self.batches, self.data = calibration.calibration_batches(cfg.model, settings.calibration, CALIBRATION)
         self.graph, self.opset = with_qdq_opset(source, folder)
-        self.ranges = calibration.calibrate(self.graph, batches, settings.calibration, CALIBRATION)
+        self.ranges = calibration.calibrate(self.graph, self.batches, settings.calibration, CALIBRATION)
         test = load_dataset(cfg.model, "test")
         run = read_reference(cfg.paths.reference)  # the reference stage's run, never repeated here
         self.reference = fallback.Reference(cfg.model, settings.fallback_search.batch_size, run, test)
@@ -82,7 +84,10 @@ def int8(
     ``chosen``'s own runtime; return the candidate's report fields."""
     settings = option.int8
     encoding = encoding_for(settings.encoding, dict(chosen.record["capabilities"]))
-    encode = partial(write_int8, calibrated.graph, calibrated.ranges, calibrated.method, encoding, settings)
+    if encoding == NNCF:  # NNCF measures its own ranges, on the same calibration draw
+        encode = partial(write_nncf, calibrated.graph, calibrated.batches, list(settings.op_types))
+    else:
+        encode = partial(write_int8, calibrated.graph, calibrated.ranges, calibrated.method, encoding, settings)
     spec = build_spec(
         cfg.model,
         "int8",

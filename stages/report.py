@@ -107,7 +107,7 @@ def summary(env: dict, acc: dict, bench: dict, manifest: dict, export: dict, dep
     versions = ", ".join(f"{k} {v}" for k, v in sorted(bench["versions"].items()))
     settings = ", ".join(f"{k}={v}" for k, v in sorted(manifest["settings"].items()))
     asked = acc.get("requested_precision", acc["precision"])
-    chose = f"{asked} → {acc['precision']}" if asked != acc["precision"] else acc["precision"]
+    chose = f"{asked} → {acc['precision']}" if asked != acc["precision"] and not manifest.get("dispatch") else asked
     how, note = exported(export)
     return f"""# {acc["model"]} · {chose} · {engines(manifest)}
 

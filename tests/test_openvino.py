@@ -172,6 +172,33 @@ def test_bf16_runs_in_bf16_where_the_cpu_has_it(digits, tmp_path):
     np.testing.assert_allclose(got, ort_outputs(root / cfg.paths.simplified, [feed])["logits"], atol=0.1, rtol=0.05)
 
 
+def test_int8_is_nncfs_qdq_within_op_types_and_a_node_the_fallback_excludes_stays_float(digits, tmp_path):
+    """OpenVINO's encoding is NNCF's quantizer on the ONNX graph (the same calibration draw): only nodes of
+    ``precision.int8.op_types`` read a dequantized tensor, the engine built from it passes the gate, and a node
+    named in ``exclude`` (the fallback's) is left in float."""
+    from stages.core.nncf_quantize import write_nncf
+    from stages.core.quantize import quantized_nodes
+
+    root, _ = digits
+    cfg, manifest = built_at(root, tmp_path / "engine", "precision=int8", "precision.int8.calibration.samples=64")
+    entry = read_json(root / cfg.paths.precision_report)["candidates"][0]
+    assert entry["encoding"] == "nncf" and entry["fallback"]["judged_on"] == "openvino"
+    assert entry["fallback"]["rounds"][entry["fallback"]["kept"]]["passed"]
+    model = onnx.load(only_graph(cfg))
+    kinds = {n.name: n.op_type for n in model.graph.node}
+    quantized = quantized_nodes(model)
+    assert quantized and {kinds[n] for n in quantized} <= set(cfg.precision.int8.op_types), quantized
+    assert manifest["precision"] == "int8" and manifest["settings"]["inference_precision"] == "f32"
+
+    batches = [feed_of(cfg, 8) for _ in range(2)]
+    out = tmp_path / "excluded.onnx"
+    write_nncf(root / cfg.paths.simplified, batches, list(cfg.precision.int8.op_types), out, exclude=quantized[:1])
+    left = quantized_nodes(onnx.load(out))
+    assert quantized[0] not in left and set(left) == set(quantized[1:]), left
+    write_nncf(root / cfg.paths.simplified, batches, [], out, only=quantized[-1:])  # sensitivity: one node alone
+    assert quantized_nodes(onnx.load(out)) == quantized[-1:]
+
+
 def test_bf16_graph_for_tensorrt_has_bfloat16_weights_float32_io_and_computes_like_fp32(digits, tmp_path):
     """The TensorRT form: checked structurally and run by ONNX's reference evaluator (no runtime here has
     bfloat16 kernels for every op)."""

@@ -227,7 +227,7 @@ def test_calibration_data_smaller_than_asked_is_used_whole_and_said(root):
             r"samples, fewer than the 41 int8 needs",
         ),
         (("precision.int8.calibration.method=kl",), r"calibration.method: 'kl' is not one of minmax, entropy"),
-        (("precision.int8.encoding=u4",), r"precision.int8.encoding: 'u4' is not one of auto, u8s8, u8s7, s8s8"),
+        (("precision.int8.encoding=u4",), r"precision.int8.encoding: 'u4' is not one of auto, u8s8, u8s7, s8s8, nncf"),
         (("precision.int8.calibration.split=valid",), r"model 'tiny' \(tests/fixtures/tiny.py\) has no 'valid' data"),
         (("precision.int8.op_types=[Conv]",), r"the model has no node int8 can quantize \(op types: .*Gemm"),
     ],

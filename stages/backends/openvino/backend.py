@@ -26,6 +26,7 @@ from stages.backends.openvino.runner import (
 from stages.backends.openvino.triton import triton_model
 from stages.core.device import cpu_fingerprint, cpu_label
 from stages.core.errors import PipelineError, first_line
+from stages.core.nncf_quantize import NNCF
 from stages.core.triton import TritonModel
 from stages.core.tuning import distinct, thread_counts, tune
 from stages.runtime.base import Availability, Backend, Bf16, BuildSpec, Capabilities, TimedCall, quiet_polygraphy
@@ -81,13 +82,14 @@ class OpenVinoBackend(Backend):
 
     @property
     def capabilities(self) -> Capabilities:
-        """CPU; int8 as u8s8 (measured: u8s8, u8s7 and s8s8 Q/DQ run at the same speed, u8s8 marginally first);
-        bf16 in the runtime where OpenVINO compiles bf16 on this CPU (asked, not assumed), else the reason."""
+        """CPU; int8 as NNCF writes it (measured on resnet18: 1.5-2.2x faster on OpenVINO than ONNX Runtime's Q/DQ
+        in any of its encodings); bf16 in the runtime where OpenVINO compiles bf16 on this CPU (asked, not
+        assumed), else the reason."""
         ran = compiled_precision("bf16")
         how = f"compiles bf16 as {ran}" if ran else "cannot compile bf16"
         return Capabilities(
             device="cpu",
-            int8_encoding="u8s8",
+            int8_encoding=NNCF,
             bf16=Bf16.RUNTIME if ran == "bf16" else Bf16.NONE,
             bf16_reason=""
             if ran == "bf16"
