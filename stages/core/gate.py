@@ -5,7 +5,7 @@ disagree on the same outputs.
 An output passes where every element is finite and within atol *or* rtol x |reference| (Polygraphy's elementwise
 rule, with the relative part scaled by the reference, not by the candidate as Polygraphy's ``SimpleCompareFunc``
 does); atol is raised to float32's own floor where a Softmax makes it unreachable (``core.floor``) and, for a
-precision whose ``tolerance.spread`` is set (int8), to that fraction of the output's spread over the eval split (an
+precision whose ``tolerance.spread`` is set (int8, bf16), to that fraction of the output's spread over the eval split (an
 int8 error scales with the output's range: logits a model spreads 4x wider move 4x further under the same
 quantization); the task metric must not drop by more than the option's ``task_budget``.
 """
