@@ -29,6 +29,40 @@ def weighted_graph(path: Path) -> Path:
     return path
 
 
+def reshaping_graph(path: Path) -> Path:
+    """y = reshape(x, [-1, 4]) @ w: a weight and an int64 shape constant, written self-contained."""
+    weight = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, 4], dtype=np.int64), "shape")
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 2, 2])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4])
+    nodes = [
+        helper.make_node("Reshape", ["x", "shape"], ["flat"], name="flat"),
+        helper.make_node("MatMul", ["flat", "w"], ["y"], name="mm"),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [y], [weight, shape])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), str(path))
+    return path
+
+
+def test_a_shape_constant_stays_in_the_graph_file_and_nncf_quantizes_it(tmp_path: Path):
+    """The weights go to the sidecar, an int64 shape stays in the graph (ONNX Runtime refuses a Reshape whose shape is
+    external data); NNCF's int8 of it keeps its weights outside and runs."""
+    from stages.core.nncf_quantize import write_nncf
+    from stages.core.quantize import quantized_nodes
+
+    save_onnx(onnx.load(str(reshaping_graph(tmp_path / "a.onnx"))), tmp_path / "ext.onnx", external=True)
+    kept = {
+        t.name: t.data_location
+        for t in onnx.load(str(tmp_path / "ext.onnx"), load_external_data=False).graph.initializer
+    }
+    assert kept == {"w": onnx.TensorProto.EXTERNAL, "shape": onnx.TensorProto.DEFAULT}
+    feed = {"x": np.arange(16, dtype=np.float32).reshape(4, 2, 2)}
+    assert ort_outputs(tmp_path / "ext.onnx", [feed])["y"].tolist() == feed["x"].reshape(4, 4).tolist()
+    write_nncf(tmp_path / "ext.onnx", [feed, feed], ["MatMul"], tmp_path / "int8.onnx")
+    assert is_external(tmp_path / "int8.onnx") and quantized_nodes(onnx.load(str(tmp_path / "int8.onnx"))) == ["mm"]
+    np.testing.assert_allclose(ort_outputs(tmp_path / "int8.onnx", [feed])["y"], feed["x"].reshape(4, 4), atol=0.2)
+
+
 def test_a_renamed_copy_keeps_its_data_as_its_own_sidecar_and_runs(tmp_path: Path):
     model = onnx.load(str(weighted_graph(tmp_path / "a.onnx")))
     (tmp_path / "src").mkdir()

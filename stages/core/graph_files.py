@@ -18,6 +18,7 @@ from typing import Any
 from stages.core.artifacts import feed
 from stages.core.errors import PipelineError
 
+INLINE_TYPES = (6, 7)  # TensorProto.INT32, INT64: kept in the graph file of a graph with external data
 EXTERNAL_ABOVE = 1_800_000_000  # bytes of a serialized graph past which its weights go to <file>.data (limit: 2 GiB)
 SIDE_CAR = ".data"  # the external data file's suffix, after the graph's own file name
 
@@ -77,14 +78,16 @@ def save_onnx(model: Any, path: str | os.PathLike[str], external: bool = False) 
     if not (external or model.ByteSize() > EXTERNAL_ABOVE):
         onnx.save_model(model, os.fspath(path))
         return
-    onnx.save_model(
-        model,
-        os.fspath(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=data.name,
-        size_threshold=0,  # every tensor: the graph file keeps the structure only
-    )
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    # every tensor (the graph file keeps the structure only) but the integer ones: shape and axis constants, which
+    # shape inference reads from the graph (ONNX Runtime refuses a Reshape whose shape is external data)
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location=data.name, size_threshold=0)
+    for tensor in model.graph.initializer:
+        if tensor.data_type in INLINE_TYPES:
+            tensor.data_location = tensor.DEFAULT
+            del tensor.external_data[:]
+    onnx.save_model(model, os.fspath(path))
     onnx.load_external_data_for_model(model, os.fspath(path.parent))  # saving moved the weights out of ``model``
 
 

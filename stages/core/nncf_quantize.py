@@ -21,6 +21,7 @@ from stages.core.errors import PipelineError, first_line
 from stages.core.graph_files import is_external, save_onnx
 
 NNCF = "nncf"  # the encoding's name in precision.int8.encoding and in a backend's int8_encoding
+EXTERNAL_DATA_DIR = "external_data_dir"  # nncf.onnx.quantization.backend_parameters.BackendParameters' key
 
 
 def _nncf() -> Any:
@@ -57,7 +58,9 @@ def write_nncf(
     import onnx
 
     nncf = _nncf()
-    model = onnx.load(str(source))
+    external = is_external(source)  # NNCF's sessions read the weights from their folder (its EXTERNAL_DATA_DIR)
+    model = onnx.load(str(source), load_external_data=not external)
+    folder = {EXTERNAL_DATA_DIR: str(Path(source).resolve().parent)} if external else {}
     names = list(exclude)
     if only is not None:
         names += [node.name for node in model.graph.node if node.name not in only]
@@ -70,7 +73,8 @@ def write_nncf(
                 subset_size=len(batches),
                 model_type=nncf.ModelType.TRANSFORMER if has_attention(model.graph) else None,
                 ignored_scope=nncf.IgnoredScope(names=names, types=types, validate=False),
+                advanced_parameters=nncf.AdvancedQuantizationParameters(backend_params=folder),
             )
     except Exception as e:  # NNCF raises its own and plain exceptions on graphs it cannot handle
         raise PipelineError(f"NNCF cannot quantize {source}: {first_line(e, 200)}") from e
-    save_onnx(quantized, out, external=is_external(source))
+    save_onnx(quantized, out, external=external)
