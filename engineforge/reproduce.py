@@ -41,9 +41,9 @@ RECORD = "reports/reproduce.json"
 # Tolerances: max_abs/mean_abs ~5x the widest spread seen, max_rel ~3x.
 TOLERANCE = {"max_abs": 1e-5, "mean_abs": 1e-5, "max_rel": 2.5e-3, "p99_abs": 1e-5, "rel_l2": 1e-5, "ref_std": 1e-5}
 # Fields the build's race decides by timing (docs/race.md): another machine, or noise between two candidates within
-# a few percent of each other, may ship another backend, or one engine where the committed run shipped one per batch
-# range (``parts``); its accuracy is still held to the tolerances above. Matched on a key's last segment.
-RACED = ("backend", "parts")
+# a few percent of each other, may ship another backend (the engine's, or a batch range's: ``parts.<i>.backend``);
+# its accuracy is still held to the tolerances above. Matched on a key's last segment.
+RACED = ("backend",)
 # Fields that name the engine a build made: its bytes follow the tuning and the race, timed on the machine.
 BUILT = ("engine_sha256",)
 MEASURED = "resources"  # a report's record of its run's wall time and peak memory: measured, never compared

@@ -224,7 +224,10 @@ def main(cfg: DictConfig) -> str:
         "cold_start": cold,
         "serving": serving(manifest, batches),  # which engine serves each batch size
         "race_agreement": race_agreement(manifest, results),  # the race's p50 of the shipped engine beside ours
-        "engine_bytes": files_bytes(Path(cfg.paths.engine) / manifest["engine"]),  # with its sidecar
+        "engine_bytes": sum(  # every batch range's engine, each with its sidecar
+            files_bytes(where / read_json(where / MANIFEST)["engine"])
+            for where in (Path(cfg.paths.engine) / p["folder"] for p in manifest.get("dispatch") or [{"folder": "."}])
+        ),
     }
     write_json(cfg.paths.benchmark, report | {"resources": resources()})
     first = f"bs{batches[0]}"

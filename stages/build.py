@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from stages.core import precisions
 from stages.core.artifacts import atomic_path, read_json
-from stages.core.batches import batch_ranges, served_batches
+from stages.core.batches import batch_ranges, served_batches, within
 from stages.core.data import LABELS, load_dataset
 from stages.core.errors import PipelineError
 from stages.core.gate import tolerances
@@ -57,8 +57,7 @@ def judge(cfg: DictConfig, samples: int, span: tuple[int, int]) -> dict[str, Any
     float32's floors (``core.reference``: the run compare reads too, never repeated here)."""
     data = load_dataset(cfg.model, "test")
     run = read_reference(cfg.paths.reference)
-    size = min(max(int(cfg.compare.batch_size), span[0]), span[1])
-    batches, reference = run.judged(cfg.model, data, size, samples)
+    batches, reference = run.judged(cfg.model, data, within(int(cfg.compare.batch_size), span), samples, span[0])
     options = precisions.options(cfg.precision)
     for option in options.values():  # a tolerance naming no output is the user's one line, here, not a candidate's
         tolerances(option, list(run.outputs))
@@ -127,10 +126,15 @@ def main(cfg: DictConfig) -> str:
 
 
 def race_line(record: list[dict[str, Any]], races: list[Heat]) -> str:
-    """``, the fastest of N candidates that passed their gates (of M)``, per heat where there are several."""
+    """``, the fastest of N candidates that passed their gates (of M)``; with several heats, the count over all
+    of them (each heat's winner is the fastest of its own)."""
     passed = sum(1 for e in record if e.get("gate", {}).get("passed"))
     total = sum(len(h.entries) for h in races)
-    return f", the fastest of {passed} candidates that passed their gates (of {total})"
+    if len(races) == 1:
+        return f", the fastest of {passed} candidates that passed their gates (of {total})"
+    return (
+        f", in each of {len(races)} batch ranges the fastest of the candidates that passed ({passed} of {total} builds)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from stages.core import precisions
 from stages.core.artifacts import read_json, write_json
-from stages.core.batches import batch_of
+from stages.core.batches import batch_of, within
 from stages.core.data import LABELS, data_source, is_synthetic, load_dataset
 from stages.core.errors import PipelineError, summary
 from stages.core.gate import gate_check, output_check, run_batches
@@ -138,7 +138,7 @@ def gate_part(
 
     Args:
         cfg: the stage's config.
-        engine: the part's engine (the top one routes the batches its own range holds to itself).
+        engine: the part's engine (it runs the batches it is given: no routing).
         span: the batches it serves.
         run: the reference run.
         data: the eval split.
@@ -147,8 +147,8 @@ def gate_part(
         dict: ``verdict`` (``gate.gate_check``'s), ``edges`` and ``failures``, each named by the part's range.
     """
     option = precisions.options(cfg.precision)[engine.manifest["precision"]]
-    size = cfg.compare.batch_size if span is None else min(max(cfg.compare.batch_size, span[0]), span[1])
-    batches, reference = run.judged(cfg.model, data, size, cfg.compare.max_samples)
+    size, least = within(cfg.compare.batch_size, span), span[0] if span else 1
+    batches, reference = run.judged(cfg.model, data, size, cfg.compare.max_samples, least)
     found = verdict(engine, cfg.model, option, reference, run.scales, batches, data.get(LABELS))
     edges = edge_checks(cfg, engine, option, run.scales, data)
     named = (

@@ -12,6 +12,7 @@ precision.json holds each candidate's record, the calibration table (tensor -> r
 provenance.
 """
 
+import functools
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -71,10 +72,15 @@ class Calibrated:
         self.method = calibration.method_of(settings.calibration, CALIBRATION)
         self.batches, self.data = calibration.calibration_batches(cfg.model, settings.calibration, CALIBRATION)
         self.graph, self.opset = with_qdq_opset(source, folder)
-        self.ranges = calibration.calibrate(self.graph, self.batches, settings.calibration, CALIBRATION)
+        self.settings = settings.calibration
         test = load_dataset(cfg.model, "test")
         run = read_reference(cfg.paths.reference)  # the reference stage's run, never repeated here
         self.reference = fallback.Reference(cfg.model, settings.fallback_search.batch_size, run, test)
+
+    @functools.cached_property
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """ONNX Runtime's calibration of every tensor, measured when an encoding first needs it (NNCF does not)."""
+        return calibration.calibrate(self.graph, self.batches, self.settings, CALIBRATION)
 
 
 def int8(
@@ -104,7 +110,7 @@ def int8(
         "encoding": encoding,
         "opset_upgraded_from": calibrated.opset if calibrated.graph != source else None,
         "quantized_nodes": len(quantized_nodes(model, list(settings.op_types))),
-        "tensors": activation_table(model, calibrated.ranges),
+        "tensors": activation_table(model, {} if encoding == NNCF else calibrated.ranges),  # NNCF's own ranges
         "fallback": record | {"judged_on": chosen.backend.name},
     }
 
@@ -209,7 +215,8 @@ def main(cfg: DictConfig) -> str:
             why = skipped[0]["reason"]
             raise PipelineError(why if len(options) == 1 else f"precision=auto: no candidate graph ({why})")
     if shared:
-        first = next((e for e in entries if e["precision"] == "int8"), None)
+        int8s = [e for e in entries if e["precision"] == "int8"]  # ONNX Runtime's calibration first: its min and max
+        first = next((e for e in int8s if e["encoding"] != NNCF), int8s[0] if int8s else None)
         provenance = calibration.provenance(source, shared["int8"].data, options["int8"].int8.calibration)
         report["calibration"] = {"provenance": provenance, "tensors": first.pop("tensors") if first else {}}
         for entry in entries:

@@ -87,6 +87,8 @@ def test_the_fallback_the_race_and_compare_give_the_same_verdict(case, tmp_path,
         compared = compare.verdict(engine, cfg.model, option, outputs, run.scales, batches, data["labels"])
 
     assert (rounds["samples"], raced["samples"], compared["samples"]) == (16, 12, 16)
+    short, _ = run.judged(cfg.model, data, 5, least=2)  # 5+5+5+1: a range from batch 2 is never given 1 sample
+    assert [len(next(iter(b.values()))) for b in short] == [5, 5, 5]
     assert rounds["passed"] == raced["passed"] == compared["passed"]
     said = {str(v["failure"]).split(" by up to")[0] for v in (rounds, raced, compared)}  # the worst element varies
     assert len(said) == 1, said

@@ -104,7 +104,8 @@ def test_race_records_every_candidate_and_a_restore_replays_nothing(dvc_repo: Pa
     for span, batch in heats.items():
         entries = [e for e in race if tuple(e["serves"]) == span]
         passing = [e for e in entries if e["gate"]["passed"]]
-        assert passing and all(set(e["p50_ms"]) == {batch} and e["iterations"][batch] >= 1 for e in passing)
+        least = OmegaConf.load(dvc_repo / "params.yaml").backend.race.min_iterations  # each candidate's least calls
+        assert passing and all(set(e["p50_ms"]) == {batch} and e["iterations"][batch] >= least for e in passing)
         (shipped[span],) = [e for e in entries if e["result"] == "shipped"]
         assert shipped[span] == min(passing, key=lambda e: e["score"])
         for entry in entries:
@@ -153,7 +154,10 @@ def test_a_candidate_that_fails_its_gate_loses_the_race(tmp_path, monkeypatch):
     assert run_stage(compare, cfg).startswith("gate passed for every batch range")
     with Engine.open(cfg.paths.engine) as opened:
         (small, part), (large, top) = opened.parts
-        assert (small, large) == ((1, 5), (6, 1024)) and top.manifest == opened.manifest and part is not opened
+        dispatch = opened.manifest["dispatch"]
+        assert (small, large) == ((1, 5), (6, 1024))
+        assert [p.manifest["engine_sha256"] for p in (part, top)] == [d["engine_sha256"] for d in dispatch]
+        assert [opened.serving(b) for b in (1, 5, 6, 1024)] == [part, part, top, top]  # each call's engine
         feed = {"image": np.zeros((3, 1, 8, 8), np.float32)}
         np.testing.assert_array_equal(opened(feed)["logits"], part(feed)["logits"])  # batch 3: the first range's
         with pytest.raises(
@@ -167,6 +171,14 @@ def test_a_candidate_that_fails_its_gate_loses_the_race(tmp_path, monkeypatch):
     write_json(swapped / "manifest.json", top)
     with pytest.raises(EngineError, match=r"bs1-5: its engine is not the one .+manifest\.json records \(sha256\)$"):
         Engine.open(swapped)
+    for change, message in [
+        ({"folder": "../bs1-5"}, r"dispatch folder '\.\./bs1-5' is not a folder of "),
+        ({"serves": None}, r"a dispatch entry lacks folder, serves or engine_sha256"),
+    ]:
+        top["dispatch"][0] = {k: v for k, v in (top["dispatch"][0] | change).items() if v is not None}
+        write_json(swapped / "manifest.json", top)
+        with pytest.raises(EngineError, match=message):
+            Engine.open(swapped)
 
     single = compose(*OVERRIDES, "backend.race.objective=latency", config_dir=root / "conf")
     run_stage(build, single)  # one engine, chosen at the smallest batch, timed at both
@@ -273,6 +285,8 @@ def test_race_settings_are_checked_in_one_line():
         ("samples", -1, r"^backend\.race\.samples: -1 must be a whole number of at least 0$"),
         ("duration_s", "abc", r"^backend\.race\.duration_s: 'abc' must be a positive number of seconds$"),
         ("objective", "fastest", r"^backend\.race\.objective: 'fastest' is not one of per_batch, latency, throughput$"),
+        ("min_iterations", 0, r"^backend\.race\.min_iterations: 0 must be a whole number of at least 1$"),
+        ("warmup_ms", 1.5, r"^backend\.race\.warmup_ms: 1\.5 must be a whole number of at least 0$"),
     ]:
         bad = OmegaConf.merge(good, {key: value})
         with pytest.raises(PipelineError, match=message):

@@ -126,3 +126,16 @@ def batch_ranges(batch_sizes: Sequence[int], max_batch: int) -> list[tuple[int, 
     firsts = [1, *(c + 1 for c in cuts)]
     lasts = [*cuts, max(max_batch, sizes[-1])]
     return list(zip(firsts, lasts, strict=True))
+
+
+def within(size: int, span: tuple[int, int] | None) -> int:
+    """``size`` moved into the batch range ``span`` (None: unchanged): the batch a range's engine is judged at.
+
+    Args:
+        size: the configured batch size (``compare.batch_size``).
+        span: the first and last batch an engine serves, or None.
+
+    Returns:
+        int: the batch size.
+    """
+    return size if span is None else min(max(size, span[0]), span[1])

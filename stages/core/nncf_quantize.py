@@ -1,7 +1,7 @@
 """Graph precision for int8 with NNCF's post-training quantizer (``precision.int8.encoding: nncf``, OpenVINO's own):
 NNCF on the ONNX graph writes QuantizeLinear/DequantizeLinear in the patterns OpenVINO's CPU plugin fuses into its
 int8 kernels. Measured on resnet18 (Xeon, Sapphire Rapids class, AMX, 2 threads, docs/performance.md): OpenVINO ran
-NNCF's graph 1.5x (batch 1) to 2.2x (batch 32) faster than ONNX Runtime's Q/DQ graph of the same model. The artifact
+NNCF's graph 1.4x (batch 1) to 1.8x (batch 32) faster than ONNX Runtime's Q/DQ graph of the same model. The artifact
 stays ONNX, so the fallback, Triton and every reader of the precision stage's graph work unchanged.
 
 NNCF measures its own ranges (it has no way to take ONNX Runtime's) on the same calibration draw; the fallback's

@@ -216,7 +216,8 @@ def activation_table(model: Any, ranges: dict[str, tuple[float, float]]) -> dict
 
     Args:
         model: the Q/DQ ModelProto.
-        ranges: tensor name -> calibrated (min, max).
+        ranges: tensor name -> calibrated (min, max); a quantized tensor it lacks (NNCF measures its own ranges)
+            is recorded with its scale and zero point alone.
 
     Returns:
         dict: tensor name -> ``min``, ``max`` and, where quantized, ``scale``, ``zero_point`` and ``type``.
@@ -226,9 +227,9 @@ def activation_table(model: Any, ranges: dict[str, tuple[float, float]]) -> dict
     constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     table: dict[str, dict[str, Any]] = {name: {"min": lo, "max": hi} for name, (lo, hi) in ranges.items()}
     for node in model.graph.node:
-        if node.op_type == QDQ[0] and node.input[0] in table and node.input[1] in constants:
+        if node.op_type == QDQ[0] and node.input[1] in constants and constants[node.input[1]].size == 1:
             zero_point = constants.get(node.input[2]) if len(node.input) > 2 else None
-            table[node.input[0]] |= {
+            table[node.input[0]] = table.get(node.input[0], {}) | {
                 "scale": float(constants[node.input[1]]),
                 "zero_point": 0 if zero_point is None else int(zero_point),
                 "type": "uint8" if zero_point is not None and zero_point.dtype == np.uint8 else "int8",

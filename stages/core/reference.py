@@ -75,7 +75,7 @@ class ReferenceRun:
         return {name: value[:count] for name, value in self.outputs.items()}
 
     def judged(
-        self, model: "DictConfig", data: Mapping[str, np.ndarray], batch_size: int, limit: int = 0
+        self, model: "DictConfig", data: Mapping[str, np.ndarray], batch_size: int, limit: int = 0, least: int = 1
     ) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
         """What a judge runs and compares: the eval feeds of the first ``limit`` samples (0: every sample the
         reference ran) at ``batch_size``, and the reference's outputs on exactly those samples. Refused in one line
@@ -86,6 +86,8 @@ class ReferenceRun:
             data: the eval split as the judge loaded it.
             batch_size: samples per feed.
             limit: the samples to judge (0: all the reference ran).
+            least: the smallest batch the judged engine serves (its range's first): a shorter last feed is left
+                out, as the engine would never be given it (a TensorRT profile refuses it).
 
         Returns:
             tuple: the feeds, and output name -> the reference's outputs on them, concatenated.
@@ -93,6 +95,8 @@ class ReferenceRun:
         if inputs_digest(model, data) != self.inputs_sha256:
             raise PipelineError("the reference run was made from other eval data: run `dvc repro`")
         batches = feeds(model, dict(data), batch_size, limit=min(limit, self.samples) if limit else self.samples)
+        if len(batches) > 1 and samples_in(batches[-1:]) < least:
+            batches = batches[:-1]
         return batches, self.first(samples_in(batches))
 
 

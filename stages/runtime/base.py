@@ -25,7 +25,7 @@ __all__ = ["Availability", "Backend", "Bf16", "BuildSpec", "Capabilities", "Time
 class Backend(ABC):
     """A runtime that builds and runs engines: a package each under ``stages/backends/``, found by ``registry``.
 
-    ``Engine.open`` (stages/runtime/engine.py) verifies an engine's manifest against this machine before the
+    ``Engine.open`` (stages/runtime/loading.py) verifies an engine's manifest against this machine before the
     backend's own ``load_runner``; callers run engines only through ``Engine``.
     """
 

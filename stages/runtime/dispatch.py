@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stages.core.errors import PipelineError
 from stages.runtime.bundle import EngineError
+from stages.runtime.manifest import MANIFEST, read_manifest
 
 if TYPE_CHECKING:
     from stages.runtime.engine import Engine
@@ -42,17 +44,45 @@ def open_parts(
     parts: list[Part] = []
     try:
         for record in dispatch:
-            engine = primary if record["folder"] == PRIMARY else opener(folder / record["folder"])
+            where = part_folder(folder, record)
+            engine = primary if where == folder else opener(where)
             parts.append(Part(int(record["serves"][0]), int(record["serves"][1]), engine))
-            if engine.manifest["engine_sha256"] != record["engine_sha256"]:
-                where = folder / record["folder"]
-                raise EngineError(f"{where}: its engine is not the one {folder}/manifest.json records (sha256)")
     except BaseException:
         for part in parts:
             if part.engine is not primary:
                 part.engine.close()
         raise
     return parts
+
+
+def part_folder(folder: Path, record: Mapping[str, Any]) -> Path:
+    """The folder of one part, checked before anything loads it: a record with its keys, a folder inside ``folder``,
+    whose manifest names the engine the top manifest records (sha256).
+
+    Args:
+        folder: the engine or deploy folder.
+        record: one entry of the top manifest's ``dispatch``.
+
+    Returns:
+        Path: the part's folder (``folder`` itself for the top engine).
+
+    Raises:
+        EngineError: one line: a malformed record, a folder outside, another engine than the one recorded.
+    """
+    top = folder / MANIFEST
+    if not all(key in record for key in ("folder", "serves", "engine_sha256")):
+        raise EngineError(f"{top}: a dispatch entry lacks folder, serves or engine_sha256: rebuild with `dvc repro`")
+    name = str(record["folder"])
+    if name != PRIMARY and (Path(name).name != name or name in ("", "..")):
+        raise EngineError(f"{top}: dispatch folder {name!r} is not a folder of {folder}")
+    where = folder if name == PRIMARY else folder / name
+    try:
+        recorded = read_manifest(where)["engine_sha256"]
+    except (PipelineError, KeyError) as e:
+        raise EngineError(f"{where}: {e}") from e
+    if recorded != record["engine_sha256"]:
+        raise EngineError(f"{where}: its engine is not the one {top} records (sha256)")
+    return where
 
 
 def route(parts: Sequence[Part], batch: int) -> "Engine":

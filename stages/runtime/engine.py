@@ -9,7 +9,6 @@ imports numpy, the manifest code and the registry; a runtime is imported when an
 
 import copy
 import functools
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -17,16 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from stages.core.errors import PipelineError, first_line
+from stages.core.errors import PipelineError
 from stages.core.profiles import profile_index
-from stages.runtime import registry
-from stages.runtime.base import Backend, TimedCall, quiet_polygraphy
-from stages.runtime.bundle import EngineError, TensorSpec, fallback_graph, tensor_specs
+from stages.runtime.base import Backend, TimedCall
+from stages.runtime.bundle import EngineError, TensorSpec, check_feed, fallback_graph, tensor_specs
 from stages.runtime.dispatch import Part, open_parts, route
-from stages.runtime.manifest import engine_file, host_mismatch, read_manifest
+from stages.runtime.loading import load
 
 __all__ = ["Engine", "EngineError", "TensorSpec", "fallback_graph"]
-FALLBACKS = {"cpu": registry.REFERENCE}  # Engine.open(fallback=...) -> the backend that runs the bundle's graph
 
 
 class Engine:
@@ -74,47 +71,7 @@ class Engine:
 
     @classmethod
     def _open_one(cls, folder: Path, fallback: str | None, name: str) -> "Engine":
-        if fallback is not None and fallback not in FALLBACKS:
-            raise EngineError(f"fallback={fallback!r}: choose None (refuse) or one of {', '.join(FALLBACKS)}")
-        quiet_polygraphy()
-        try:
-            manifest = read_manifest(folder)
-            backend = registry.get(manifest["backend"])
-            path = engine_file(folder, manifest)
-        except EngineError:
-            raise
-        except PipelineError as e:
-            raise EngineError(str(e)) from e
-        if "io" not in manifest:
-            raise EngineError(f"{folder / 'manifest.json'} predates the engine's I/O record: rebuild with `dvc repro`")
-        available = backend.availability()
-        problem = (
-            host_mismatch(folder, manifest, registry.fingerprint(backend.name))
-            if available.ok
-            else f"{folder} is a {backend.name} engine and {available.reason}"
-        )
-        if problem is None:
-            return cls._activated(backend, backend.load_runner(manifest, path, name), manifest, folder, None)
-        if fallback is None:
-            raise EngineError(f"{problem}: rebuild it here (`dvc repro`), or open it with fallback='cpu'")
-        graph = fallback_graph(folder, manifest)
-        runtime = registry.get(FALLBACKS[fallback])
-        note = f"{problem}: running its {manifest['precision']} graph {graph.name} on ONNX Runtime's CPU provider"
-        print(f"engineforge: {note}", file=sys.stderr)
-        return cls._activated(runtime, runtime.baseline_runner(graph, name), manifest, folder, note)
-
-    @classmethod
-    def _activated(
-        cls, runtime: Backend, runner: Any, manifest: Mapping[str, Any], folder: Path, note: str | None
-    ) -> "Engine":
-        try:
-            runner.activate()
-        except EngineError:
-            raise
-        except PipelineError as e:  # a session setting refused in one line (e.g. a provider that does not load)
-            raise EngineError(str(e)) from e
-        except runtime.runtime_errors() as e:  # each runtime's own types, for a file it cannot load
-            raise EngineError(f"{runtime.name} cannot load {folder}: {first_line(e, 200)}") from e
+        runtime, runner, manifest, note = load(folder, fallback, name)
         return cls(runtime, runner, manifest, folder, note)
 
     @property
@@ -124,7 +81,7 @@ class Engine:
 
     @property
     def profiles(self) -> list[dict[str, Any]]:
-        """The shape profiles the manifest records (input -> min/opt/max shapes), the first covering every batch."""
+        """The shape profiles the manifest records (input -> min/opt/max shapes), the first covering its batch range."""
         return list(self.manifest.get("profiles") or [])
 
     @property
@@ -147,7 +104,7 @@ class Engine:
         Returns:
             dict[str, np.ndarray]: output name -> array (owned by the caller).
         """
-        self._check(feed)
+        check_feed(self.inputs, feed)
         if (served := self._served(feed)) is not self:
             return served(feed)
         self._select_profile(feed)
@@ -166,7 +123,7 @@ class Engine:
         Returns:
             TimedCall: one inference per call; ``close()`` it before the engine.
         """
-        self._check(feed)
+        check_feed(self.inputs, feed)
         if (served := self._served(feed)) is not self:
             return served.timed_call(feed, cuda_graph, no_data_transfers)
         self._select_profile(feed)
@@ -217,27 +174,23 @@ class Engine:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    def _check(self, feed: Mapping[str, np.ndarray]) -> None:
-        """One line for a feed that does not fit ``inputs``: names, dtypes, ranks, fixed sizes."""
-        wanted = {s.name: s for s in self.inputs}
-        if set(feed) != set(wanted):
-            raise EngineError(f"feed has inputs {sorted(feed)}; the engine takes {sorted(wanted)}")
-        for name, spec in wanted.items():
-            array = np.asarray(feed[name])
-            fits = len(array.shape) == len(spec.shape) and all(
-                isinstance(d, str) or d == n for d, n in zip(spec.shape, array.shape, strict=True)
-            )
-            if array.dtype.name != spec.dtype or not fits:
-                raise EngineError(
-                    f"input {name!r}: got {list(array.shape)} {array.dtype.name}, the engine takes "
-                    f"{list(spec.shape)} {spec.dtype}"
-                )
+    def serving(self, batch: int) -> "Engine":
+        """The engine that runs a call of ``batch`` samples: this one, or the part whose batch range holds it.
+
+        Args:
+            batch: the batch size.
+
+        Returns:
+            Engine: the engine a call of that batch runs on.
+
+        Raises:
+            EngineError: no part of the folder serves ``batch`` (one line naming the ranges).
+        """
+        return route(self._parts, batch) if self._parts else self
 
     def _served(self, feed: Mapping[str, np.ndarray]) -> "Engine":
-        """The engine that serves ``feed``'s batch: this one, or the part whose batch range holds it."""
-        if not self._parts:
-            return self
-        return route(self._parts, int(np.asarray(next(iter(feed.values()))).shape[0]))
+        """The engine that serves ``feed``'s batch (``serving``)."""
+        return self.serving(int(np.asarray(next(iter(feed.values()))).shape[0])) if self._parts else self
 
     def _select_profile(self, feed: Mapping[str, np.ndarray]) -> None:
         """Switch an engine holding several shape profiles to the first that holds ``feed``'s shapes."""

@@ -19,7 +19,7 @@ class BuildSpec:
     Attributes:
         precision: the precision stage's name for the graph (fp32, fp16, bf16, int8).
         batch_sizes: the benchmark's batch sizes, which tuning times.
-        profiles: the resolved shape profiles (core.profiles), the first one covering every batch size.
+        profiles: the resolved shape profiles (core.profiles), the first one covering the batch range it serves.
         shapes: batch size -> input name -> the input shape at that batch (other dynamic axes at model.dims).
         dtypes: input name -> numpy dtype name.
         settings: this backend's own section of the config (``backend.<name>``), as plain data.
@@ -66,7 +66,7 @@ class Capabilities:
 
     Attributes:
         device: where its engines run (``cpu`` or ``cuda``): the eager baseline runs there too.
-        int8_encoding: the Q/DQ form it runs fast (``stages.core.quantize.ENCODINGS``).
+        int8_encoding: the Q/DQ form it runs fast (``stages.core.quantize.ENCODINGS``, or ``nncf``: NNCF's).
         bf16: how precision=bf16 reaches it.
         bf16_reason: one line saying why not, where ``bf16`` is NONE.
         baseline: the name under which the benchmark measures its untuned default on the raw export (None: none).

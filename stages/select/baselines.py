@@ -13,12 +13,15 @@ from omegaconf import DictConfig
 
 from stages.core import precisions
 from stages.core.data import LABELS, load_dataset
-from stages.core.errors import first_line
+from stages.core.errors import PipelineError, first_line
 from stages.core.gate import gate_check, run_batches, verdict_record
 from stages.core.metrics import EAGER
 from stages.core.model import load_model, torch_outputs
 from stages.core.reference import read_reference
 from stages.runtime import registry
+
+# what eager PyTorch raises on inputs or ops it refuses (its own errors are RuntimeErrors), and ours
+TORCH_ERRORS = (PipelineError, RuntimeError, ValueError, TypeError)
 
 
 def baseline_outputs(cfg: DictConfig, name: str, batches: list[dict], names: list[str]) -> dict[str, np.ndarray]:
@@ -58,7 +61,7 @@ def judge_baselines(cfg: DictConfig, names: Iterable[str], shipped: Iterable[str
     options = precisions.options(cfg.precision)
     verdicts: dict[str, dict[str, Any]] = {}
     for name in names:
-        errors = registry.baseline(name).runtime_errors() if name != EAGER else (RuntimeError,)
+        errors = registry.baseline(name).runtime_errors() if name != EAGER else TORCH_ERRORS
         try:
             got = baseline_outputs(cfg, name, batches, list(run.outputs))
         except errors as e:

@@ -76,9 +76,10 @@ def separated(samples: Mapping[str, Sequence[np.ndarray]]) -> bool:
 
 
 def timings(calls: dict[str, dict[int, Any]], settings: Mapping[str, Any]) -> dict[str, dict[int, dict[str, float]]]:
-    """Candidate -> batch -> p50 and p90 ms and iterations (``stats``), timed as the benchmark times (warm-up, then rounds that alternate
-    between the candidates, each at least its share of ``duration_s`` and of ``min_iterations``); from the third
-    round on, timing stops at a batch size once its fastest candidate is clearly ahead (``separated``).
+    """Candidate -> batch -> p50 and p90 ms and iterations (``stats``), timed as the benchmark times (warm-up, then
+    rounds that alternate between the candidates, each at least its share of ``duration_s`` and of
+    ``min_iterations``); from the third round on, timing stops at a batch size once every candidate has
+    ``min_iterations`` calls and its fastest is clearly ahead (``separated``).
 
     Args:
         calls: candidate -> batch -> its timed call.
@@ -88,7 +89,8 @@ def timings(calls: dict[str, dict[int, Any]], settings: Mapping[str, Any]) -> di
         dict: candidate -> batch -> ``p50_ms``, ``p90_ms`` and ``iterations``.
     """
     rounds, warmup_s = int(settings["rounds"]), float(settings["warmup_ms"]) / 1e3
-    share = (float(settings["duration_s"]) / rounds, -(-int(settings["min_iterations"]) // rounds))
+    least = int(settings["min_iterations"])
+    share = (float(settings["duration_s"]) / rounds, -(-least // rounds))
     batches = sorted({b for c in calls.values() for b in c})
     samples: dict[str, dict[int, list[np.ndarray]]] = {k: {b: [] for b in c} for k, c in calls.items()}
     for batch in batches:
@@ -96,7 +98,8 @@ def timings(calls: dict[str, dict[int, Any]], settings: Mapping[str, Any]) -> di
         for index in range(rounds):
             for key, call in timed.items():
                 samples[key][batch].append(measure(call, warmup_s if index == 0 else 0.0, *share)["latency_ms"])
-            if index >= 2 and separated({k: samples[k][batch] for k in timed}):
+            counts = [sum(len(r) for r in samples[k][batch]) for k in timed]
+            if index >= 2 and min(counts) >= least and separated({k: samples[k][batch] for k in timed}):
                 break
     return {k: {b: stats(np.concatenate(v)) for b, v in s.items()} for k, s in samples.items()}
 
@@ -146,7 +149,8 @@ def run(
         if entry["candidate"] == winner:
             entry["result"] = "shipped"
         elif entry["candidate"] in p50:  # the geometric mean over the scored sizes of its p50 / the winner's
-            entry["result"] = f"{score(p50[entry['candidate']], p50[winner]):.2f}× slower than {winner}"
+            scored = {b: p50[winner][b] for b in heat.scored}
+            entry["result"] = f"{score(p50[entry['candidate']], scored):.2f}× slower than {winner}"
         elif "result" not in entry:
             entry["result"] = f"failed its gate: {entry['gate']['failure']}"
     return built[winner], record
@@ -196,7 +200,7 @@ def build_and_gate(
 
 
 def time_engines(engines: Mapping[str, Entry], settings: Mapping[str, Any]) -> dict[str, dict[int, dict[str, float]]]:
-    """Key -> batch -> p50 ms and iterations of each built engine (key -> (candidate, engine folder, spec)), every
+    """Key -> batch -> p50 and p90 ms and iterations of each built engine (key -> (candidate, engine folder, spec)), every
     runner active at once and timed in interleaved rounds (``timings``)."""
     with ExitStack() as stack:
         calls: dict[str, dict[int, Any]] = {}

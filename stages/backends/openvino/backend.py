@@ -82,7 +82,7 @@ class OpenVinoBackend(Backend):
 
     @property
     def capabilities(self) -> Capabilities:
-        """CPU; int8 as NNCF writes it (measured on resnet18: 1.5-2.2x faster on OpenVINO than ONNX Runtime's Q/DQ
+        """CPU; int8 as NNCF writes it (measured on resnet18: 1.4-1.8x faster on OpenVINO than ONNX Runtime's Q/DQ
         in any of its encodings); bf16 in the runtime where OpenVINO compiles bf16 on this CPU (asked, not
         assumed), else the reason."""
         ran = compiled_precision("bf16")

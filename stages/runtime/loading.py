@@ -1,0 +1,83 @@
+"""What ``Engine.open`` does to one engine folder: read its manifest, check the engine file's sha256 and the host it
+was built for, and activate its runtime's runner with the certified settings (or, under a fallback, ONNX Runtime's
+CPU provider on the bundle's graph). Every failure is one line (``EngineError``)."""
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from stages.core.errors import PipelineError, first_line
+from stages.runtime import registry
+from stages.runtime.base import Backend, quiet_polygraphy
+from stages.runtime.bundle import EngineError, fallback_graph
+from stages.runtime.manifest import engine_file, host_mismatch, read_manifest
+
+FALLBACKS = {"cpu": registry.REFERENCE}  # Engine.open(fallback=...) -> the backend that runs the bundle's graph
+
+
+def load(folder: Path, fallback: str | None, name: str) -> tuple[Backend, Any, dict[str, Any], str | None]:
+    """Load the engine in ``folder`` as ``Engine.open`` documents.
+
+    Args:
+        folder: an engine or deploy folder (one engine: its ``dispatch`` parts are opened by the caller).
+        fallback: None, or a key of ``FALLBACKS``.
+        name: the runner's name in comparisons.
+
+    Returns:
+        tuple: the backend running it, its active runner, the manifest, and the fallback's line (None when the
+        engine itself runs).
+
+    Raises:
+        EngineError: one line: a missing or altered file, another host's engine (without ``fallback``), a runtime
+        that cannot load it.
+    """
+    if fallback is not None and fallback not in FALLBACKS:
+        raise EngineError(f"fallback={fallback!r}: choose None (refuse) or one of {', '.join(FALLBACKS)}")
+    quiet_polygraphy()
+    try:
+        manifest = read_manifest(folder)
+        backend = registry.get(manifest["backend"])
+        path = engine_file(folder, manifest)
+    except EngineError:
+        raise
+    except PipelineError as e:
+        raise EngineError(str(e)) from e
+    if "io" not in manifest:
+        raise EngineError(f"{folder / 'manifest.json'} predates the engine's I/O record: rebuild with `dvc repro`")
+    available = backend.availability()
+    problem = (
+        host_mismatch(folder, manifest, registry.fingerprint(backend.name))
+        if available.ok
+        else f"{folder} is a {backend.name} engine and {available.reason}"
+    )
+    if problem is None:
+        return backend, activated(backend, backend.load_runner(manifest, path, name), folder), manifest, None
+    if fallback is None:
+        raise EngineError(f"{problem}: rebuild it here (`dvc repro`), or open it with fallback='cpu'")
+    graph = fallback_graph(folder, manifest)
+    runtime = registry.get(FALLBACKS[fallback])
+    note = f"{problem}: running its {manifest['precision']} graph {graph.name} on ONNX Runtime's CPU provider"
+    print(f"engineforge: {note}", file=sys.stderr)
+    return runtime, activated(runtime, runtime.baseline_runner(graph, name), folder), manifest, note
+
+
+def activated(runtime: Backend, runner: Any, folder: Path) -> Any:
+    """``runner`` activated, its runtime's own errors turned into one line.
+
+    Args:
+        runtime: the backend the runner belongs to.
+        runner: a Polygraphy runner, not yet active.
+        folder: the engine folder, named in the error.
+
+    Returns:
+        the active runner.
+    """
+    try:
+        runner.activate()
+    except EngineError:
+        raise
+    except PipelineError as e:  # a session setting refused in one line (e.g. a provider that does not load)
+        raise EngineError(str(e)) from e
+    except runtime.runtime_errors() as e:  # each runtime's own types, for a file it cannot load
+        raise EngineError(f"{runtime.name} cannot load {folder}: {first_line(e, 200)}") from e
+    return runner
