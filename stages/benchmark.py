@@ -11,8 +11,6 @@ default session) are measured in the same run, and what each ran with is recorde
 
 import os
 import platform
-import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 from stages.core.artifacts import read_json, write_json
 from stages.core.batches import batch_of, check_batch, served_batches
 from stages.core.data import load_dataset
-from stages.core.errors import PipelineError, first_line
 from stages.core.graph_files import files_bytes
 from stages.core.metrics import EAGER, ENGINE
 from stages.core.model import load_model
@@ -31,66 +28,11 @@ from stages.core.progress import Progress
 from stages.core.resources import resources
 from stages.core.run import run_stage
 from stages.core.timing import measure, pool, summarize, write_curves
-from stages.runtime import registry
 from stages.runtime.base import TimedCall
 from stages.runtime.engine import Engine
 from stages.runtime.manifest import MANIFEST
 from stages.runtime.measured import cold_start, race_agreement, serving, shipped_precisions
-from stages.select.baselines import judge_baselines
-
-Factory = Callable[[ExitStack, dict], TimedCall]
-
-
-class BaselineFailed(Exception):
-    """A baseline's runtime cannot load or run the model: its one line."""
-
-
-def baseline_names(wanted: Any, runtimes: str) -> list[str]:
-    """``benchmark.baselines`` resolved: ``auto`` is eager PyTorch and the baseline every runtime here declares
-    (the env stage's ``paths.runtimes``), in registry order; a list is taken as it is.
-
-    Args:
-        wanted: ``benchmark.baselines``.
-        runtimes: ``paths.runtimes``.
-
-    Returns:
-        list[str]: baseline names.
-    """
-    if wanted == "auto":
-        return [EAGER, *(r["baseline"] for r in read_json(runtimes).values() if r["baseline"])]
-    if isinstance(wanted, str):
-        raise PipelineError(f"benchmark.baselines: {wanted!r} is neither auto nor a list of baselines")
-    return list(wanted)
-
-
-def baseline_factory(cfg: DictConfig, name: str, notes: dict[str, Any]) -> Factory:
-    """The factory of baseline ``name``: its backend's untuned default on the raw export; what it ran with goes
-    into ``notes``, and a runtime that cannot take the model raises ``BaselineFailed``.
-
-    Args:
-        cfg: the stage's params (``paths.onnx``, ``benchmark``).
-        name: the baseline (a backend's ``baseline``).
-        notes: baseline name -> what it ran with.
-
-    Returns:
-        Factory: (stack, feed) -> its timed call.
-    """
-    other = registry.baseline(name)
-
-    def factory(stack: ExitStack, feed: dict) -> TimedCall:
-        started = time.perf_counter()
-        try:
-            runner = stack.enter_context(other.baseline_runner(Path(cfg.paths.onnx), name))
-            opened = {"open_ms": round(1e3 * (time.perf_counter() - started), 2)}  # at the first batch: cold
-            notes[name] = other.describe(runner) | notes.get(name, opened)
-            call = other.timed_call(runner, feed, cfg.benchmark)
-            call()  # one inference: a runtime that compiles the graph lazily refuses it here
-        except other.runtime_errors() as e:  # its runtime cannot take this model: a record, not the stage's end
-            raise BaselineFailed(first_line(e, 200)) from e
-        stack.callback(call.close)
-        return call
-
-    return factory
+from stages.select.baselines import BaselineFailed, Factory, baseline_factory, baseline_names, judge_baselines
 
 
 def runtimes(cfg: DictConfig, threads: int, notes: dict[str, Any], engine_notes: dict[str, Any]) -> dict[str, Factory]:
