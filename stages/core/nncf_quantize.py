@@ -21,6 +21,9 @@ from stages.core.errors import PipelineError, first_line
 from stages.core.graph_files import is_external, save_onnx
 
 NNCF = "nncf"  # the encoding's name in precision.int8.encoding and in a backend's int8_encoding
+# NNCF measures ranges on every call (it takes no precomputed ones): a sensitivity ranking's one-node graphs are
+# calibrated on the draw's first batches only, to rank nodes, never to ship
+RANKING_BATCHES = 8
 EXTERNAL_DATA_DIR = "external_data_dir"  # nncf.onnx.quantization.backend_parameters.BackendParameters' key
 
 
@@ -50,7 +53,8 @@ def write_nncf(
             them in float by 0.76 (99.6%), at 12% (batch 1) to 29% (batch 32) of the speed-up.
         out: where to write the Q/DQ model.
         exclude: node names kept in float.
-        only: when given, quantize only these nodes (sensitivity analysis): every other node is ignored.
+        only: when given, quantize only these nodes (sensitivity analysis): every other node is ignored, and the
+            ranges come from the draw's first ``RANKING_BATCHES`` batches.
 
     Raises:
         PipelineError: NNCF fails on the graph.
@@ -65,12 +69,13 @@ def write_nncf(
     if only is not None:
         names += [node.name for node in model.graph.node if node.name not in only]
     types = sorted({node.op_type for node in model.graph.node} - set(op_types)) if op_types else []
+    draw = list(batches) if only is None else list(batches)[:RANKING_BATCHES]
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # its progress bars: the stage prints its own line
             quantized = nncf.quantize(
                 model,
-                nncf.Dataset(list(batches)),
-                subset_size=len(batches),
+                nncf.Dataset(draw),
+                subset_size=len(draw),
                 model_type=nncf.ModelType.TRANSFORMER if has_attention(model.graph) else None,
                 ignored_scope=nncf.IgnoredScope(names=names, types=types, validate=False),
                 advanced_parameters=nncf.AdvancedQuantizationParameters(backend_params=folder),

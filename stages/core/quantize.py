@@ -230,8 +230,8 @@ def activation_table(model: Any, ranges: dict[str, tuple[float, float]]) -> dict
         if node.op_type == QDQ[0] and node.input[1] in constants and constants[node.input[1]].size == 1:
             zero_point = constants.get(node.input[2]) if len(node.input) > 2 else None
             table[node.input[0]] = table.get(node.input[0], {}) | {
-                "scale": float(constants[node.input[1]]),
-                "zero_point": 0 if zero_point is None else int(zero_point),
+                "scale": float(constants[node.input[1]].item()),  # NNCF writes shape (1,), ONNX Runtime ()
+                "zero_point": 0 if zero_point is None else int(zero_point.item()),
                 "type": "uint8" if zero_point is not None and zero_point.dtype == np.uint8 else "int8",
             }
     return table
