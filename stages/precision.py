@@ -12,9 +12,8 @@ precision.json holds each candidate's record, the calibration table (tensor -> r
 provenance.
 """
 
-import functools
 import tempfile
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +76,7 @@ class Calibrated:
         run = read_reference(cfg.paths.reference)  # the reference stage's run, never repeated here
         self.reference = fallback.Reference(cfg.model, settings.fallback_search.batch_size, run, test)
 
-    @functools.cached_property
+    @cached_property
     def ranges(self) -> dict[str, tuple[float, float]]:
         """ONNX Runtime's calibration of every tensor, measured when an encoding first needs it (NNCF does not)."""
         return calibration.calibrate(self.graph, self.batches, self.settings, CALIBRATION)

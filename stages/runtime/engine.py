@@ -190,7 +190,7 @@ class Engine:
 
     def _served(self, feed: Mapping[str, np.ndarray]) -> "Engine":
         """The engine that serves ``feed``'s batch (``serving``)."""
-        return self.serving(int(np.asarray(next(iter(feed.values()))).shape[0])) if self._parts else self
+        return self.serving(int(np.asarray(next(iter(feed.values()))).shape[0]))
 
     def _select_profile(self, feed: Mapping[str, np.ndarray]) -> None:
         """Switch an engine holding several shape profiles to the first that holds ``feed``'s shapes."""
