@@ -76,9 +76,12 @@ def call_stage(module: ModuleType, cfg: Any) -> str:
     return module.main(stage_config(module.__name__.rsplit(".", 1)[1], plain(cfg)))
 
 
+REPORTS = ("report", "fleet")  # the pipeline's pages: coverage writes its own
+
+
 def stage_plan(dvc_file: str = "dvc.yaml") -> tuple[list[str], list[str]]:
     """dvc.yaml's stages in its order, in two lists: those a model runs once, and those every precision reruns
-    (a stage that declares a ``precision`` param or reads what such a stage writes). ``report`` is left out:
+    (a stage that declares a ``precision`` param or reads what such a stage writes). ``REPORTS`` are left out:
     coverage writes its own table. dvc.yaml is the one place that knows the DAG.
 
     Args:
@@ -92,14 +95,15 @@ def stage_plan(dvc_file: str = "dvc.yaml") -> tuple[list[str], list[str]]:
     stages = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8"))["stages"]
     per: list[str] = []
     written: set[str] = set()  # what the per-precision stages so far write
-    for name, stage in stages.items():
+    for name, definition in stages.items():
+        stage = definition.get("do", definition)  # a stage run once per fleet target: its foreach body
         params = [p for p in stage.get("params", []) if isinstance(p, str)]
         if any(p.split(".")[0] == "precision" for p in params) or set(stage.get("deps", [])) & written:
             per.append(name)
             for out in [*stage.get("outs", []), *stage.get("metrics", [])]:
                 written.add(out if isinstance(out, str) else next(iter(out)))
     once = [name for name in stages if name not in per]
-    return once, [name for name in per if name != "report"]
+    return [name for name in once if name not in REPORTS], [name for name in per if name not in REPORTS]
 
 
 def run_model(

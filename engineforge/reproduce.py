@@ -2,7 +2,7 @@
 
 Not a DVC stage: CI runs the check (`.ci/run`); `make pipeline` writes the record it compares against::
 
-    python -m engineforge.reproduce            # clone HEAD, `dvc repro compare` with an empty cache, compare
+    python -m engineforge.reproduce            # clone HEAD, `dvc repro compare@<default target>` with an empty cache
     python -m engineforge.reproduce --record   # after `dvc repro`: write reports/reproduce.json for dvc.lock
 
 Artifacts must be identical wherever they are built: the ONNX files of export, simplify and precision are compared
@@ -14,6 +14,7 @@ measured on (from build/env.json). Prints one line per finding; exits 1 on any d
 """
 
 import argparse
+import functools
 import hashlib
 import os
 import subprocess
@@ -29,9 +30,8 @@ from stages.core.device import cpu_fingerprint, cpu_kind, cpu_label
 from stages.core.errors import PipelineError
 from stages.runtime.manifest import differences
 
-DETERMINISTIC = ("export", "simplify", "precision")
+DETERMINISTIC = ("export", "simplify", "precision@{target}")  # {target}: the fleet's default target (fleet.default)
 REPORTS = ("export_report", "simplify_report", "precision_report")  # paths.* of their measured reports
-ACCURACY = "reports/accuracy.json"
 RECORD = "reports/reproduce.json"
 # How far a measured figure may move between kinds of CPU, by field name; every other field must be equal.
 # Measured on digits' export check (max |PyTorch-ORT| over 66 samples): 6.68e-06 on an AMD EPYC (AVX2), 5.25e-06 on
@@ -89,8 +89,19 @@ def report_differences(path: str, committed: Any, fresh: Any) -> tuple[list[str]
     return found, tolerated
 
 
+def deterministic(target: str) -> list[str]:
+    """The stages whose outputs must be identical wherever they are built, as dvc.lock names them."""
+    return [stage.format(target=target) for stage in DETERMINISTIC]
+
+
+def params_of(root: Path) -> tuple[str, dict[str, str]]:
+    """``root``'s default fleet target and its ``paths`` (params.yaml's are the default target's)."""
+    tree = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    return tree["fleet"]["default"], tree["paths"]
+
+
 def lock_differences(
-    committed: dict[str, Any], fresh: dict[str, Any], reports: dict[str, Any], read: Any
+    committed: dict[str, Any], fresh: dict[str, Any], reports: dict[str, Any], read: Any, target: str
 ) -> tuple[list[str], list[str]]:
     """Compare the outputs of the deterministic stages of two dvc.lock files.
 
@@ -99,13 +110,14 @@ def lock_differences(
         fresh: the reproduced dvc.lock, parsed.
         reports: path -> committed content of each measured report (``RECORD``'s ``reports``).
         read: path -> reproduced content of a report.
+        target: the fleet's default target.
 
     Returns:
         The differences, and the measured figures that moved within their tolerance.
     """
     found: list[str] = []
     tolerated: list[str] = []
-    for stage in DETERMINISTIC:
+    for stage in deterministic(target):
         old, new = outs(committed, stage), outs(fresh, stage)
         if not old:
             found.append(f"{stage}: not in the committed dvc.lock (run `make pipeline` and commit dvc.lock)")
@@ -137,8 +149,8 @@ def record(root: Path = Path()) -> dict[str, Any]:
         PipelineError: a report is missing or differs from dvc.lock (the pipeline has not been run since).
     """
     lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8"))
-    paths = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))["paths"]
-    locked = {p: m for stage in DETERMINISTIC for p, m in outs(lock, stage).items()}
+    target, paths = params_of(root)
+    locked = {p: m for stage in deterministic(target) for p, m in outs(lock, stage).items()}
     reports = {}
     for key in REPORTS:
         path = paths[key]
@@ -158,17 +170,24 @@ def check() -> int:
         committed = yaml.safe_load((clone / "dvc.lock").read_text(encoding="utf-8"))
         if not (clone / RECORD).is_file():
             raise PipelineError(f"{RECORD} is not committed: run `make pipeline` and commit it with dvc.lock")
-        recorded, accuracy = read_json(clone / RECORD), read_json(clone / ACCURACY)
+        target, paths = params_of(clone)
+        recorded, accuracy = read_json(clone / RECORD), read_json(clone / paths["accuracy"])
         proc = subprocess.run(
-            ["dvc", "repro", "compare"], cwd=clone, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL
+            ["dvc", "repro", f"compare@{target}"],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
         )
         if proc.returncode:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
-            raise PipelineError(f"`dvc repro compare` failed in a clean clone: {tail}")
+            raise PipelineError(f"`dvc repro compare@{target}` failed in a clean clone: {tail}")
         fresh = yaml.safe_load((clone / "dvc.lock").read_text(encoding="utf-8"))
-        found, tolerated = lock_differences(committed, fresh, recorded["reports"], lambda p: read_json(clone / p))
-        more, within = report_differences(ACCURACY, accuracy, read_json(clone / ACCURACY))
-        here = cpu_of(clone / "build/env.json")
+        read = functools.partial(lambda root, p: read_json(root / p), clone)
+        found, tolerated = lock_differences(committed, fresh, recorded["reports"], read, target)
+        more, within = report_differences(paths["accuracy"], accuracy, read(paths["accuracy"]))
+        here = cpu_of(clone / paths["env"])
     then, kind = recorded["cpu"], "the same kind" if cpu_kind(recorded["cpu"]) == cpu_kind(here) else "another kind"
     say = "engineforge reproduce:"
     print(f"{say} dvc.lock was recorded on {cpu_label(then)}; this machine: {cpu_label(here)} ({kind} of CPU)")
@@ -178,7 +197,9 @@ def check() -> int:
         print(f"{say} {line}", file=sys.stderr)
     if found or more:
         return 1
-    print(f"{say} {', '.join(DETERMINISTIC)} reproduce the committed artifacts; their reports and {ACCURACY} match")
+    print(
+        f"{say} {', '.join(deterministic(target))} reproduce the committed artifacts; their reports and accuracy match"
+    )
     return 0
 
 

@@ -32,6 +32,7 @@ from stages.runtime.base import TimedCall
 from stages.runtime.engine import Engine
 from stages.runtime.manifest import MANIFEST
 from stages.runtime.measured import cold_start, race_agreement, serving, shipped_precisions
+from stages.runtime.records import host_facts
 from stages.select.baselines import BaselineFailed, Factory, baseline_factory, baseline_names, judge_baselines
 
 
@@ -181,4 +182,4 @@ def main(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
-    run_stage("benchmark", main)
+    run_stage("benchmark", main, facts=host_facts)

@@ -24,7 +24,7 @@ from stages.core.gate import tolerances
 from stages.core.reference import read_reference
 from stages.core.run import run_stage
 from stages.runtime import registry
-from stages.runtime.records import read_candidates
+from stages.runtime.records import host_facts, read_candidates
 from stages.select.candidate import Candidate, build_spec
 from stages.select.dispatch import OBJECTIVES, assemble, served_line
 from stages.select.race import Entry, Heat
@@ -107,9 +107,7 @@ def race_settings(race: DictConfig, bench: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> str:
     """Build the engine for the candidate graphs in ``paths.precise``: race them, per heat (``heats``), when
     there are several; the engine folder holds each heat's winner (``dispatch.assemble``)."""
-    env, target = read_json(cfg.paths.env), cfg.target
-    if target is not None and (not isinstance(target, str) or not target.strip()):
-        raise PipelineError(f"target: {target!r} is not a label; use a non-empty string (e.g. target=edge-a)")
+    env, target = read_json(cfg.paths.env), next(iter(cfg.fleet.targets))  # the one target this stage runs for
     settings = race_settings(cfg.backend.race, cfg.benchmark)
     races = heats(cfg, env, settings)
     out = Path(cfg.paths.engine)
@@ -138,4 +136,4 @@ def race_line(record: list[dict[str, Any]], races: list[Heat]) -> str:
 
 
 if __name__ == "__main__":
-    run_stage("build", main)
+    run_stage("build", main, facts=host_facts)

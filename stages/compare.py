@@ -27,6 +27,7 @@ from stages.core.specs import input_specs
 from stages.runtime import registry
 from stages.runtime.engine import Engine
 from stages.runtime.manifest import read_manifest
+from stages.runtime.records import host_facts
 
 REFERENCE, CANDIDATE = "reference", "engine"
 TASK = ("metric", "reference", "candidate", "delta", "budget", "passed", "agreement", "samples")
@@ -210,4 +211,4 @@ def part_record(span: tuple[int, int] | None, manifest: dict[str, Any], part: di
 
 
 if __name__ == "__main__":
-    run_stage("compare", main)
+    run_stage("compare", main, facts=host_facts)

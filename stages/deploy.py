@@ -22,6 +22,7 @@ from stages.runtime import registry
 from stages.runtime.dispatch import PRIMARY
 from stages.runtime.engine import Engine, fallback_graph
 from stages.runtime.manifest import MANIFEST, engine_file, read_manifest
+from stages.runtime.records import host_facts
 
 IO_FILE = "io.json"
 TRITON = "triton"
@@ -105,4 +106,4 @@ def main(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
-    run_stage("deploy", main)
+    run_stage("deploy", main, facts=host_facts)

@@ -39,7 +39,7 @@ from stages.core.quantize import (
 from stages.core.reference import read_reference
 from stages.core.run import run_stage
 from stages.runtime import registry
-from stages.runtime.records import read_candidates
+from stages.runtime.records import host_facts, read_candidates
 from stages.select.candidate import Candidate, build_spec, graph_file, runtime_outputs
 
 CALIBRATION = "precision.int8.calibration"  # where the calibration settings live, for error messages
@@ -227,4 +227,4 @@ def main(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
-    run_stage("precision", main)
+    run_stage("precision", main, facts=host_facts)

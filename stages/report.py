@@ -5,7 +5,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from stages.core.artifacts import read_json, write_text
+from stages.core.artifacts import read_json, to_json, write_text
+from stages.core.device import cpu_class
 from stages.core.markdown import table
 from stages.core.metrics import ENGINE
 from stages.core.report_accuracy import accuracy_gate, accuracy_table
@@ -141,8 +142,38 @@ under the engine's gate (its precision's tolerances). ![latency](latency.png)
 """
 
 
+def fleet_row(target: str, env: dict, acc: dict, bench: dict, manifest: dict, summary_path: str) -> dict[str, Any]:
+    """The target's row of the fleet report (``stages/fleet.py``): what it ships, how fast, how large.
+
+    Args:
+        target: the fleet target's name.
+        env: its env.json; acc: accuracy.json; bench: benchmark.json; manifest: the engine's manifest.
+        summary_path: its summary page.
+
+    Returns:
+        dict: model, precision, target, machine, gate, engine, p50 per batch size, speed-ups, build s, bytes.
+    """
+    engine = bench["runtimes"][ENGINE]
+    return {
+        "build_s": manifest.get("build_s"),
+        "engine": engines(manifest),
+        "engine_bytes": bench.get("engine_bytes"),
+        "gate": bool(acc["passed"]),
+        "machine": cpu_class(env["host"])
+        if "cpu" in manifest["fingerprint"]["device"]
+        else device_line(manifest["fingerprint"]).removeprefix("- device: "),
+        "model": acc["model"],
+        "p50_ms": {b: r["latency_ms"]["p50"] for b, r in engine.items()},
+        "precision": acc["precision"],
+        "requested": acc.get("requested_precision", acc["precision"]),
+        "speedups": speedups(bench),
+        "summary": summary_path,
+        "target": target,
+    }
+
+
 def main(cfg: DictConfig) -> str:
-    """Write ``paths.summary`` and ``paths.latency_plot``.
+    """Write ``paths.summary``, ``paths.latency_plot`` and the target's fleet row ``paths.fleet_row``.
 
     Args:
         cfg: the stage's config (its ``paths``).
@@ -156,7 +187,9 @@ def main(cfg: DictConfig) -> str:
     runtimes = read_json(cfg.paths.runtimes)
     colours = registry.palette(runtimes) | {name: r["colour"] for name, r in runtimes.items()}  # + race candidates
     plot(bench, manifest, cfg.paths.latency_plot, colours)
-    return f"{cfg.paths.summary}, {cfg.paths.latency_plot}"
+    target = next(iter(cfg.fleet.targets))
+    write_text(cfg.paths.fleet_row, to_json(fleet_row(target, env, acc, bench, manifest, cfg.paths.summary)))
+    return f"{cfg.paths.summary}, {cfg.paths.latency_plot}, {cfg.paths.fleet_row}"
 
 
 if __name__ == "__main__":

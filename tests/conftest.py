@@ -1,7 +1,10 @@
 """Shared fixtures. Every test runs offline and isolated: no DVC analytics, no global DVC or git config."""
 
 import os
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,59 @@ def dvc_repo(tmp_path: Path) -> Path:
     run(["git", "add", "-A"], tmp_path)
     run(["git", "commit", "-qm", "copy"], tmp_path)
     return tmp_path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A moto S3 server on 127.0.0.1 with one bucket; every AWS client setting points at it and nowhere else."""
+    port = free_port()
+    aws = tmp_path / "aws"
+    aws.mkdir()
+    (aws / "config").write_text("[default]\nregion = us-east-1\n")
+    (aws / "credentials").write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    settings = {
+        "AWS_EC2_METADATA_DISABLED": "true",  # never probe the cloud instance-metadata address
+        "AWS_CONFIG_FILE": str(aws / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",  # the endpoint lives here, never in git
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the moto S3 server did not start") from None
+                time.sleep(0.1)
+        import boto3
+
+        bucket = f"engineforge-{tmp_path.name.lower().replace('_', '-')[:40]}"
+        boto3.client("s3", endpoint_url=settings["AWS_ENDPOINT_URL_S3"]).create_bucket(Bucket=bucket)
+        yield bucket
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -110,9 +110,10 @@ def run_stage(module: ModuleType, cfg: DictConfig) -> str:
     return module.main(stage_config(module.__name__.rsplit(".", 1)[1], plain(cfg)))
 
 
-def ran_stages(output: str) -> list[str]:
-    """The stages DVC ran (not skipped, not restored), from its own output."""
-    return re.findall(r"Running stage '(\w+)'", output)
+def ran_stages(output: str, target: str = "local") -> list[str]:
+    """The stages DVC ran (not skipped, not restored), from its own output; ``<stage>@<target>`` of the default
+    fleet's one target reads ``<stage>``."""
+    return [name.removesuffix(f"@{target}") for name in re.findall(r"Running stage '([\w@.-]+)'", output)]
 
 
 def run(

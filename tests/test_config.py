@@ -13,7 +13,20 @@ from stages.core.run import declared_params, select
 from stages.runtime import registry
 from tests.helpers import ROOT, compose
 
-STAGES = ["env", "export", "simplify", "reference", "precision", "build", "compare", "benchmark", "deploy", "report"]
+STAGES = [
+    "env",
+    "export",
+    "simplify",
+    "reference",
+    "precision",
+    "build",
+    "compare",
+    "benchmark",
+    "deploy",
+    "report",
+    "fleet",
+]
+PER_TARGET = {"env", "precision", "build", "compare", "benchmark", "deploy", "report"}  # foreach over fleet.targets
 
 
 def test_committed_params_yaml_is_the_composition_of_conf():
@@ -28,7 +41,7 @@ def test_overrides_compose_like_dvc_exp_run_set_param():
     assert list(cfg.benchmark.batch_sizes) == [1, 8]
     assert cfg.backend.name == "onnxruntime"
     assert cfg.paths.onnx == "build/textenc/export/model.onnx"  # paths follow the model
-    assert cfg.paths.precise == "build/textenc/fp32"  # a folder: a graph per candidate
+    assert cfg.paths.precise == "build/textenc/fp32/local/graphs"  # a folder: a graph per candidate, per target
 
 
 def test_auto_backend_carries_every_backends_settings():
@@ -81,9 +94,11 @@ def test_dvc_yaml_takes_every_path_from_params():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for name, stage in dvc["stages"].items():
         for section in ("deps", "outs", "metrics", "plots"):
-            for entry in stage.get(section, []):
+            for entry in stage.get("do", stage).get(section, []):
                 path = entry if isinstance(entry, str) else next(iter(entry))
-                assert path.startswith(("${paths.", "${model.", "stages/")), f"{name}.{section}: {path}"
+                assert path.startswith(("${paths.", "${model.", "stages/", "pyproject.toml")), (
+                    f"{name}.{section}: {path}"
+                )
     assert re.search(r"\bbuild/|\breports/", (ROOT / "dvc.yaml").read_text()) is None
 
 
@@ -91,14 +106,19 @@ def test_each_stage_is_one_module_listed_as_its_own_dependency():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     assert list(dvc["stages"]) == STAGES
     for name, stage in dvc["stages"].items():
-        assert stage["cmd"] == f"python -m stages.{name}"
+        assert (stage.get("foreach") == "${fleet.targets}") == (name in PER_TARGET), name
+        stage = stage.get("do", stage)
+        assert stage["cmd"] == f"python -m stages.{name}" + (" ${key}" if name in PER_TARGET else "")
         assert f"stages/{name}.py" in stage["deps"]
         assert (ROOT / f"stages/{name}.py").is_file()
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_declared_params_exist(stage):
-    select(compose(), declared_params(stage, ROOT / "dvc.yaml"))
+    for option in ("local", "cpus"):
+        cfg = compose(f"fleet={option}")
+        for target in cfg.fleet.targets if stage in PER_TARGET else [None]:
+            select(cfg, declared_params(f"{stage}@{target}" if target else stage, ROOT / "dvc.yaml"))
 
 
 def test_hydra_is_enabled_for_dvc():
@@ -114,9 +134,10 @@ def test_the_latency_plot_draws_a_line_per_runtime_the_benchmark_wrote(tmp_path)
     from tests.helpers import copy_repo, run
 
     root = copy_repo(tmp_path)
-    write_curves(str(root / "reports/latency"), {1: {"engine": np.array([1.0, 2.0]), "toy_default": np.ones(3)}})
+    latency = compose().paths.latency
+    write_curves(str(root / latency), {1: {"engine": np.array([1.0, 2.0]), "toy_default": np.ones(3)}})
     run(["git", "init", "-q"], root)
-    shown = json.loads(run(["dvc", "plots", "show", "--json"], root).stdout)["data"]["reports/latency/bs1.csv"][0]
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], root).stdout)["data"][f"{latency}/bs1.csv"][0]
     content = shown["content"]
     assert content["encoding"]["color"]["field"] == "runtime" and content["encoding"]["y"]["field"] == "latency_ms"
     assert {row["runtime"] for row in content["data"]["values"]} == {"engine", "toy_default"}

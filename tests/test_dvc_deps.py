@@ -59,7 +59,8 @@ def code_only_docstring(path: Path) -> bool:
 def uncovered(dvc: dict) -> dict[str, list[str]]:
     """Stage -> the files its command loads that none of its deps (a file or a folder above it) covers."""
     missing = {}
-    for name, stage in dvc["stages"].items():
+    for name, definition in dvc["stages"].items():
+        stage = definition.get("do", definition)  # once per fleet target: the foreach body
         module = stage["cmd"].removeprefix("python -m ").split()[0]
         deps = [ROOT / d for d in stage.get("deps", []) if "${" not in d]
         files = sorted(loaded_files(module))
@@ -80,7 +81,8 @@ def dvc_yaml() -> dict:
 
 def test_every_file_a_stage_loads_is_a_dependency_of_that_stage():
     dvc = dvc_yaml()
-    assert {s["cmd"] for s in dvc["stages"].values()} >= {"python -m stages.report", "python -m stages.build"}
+    commands = {s.get("do", s)["cmd"] for s in dvc["stages"].values()}
+    assert commands >= {"python -m stages.report ${key}", "python -m stages.build ${key}", "python -m stages.fleet"}
     assert uncovered(dvc) == {}
 
 
@@ -89,7 +91,7 @@ def test_a_removed_dependency_is_found():
     assert len(loaded_files("stages.report")) > 3  # the stage, core's modules, the packages on the way
     for stage, dep in (("build", "stages/select"), ("report", "stages/core"), ("benchmark", "stages/benchmark.py")):
         broken = copy.deepcopy(dvc)
-        broken["stages"][stage]["deps"].remove(dep)
+        broken["stages"][stage]["do"]["deps"].remove(dep)
         found = uncovered(broken)
         assert list(found) == [stage] and all(f.startswith(dep) for f in found[stage]), found
 
@@ -125,12 +127,12 @@ def test_no_import_runs_from_a_lower_layer_to_a_higher_one():
 
 
 def test_the_coverage_command_takes_the_dag_from_dvc_yaml():
-    """Once per model what no precision reaches; per precision the rest, in dvc.yaml's order (report aside)."""
+    """Once per model what no precision reaches; per precision the rest, in dvc.yaml's order (reports aside)."""
     from engineforge.coverage import stage_plan
 
     once, per = stage_plan(str(ROOT / "dvc.yaml"))
-    assert once == ["export", "simplify"]  # reference reads runtimes.json, which env writes beside env.json
-    assert per == ["env", "reference", "precision", "build", "compare", "benchmark", "deploy"]
+    assert once == ["export", "simplify", "reference"]  # reference reads no machine record: every target shares it
+    assert per == ["env", "precision", "build", "compare", "benchmark", "deploy"]
 
 
 def test_no_function_in_stages_is_over_60_lines():

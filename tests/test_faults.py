@@ -179,7 +179,7 @@ def test_inf_in_engine_outputs_fails_compare_naming_the_output(repo: Path):
         match=r"accuracy gate failed: (batch 1-5 \(fp32\.\w+\): )?output 'y' (of the fp32 reference )?has NaN or Inf",
     ):
         run_stage(compare, cfg)
-    report = read_json(repo / "reports/accuracy.json")
+    report = read_json(repo / compose().paths.accuracy)
     assert not report["passed"] and any(f.endswith("output 'y' has NaN or Inf") for f in report["failures"])
 
 

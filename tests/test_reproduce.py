@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from engineforge.reproduce import (
-    ACCURACY,
     BUILT,
     RACED,
     RECORD,
     TOLERANCE,
+    deterministic,
     lock_differences,
     md5_of,
     outs,
@@ -37,6 +37,8 @@ COMMITTED = json.loads((ROOT / RECORD).read_text())
 FIXTURE = json.loads((ROOT / "tests/fixtures/cpu_kinds.json").read_text())
 MEASURED = FIXTURE["kinds"] + FIXTURE["kernel_paths"]
 EXPORT = "build/digits/export.json"
+TARGET = yaml.safe_load((ROOT / "params.yaml").read_text())["fleet"]["default"]
+ACCURACY = yaml.safe_load((ROOT / "params.yaml").read_text())["paths"]["accuracy"]
 
 
 def with_values(report: dict[str, Any], values: dict[str, float]) -> dict[str, Any]:
@@ -64,11 +66,11 @@ def reproduced(reports: dict[str, Any]) -> dict[str, Any]:
 def compared(export: dict[str, Any], lock: dict[str, Any] | None = None, record: dict[str, Any] | None = None):
     """What the check finds when a rerun writes ``export`` (the other reports as committed) and ``lock``."""
     fresh = dict(COMMITTED["reports"]) | {EXPORT: export}
-    return lock_differences(LOCK, lock or reproduced(fresh), record or COMMITTED["reports"], fresh.__getitem__)
+    return lock_differences(LOCK, lock or reproduced(fresh), record or COMMITTED["reports"], fresh.__getitem__, TARGET)
 
 
 def test_the_committed_record_holds_the_committed_lock_and_names_its_cpu():
-    locked = {p: m for stage in ("export", "simplify", "precision") for p, m in outs(LOCK, stage).items()}
+    locked = {p: m for stage in deterministic(TARGET) for p, m in outs(LOCK, stage).items()}
     assert set(COMMITTED["reports"]) == {EXPORT, "build/digits/simplify.json", "build/digits/precision.json"}
     for path, content in COMMITTED["reports"].items():
         assert md5_of(content) == locked[path], f"{RECORD} is stale for {path}: run `make pipeline`"
@@ -188,9 +190,11 @@ def test_recording_a_run_gives_the_committed_record_on_the_same_kind(tmp_path: P
     """`make pipeline`'s --record in a fresh copy: same reports as committed where the CPU is of the committing
     kind; on another kind, the same fields within tolerance."""
     committed_copy(tmp_path)
-    run(["dvc", "repro", "precision"], tmp_path)
+    run(["dvc", "repro", f"precision@{TARGET}"], tmp_path)
     made = record(tmp_path)
-    found, tolerated = lock_differences(LOCK, reproduced(made["reports"]), COMMITTED["reports"], made["reports"].get)
+    found, tolerated = lock_differences(
+        LOCK, reproduced(made["reports"]), COMMITTED["reports"], made["reports"].get, TARGET
+    )
     assert found == []
     if cpu_kind(made["cpu"]) == cpu_kind(COMMITTED["cpu"]):  # equal but for each stage's time and memory
         assert unmeasured(made) == unmeasured(COMMITTED) and tolerated == []

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from stages import benchmark, compare, deploy, env, export, precision, reference, report, simplify
 from stages import build as build_module
 from stages.core.artifacts import read_json, sha256
+from stages.core.device import cpu_fingerprint
 from stages.core.errors import PipelineError
 from stages.core.onnx_io import ort_outputs
 from stages.core.run import load_params
@@ -85,7 +86,8 @@ def test_env_is_deterministic(tiny):
     assert (root / cfg.paths.env).read_bytes() == first
     recorded = json.loads(first)
     assert [c["backend"] for c in recorded["candidates"]] == [b.name for b in CANDIDATES]
-    assert recorded["requested"] == "auto" and set(recorded) == {"candidates", "reason", "requested"}
+    assert recorded["requested"] == "auto" and set(recorded) == {"candidates", "host", "reason", "requested"}
+    assert recorded["host"] == cpu_fingerprint()  # what a collect job checks the kept record against
     for record in recorded["candidates"]:
         assert record["fingerprint"]["device"]["cpu"]["cores"] >= 1
         assert record["capabilities"] == registry.get(record["backend"]).capabilities.record()
@@ -171,9 +173,10 @@ def test_stage_cannot_read_undeclared_params(tiny, tmp_path):
     plain = load_params("env", params, ROOT / "dvc.yaml", plain=True)  # the env stage's light path
     paths = {k: cfg.paths[k] for k in ("build", "env", "runtimes", "timing_cache")}
     declared = {"backend": OmegaConf.to_container(cfg.backend), "precision": {"name": cfg.precision.name}}
-    assert plain == declared | {"paths": paths}
-    params.write_text(OmegaConf.to_yaml(cfg).replace("target: null", ""))
-    with pytest.raises(PipelineError, match="has no key 'target'"):
+    fleet = {"targets": {"local": OmegaConf.to_container(cfg.fleet.targets.local)}}
+    assert plain == declared | {"paths": paths, "fleet": fleet}
+    params.write_text(OmegaConf.to_yaml(cfg).replace("    runner: ubuntu-latest\n", ""))
+    with pytest.raises(PipelineError, match=r"has no key 'fleet\.targets\.local\.runner'"):
         load_params("build", params, ROOT / "dvc.yaml", plain=True)
 
 

@@ -30,13 +30,15 @@ ISA_FLAGS = [
     "asimddp",
     "sve",
 ]
+ISA_CAP = "ONEDNN_MAX_CPU_ISA"  # oneDNN reads it at start: OpenVINO's CPU kernels then stop at that ISA
 
 
 def cpu_fingerprint() -> dict[str, Any]:
     """The CPU as a runtime sees it: architecture, model name, relevant ISA flags, usable cores.
 
     Returns:
-        dict: ``arch``, ``model``, ``isa`` (sorted flags kernels dispatch on) and ``cores`` (this process's).
+        dict: ``arch``, ``model``, ``isa`` (sorted flags kernels dispatch on), ``isa_cap`` (``ONEDNN_MAX_CPU_ISA``,
+        which caps oneDNN's kernels, OpenVINO's on CPUs; ``none`` unset) and ``cores`` (this process's).
     """
     model, flags = None, set()
     try:
@@ -51,13 +53,14 @@ def cpu_fingerprint() -> dict[str, Any]:
         "arch": platform.machine(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "isa": sorted(flags & set(ISA_FLAGS)),
+        "isa_cap": os.environ.get(ISA_CAP, "").strip().upper() or "none",
         "model": model or platform.processor() or "unknown",  # processor() runs `uname -p`: only when needed
     }
 
 
 def cpu_kind(cpu: dict[str, Any]) -> tuple[str, ...]:
-    """What makes two CPUs compute alike: the architecture and the ISA flags kernels dispatch on (not the model
-    name or the core count).
+    """What makes two CPUs compute alike: the architecture, the ISA flags kernels dispatch on and oneDNN's cap on
+    them (not the model name or the core count).
 
     Args:
         cpu: a ``cpu_fingerprint``.
@@ -65,7 +68,8 @@ def cpu_kind(cpu: dict[str, Any]) -> tuple[str, ...]:
     Returns:
         tuple[str, ...]: the architecture, then the flags.
     """
-    return (cpu.get("arch") or "unknown", *sorted(cpu.get("isa", [])))
+    cap = cpu.get("isa_cap") or "none"
+    return (cpu.get("arch") or "unknown", *sorted(cpu.get("isa", [])), *([] if cap == "none" else [f"cap={cap}"]))
 
 
 def cpu_label(cpu: dict[str, Any]) -> str:
@@ -81,6 +85,22 @@ def cpu_label(cpu: dict[str, Any]) -> str:
     return f"{cpu.get('model') or 'unknown CPU'} ({arch}: {' '.join(isa) or 'baseline ISA'})"
 
 
+def cpu_class(cpu: dict[str, Any]) -> str:
+    """A CPU in a few words: ``Intel Xeon (AMX)``, ``AMD EPYC (AVX-512)``, with oneDNN's cap where set.
+
+    Args:
+        cpu: a ``cpu_fingerprint``.
+
+    Returns:
+        str: the model name and its widest vector ISA.
+    """
+    isa = set(cpu.get("isa", []))
+    widest = next((name for flag, name in WIDEST if flag in isa), cpu.get("arch") or "unknown")
+    cap = cpu.get("isa_cap") or "none"
+    return f"{cpu.get('model') or 'unknown CPU'} ({widest}{'' if cap == 'none' else f', oneDNN capped at {cap}'})"
+
+
+WIDEST = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("sve", "SVE"), ("asimd", "NEON"))
 VNNI_ISA = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86 int8 dot products without int16 saturation
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from stages.core.errors import PipelineError
+from stages.core.fleet import SEPARATOR, check_machine, default_target, retarget, split_stage
 from stages.core.resources import cost_line
 from stages.core.schema import check_types
 
@@ -28,19 +29,21 @@ PLAIN_STAGES = ("env",)  # stages whose main takes a plain dict: no OmegaConf im
 
 
 def declared_params(stage: str, dvc_file: str | os.PathLike[str] = DVC_FILE) -> list[str]:
-    """The params.yaml keys that ``stage`` declares in dvc.yaml.
+    """The params.yaml keys that ``stage`` declares in dvc.yaml (for ``build@avx2``, its ``foreach`` body's, with
+    ``${key}`` read as ``avx2``).
 
     Args:
-        stage: the stage's name in dvc.yaml.
+        stage: the stage's name as DVC prints it.
         dvc_file: the pipeline file.
 
     Returns:
         list[str]: dotted keys, in dvc.yaml's order.
     """
+    base, target = split_stage(stage)
     try:
-        stages = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8"))["stages"]
-        entries = stages[stage].get("params", [])
-    except (OSError, KeyError, TypeError) as e:
+        definition = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8"))["stages"][base]
+        entries = definition.get("do", definition).get("params", [])
+    except (OSError, KeyError, TypeError, AttributeError) as e:
         raise PipelineError(f"{dvc_file} has no stage {stage!r}: run from the repository root") from e
     keys: list[str] = []
     for entry in entries:
@@ -48,7 +51,16 @@ def declared_params(stage: str, dvc_file: str | os.PathLike[str] = DVC_FILE) -> 
             keys.append(entry)
         else:
             keys += [k for file, ks in entry.items() if file == PARAMS_FILE for k in ks]
-    return keys
+    return [key.replace("${key}", target or "${key}") for key in keys]
+
+
+def per_target(stage: str, dvc_file: str | os.PathLike[str] = DVC_FILE) -> bool:
+    """Whether dvc.yaml runs ``stage`` (``build`` or ``build@avx2``) once per fleet target (``foreach``)."""
+    try:
+        definition = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8"))["stages"][split_stage(stage)[0]]
+    except (OSError, KeyError, TypeError) as e:
+        raise PipelineError(f"{dvc_file} has no stage {stage!r}: run from the repository root") from e
+    return isinstance(definition, Mapping) and "foreach" in definition
 
 
 def select(tree: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
@@ -108,7 +120,8 @@ def stage_config(
     read-only. The one way a stage's params are made, for ``python -m stages.<name>``, commands and tests alike.
 
     Args:
-        stage: the stage's name in dvc.yaml.
+        stage: the stage's name in dvc.yaml, with ``@<target>`` for one fleet target's (the default target's
+            without).
         tree: the whole config as plain data (params.yaml's content, or a composed config made plain).
         dvc_file: dvc.yaml.
         plain: a dict instead of a DictConfig; None = as the stage takes it (``PLAIN_STAGES``).
@@ -116,9 +129,14 @@ def stage_config(
     Returns:
         DictConfig | dict: the stage's params.
     """
+    base, target = split_stage(stage)
+    if per_target(stage, dvc_file):  # a target's stage reads that target's paths (the default target's if unnamed)
+        target = target or default_target(tree)
+        tree = retarget(tree, target)
+        stage = f"{base}{SEPARATOR}{target}"
     chosen = select(tree, declared_params(stage, dvc_file))
     check_types(chosen)
-    return chosen if (stage in PLAIN_STAGES if plain is None else plain) else frozen(chosen)
+    return chosen if (base in PLAIN_STAGES if plain is None else plain) else frozen(chosen)
 
 
 def frozen(tree: Mapping[str, Any]) -> "DictConfig":
@@ -194,19 +212,28 @@ def quiet_onnxruntime() -> None:
     onnxruntime.set_default_logger_severity(3)
 
 
-def run_stage(name: str, main: Callable[[Any], str]) -> None:
-    """Entry point of ``python -m stages.<name>``: one line on success, one line and exit 1 on a user error.
+def run_stage(name: str, main: Callable[[Any], str], facts: Callable[[], Mapping[str, Any]] | None = None) -> None:
+    """Entry point of ``python -m stages.<name> [<target>]``: one line on success, one line and exit 1 on a user
+    error. dvc.yaml gives a per-target stage its target as the one argument.
 
     Args:
         name: the stage's name in dvc.yaml.
         main: the stage's function; it gets the stage's params (``stage_config``) and returns the line to print.
+        facts: for a stage that runs engines here, this machine's facts: it stops in one line, before ``main``,
+            on a machine its target's ``match`` does not fit.
     """
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     quiet_libraries()
     if name not in PLAIN_STAGES:  # the env stage, on every `dvc repro`, does not import onnxruntime
         quiet_onnxruntime()
+    if len(sys.argv) > 1:
+        name = f"{name}{SEPARATOR}{sys.argv[1]}"
     try:
-        message = main(load_params(name))
+        cfg = load_params(name)
+        target = split_stage(name)[1]
+        if facts is not None and target is not None:
+            check_machine(target, cfg["fleet"]["targets"][target], facts())
+        message = main(cfg)
     except PipelineError as e:
         print(f"engineforge {name}: error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -21,7 +21,7 @@ from stages.core.profiles import profile_index
 from stages.runtime.base import Backend, TimedCall
 from stages.runtime.bundle import EngineError, TensorSpec, check_feed, fallback_graph, tensor_specs
 from stages.runtime.dispatch import Part, open_parts, route
-from stages.runtime.loading import load
+from stages.runtime.loading import load, pick_target
 
 __all__ = ["Engine", "EngineError", "TensorSpec", "fallback_graph"]
 
@@ -45,7 +45,8 @@ class Engine:
         """Open the engine in ``folder`` (an engine folder or a deploy folder) with its certified settings.
 
         Args:
-            folder: the folder holding ``manifest.json`` and the engine file.
+            folder: the folder holding ``manifest.json`` and the engine file, or a fleet's deploy root
+                (``build/<model>/<precision>/``): the target whose engine this host runs is opened.
             fallback: None refuses an engine this host cannot run; ``"cpu"`` runs the bundle's precision graph
                 on ONNX Runtime's CPU provider instead, and says so in one line on stderr.
             name: the engine's name in comparisons.
@@ -57,7 +58,7 @@ class Engine:
             EngineError: one line: a missing or altered file, another host's engine (without ``fallback``), a
                 runtime that cannot load it.
         """
-        folder = Path(folder)
+        folder = pick_target(Path(folder))  # a fleet's deploy root: the target whose engine runs here
         engine = cls._open_one(folder, fallback, name)
         if engine.manifest.get("dispatch"):  # one engine per batch range: each opened and checked as this one
             try:

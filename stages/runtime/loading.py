@@ -10,7 +10,7 @@ from stages.core.errors import PipelineError, first_line
 from stages.runtime import registry
 from stages.runtime.base import Backend, quiet_polygraphy
 from stages.runtime.bundle import EngineError, fallback_graph
-from stages.runtime.manifest import engine_file, host_mismatch, read_manifest
+from stages.runtime.manifest import MANIFEST, engine_file, host_mismatch, read_manifest
 
 FALLBACKS = {"cpu": registry.REFERENCE}  # Engine.open(fallback=...) -> the backend that runs the bundle's graph
 
@@ -59,6 +59,43 @@ def load(folder: Path, fallback: str | None, name: str) -> tuple[Backend, Any, d
     note = f"{problem}: running its {manifest['precision']} graph {graph.name} on ONNX Runtime's CPU provider"
     print(f"engineforge: {note}", file=sys.stderr)
     return runtime, activated(runtime, runtime.baseline_runner(graph, name), folder), manifest, note
+
+
+def pick_target(root: Path) -> Path:
+    """The engine folder to open for ``root``: ``root`` itself where it holds a manifest, else, on a fleet's deploy
+    root (``build/<model>/<precision>/``: ``<target>/deploy/``, or folders of deploy copies named by target), the
+    one target whose engine this host runs.
+
+    Args:
+        root: an engine or deploy folder, or a deploy root.
+
+    Returns:
+        Path: the folder to load.
+
+    Raises:
+        EngineError: one line naming each target and why it does not fit this host.
+    """
+    found = sorted(root.glob(f"*/deploy/{MANIFEST}")) or sorted(root.glob(f"*/{MANIFEST}"))
+    if (root / MANIFEST).is_file() or not found:
+        return root
+    why: dict[Path, str | None] = {}
+    for path in found:
+        try:
+            manifest = read_manifest(path.parent)
+            backend = registry.get(manifest["backend"])
+        except (PipelineError, KeyError) as e:
+            why[path.parent] = first_line(e, 120)
+            continue
+        available = backend.availability()
+        why[path.parent] = (
+            host_mismatch(path.parent, manifest, registry.fingerprint(backend.name))
+            if available.ok
+            else available.reason
+        )
+        if why[path.parent] is None:
+            return path.parent
+    lines = "; ".join(f"{folder.relative_to(root)}: {problem}" for folder, problem in why.items())
+    raise EngineError(f"{root} holds no engine for this host ({lines})")
 
 
 def activated(runtime: Backend, runner: Any, folder: Path) -> Any:

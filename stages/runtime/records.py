@@ -11,7 +11,9 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from stages.core.device import cpu_fingerprint
 from stages.core.errors import PipelineError
+from stages.core.fleet import machine_facts
 from stages.runtime import registry
 from stages.runtime.base import Backend
 from stages.runtime.manifest import first_difference
@@ -118,7 +120,7 @@ def env_records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
         "reason": reason,
         "requested": requested,
     }
-    files = {paths["env"]: env, paths["runtimes"]: runtime_records()}
+    files = {paths["env"]: env | {"host": cpu_fingerprint()}, paths["runtimes"]: runtime_records()}
     return files, f"backend {', '.join(b.name for b in chosen)} ({reason})"
 
 
@@ -139,3 +141,9 @@ def candidate_record(backend: Backend, group: Mapping[str, Any]) -> dict[str, An
         "code": code_digest(backend.name),
         "fingerprint": registry.fingerprint(backend.name),
     } | own
+
+
+def host_facts() -> dict[str, Any]:
+    """This machine as a fleet target's ``match`` reads it (``fleet.machine_facts``): what ``run_stage`` checks
+    before a target's stage runs an engine here."""
+    return machine_facts(cpu_fingerprint(), runtime_records())
