@@ -6,8 +6,8 @@ and would import it in OpenVINO's default precision (bf16 on AVX-512 CPUs), so i
 built from and the engine's settings: ``-hint none -nthreads N -nstreams S -infer_precision P -api sync``, one
 synchronous request at a time as the benchmark stage times it.
 
-    python -m engineforge.outside_check build/resnet18/deploy [--benchmark reports/benchmark.json] [--seconds 3]
-    python -m engineforge.outside_check build/resnet18/deploy --rounds 3   # both timed here, alternating
+    python -m engineforge.outside_check build/resnet18/fp32/local/deploy [--benchmark reports/targets/local/benchmark.json] [--seconds 3]
+    python -m engineforge.outside_check build/resnet18/fp32/local/deploy --rounds 3   # both timed here, alternating
 """
 
 import argparse
@@ -18,8 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
+from stages.core.run import PARAMS_FILE
 from stages.runtime.engine import fallback_graph
 from stages.runtime.manifest import read_manifest
 
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="an OpenVINO engine folder or deploy folder")
-    parser.add_argument("--benchmark", default="reports/benchmark.json", help="the benchmark stage's report")
+    parser.add_argument("--benchmark", help="the benchmark stage's report (default: params.yaml's paths.benchmark)")
     parser.add_argument("--seconds", type=int, default=3, help="benchmark_app's -t (whole seconds)")
     parser.add_argument("--rounds", type=int, default=0, help="time both sides here, alternating, N rounds")
     args = parser.parse_args(argv)
@@ -114,6 +117,9 @@ def main(argv: list[str] | None = None) -> None:
         if manifest["backend"] != "openvino":
             raise PipelineError(f"{args.folder} is a {manifest['backend']} engine: benchmark_app runs OpenVINO's")
         graph = fallback_graph(args.folder, manifest)
+        args.benchmark = (
+            args.benchmark or yaml.safe_load(Path(PARAMS_FILE).read_text(encoding="utf-8"))["paths"]["benchmark"]
+        )
         bench = read_json(args.benchmark)
         if (bench["model"], bench["backend"], bench["precision"]) != (
             manifest["model"],

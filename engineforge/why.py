@@ -6,8 +6,8 @@ Not a DVC stage: a command (run it after editing params.yaml, or after pulling, 
 
 Built on DVC's own view, not a second hashing scheme: `dvc status` (through DVC's API) says which dependencies and
 params changed; dvc.lock and params.yaml give each changed param's old and new value; DVC's run-cache says whether
-a changed stage's new inputs were built before. The env stage always runs, so the machine's fingerprint is
-computed now and compared with build/env.json: a field that differs (old -> new) reaches every stage after it.
+a changed stage's new inputs were built before. A target's env stage always runs, so the machine's fingerprint is
+computed now and compared with the target's env.json: a field that differs (old -> new) reaches every stage after it.
 A stage after one that will run is "pending": it runs, or is restored if the inputs it then has were built before;
 that is only known once the stage before it has produced them. A last line names the engine built last and the
 race that chose it (its manifest's record).
@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
+from stages.core.fleet import retarget, split_stage
 from stages.core.run import plain
 from stages.runtime import records
 from stages.runtime.manifest import differences, first_difference
@@ -70,19 +71,21 @@ def restorable(repo: Any, name: str) -> bool:
 
 
 def explain() -> list[tuple[str, str, str]]:
-    """(stage, verdict, reason) for every stage of dvc.yaml, in pipeline order."""
+    """(stage, verdict, reason) for every stage DVC resolves from dvc.yaml (``build@<target>`` once per fleet
+    target), in pipeline order."""
     from dvc.repo import Repo
 
     logging.getLogger("dvc").setLevel(logging.ERROR)  # a dry restore logs "Stage ... is cached"
-    stages = yaml.safe_load(Path(DVC).read_text(encoding="utf-8"))["stages"]
     params = OmegaConf.load(PARAMS)
+    tree = plain(params)
     lock = yaml.safe_load(Path(LOCK).read_text(encoding="utf-8")) if Path(LOCK).is_file() else {}
     repo = Repo(".")
     status = repo.status()
     produced: dict[str, str] = {}  # output path -> the stage that will (re)produce it
     rows = []
-    for name, spec in stages.items():
-        reasons, upstream = [], set()
+    for stage in repo.index.stages:
+        name = stage.addressing
+        reasons = []
         for change in status.get(name, []):
             if isinstance(change, dict):
                 for path, what in change.get("changed deps", {}).items():
@@ -90,15 +93,12 @@ def explain() -> list[tuple[str, str, str]]:
                     reasons += param_changes(name, keys, lock, params) if path == PARAMS else [f"{path} {what}"]
                 reasons += [f"output {p} {w}" for p, w in change.get("changed outs", {}).items()]
                 reasons += ["its command changed"] if change.get("changed command") else []
-        outs = [next(iter(o)) if isinstance(o, dict) else o for o in spec.get("outs", []) + spec.get("metrics", [])]
-        outs = [OmegaConf.select(params, o[2:-1]) if o.startswith("${") else o for o in outs]
-        for dep in spec.get("deps", []):
-            path = OmegaConf.select(params, dep[2:-1]) if dep.startswith("${") else dep
-            if path in produced:
-                upstream.add(produced[path])
-        persist = any(isinstance(o, dict) and next(iter(o.values())).get("persist") for o in spec.get("outs", []))
-        if spec.get("always_changed"):  # the env stage: its output is computed here and now
-            changes = env_changes(params)
+        outs = [str(o.def_path) for o in stage.outs]
+        upstream = {produced[str(d.def_path)] for d in stage.deps if str(d.def_path) in produced}
+        persist = any(o.persist for o in stage.outs)
+        if stage.always_changed:  # a target's env stage: its output is computed here and now
+            target = split_stage(name)[1]
+            changes = env_changes(retarget(tree, target) if target else tree)
             verdict = "run"
             reasons = [f"always runs; {p} will change: {c}" for p, c in changes.items()] or ["always runs; same output"]
             produced.update(dict.fromkeys(changes, name))

@@ -24,11 +24,11 @@ def test_custom_model_with_real_data_runs_end_to_end_then_nothing_reruns(dvc_rep
     run([sys.executable, "-m", "engineforge.run", "-S", "model=mlp", *QUICK], dvc_repo, env=no_venv)
     export = json.loads((dvc_repo / "build/mlp/export.json").read_text())
     assert export["source"] == "factory" and export["inputs"] == {"x": ["batch", 64]}
-    accuracy = json.loads((dvc_repo / "reports/accuracy.json").read_text())
+    accuracy = json.loads((dvc_repo / "reports/targets/local/accuracy.json").read_text())
     assert accuracy["passed"] and accuracy["task"]["metric"] == "top1" and accuracy["task"]["samples"] == 360
     assert accuracy["data"] == {"eval": "examples/data/mlp_eval.npz", "synthetic": False}
     assert accuracy["task"]["reference"] > 0.9
-    assert "no real data" not in (dvc_repo / "reports/summary.md").read_text()
+    assert "no real data" not in (dvc_repo / "reports/targets/local/summary.md").read_text()
     assert ran_stages(run(["dvc", "repro"], dvc_repo).stdout) == ["env"]
 
 
@@ -41,10 +41,10 @@ def test_onnx_model_without_data_skips_export_and_warns(dvc_repo: Path, mlp_file
     export = json.loads((dvc_repo / "build/onnx/export.json").read_text())
     assert export["source"] == "onnx" and export["torch"] is None
     assert export["inputs"] == {"x": ["n", 64]}  # names and dynamic axes as the file has them
-    accuracy = json.loads((dvc_repo / "reports/accuracy.json").read_text())
+    accuracy = json.loads((dvc_repo / "reports/targets/local/accuracy.json").read_text())
     assert accuracy["passed"] and accuracy["data"]["synthetic"] and accuracy["task"]["metric"] == "agreement"
-    assert "no real data was used" in (dvc_repo / "reports/summary.md").read_text()
-    benchmark = json.loads((dvc_repo / "reports/benchmark.json").read_text())
+    assert "no real data was used" in (dvc_repo / "reports/targets/local/summary.md").read_text()
+    benchmark = json.loads((dvc_repo / "reports/targets/local/benchmark.json").read_text())
     here = json.loads((dvc_repo / "build/runtimes.json").read_text())
     assert set(benchmark["runtimes"]) == {"engine"} | {
         r["baseline"] for r in here.values() if r["baseline"]

@@ -15,7 +15,7 @@ from stages.runtime import registry
 from tests.helpers import OTHER_KERNELS, QUICK, compose, ran_stages, run
 
 pytestmark = pytest.mark.slow
-RESTORED = "Stage '{}' is cached - skipping run, checking out outputs"
+RESTORED = "Stage '{}@local' is cached - skipping run, checking out outputs"  # a stage of the one target
 CANDIDATES = registry.candidates("auto", "fp32")[0]  # the backends backend=auto races here
 
 
@@ -25,7 +25,8 @@ def exp_run(repo: Path, *overrides: str) -> str:
 
 
 def lock_outs(repo: Path, stage: str) -> dict[str, str]:
-    entry = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]
+    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    entry = stages.get(stage) or stages[f"{stage}@local"]  # shared, or the default fleet's one target's
     return {out["path"]: out["md5"] for out in entry.get("outs", [])}
 
 
@@ -36,17 +37,19 @@ def test_switching_back_restores_and_each_change_reruns_only_what_it_reaches(dvc
 
     back = exp_run(dvc_repo, "precision=fp32")  # fp32 -> int8 -> fp32: the fp32 engine comes back, unbuilt
     assert RESTORED.format("build") in back and RESTORED.format("precision") in back
-    assert not re.search(r"^engineforge (precision|build):", back, re.MULTILINE)
+    assert not re.search(r"^engineforge (precision|build)@local:", back, re.MULTILINE)
     assert lock_outs(dvc_repo, "build") == fp32_engine
     assert "benchmark" in ran_stages(back) and RESTORED.format("benchmark") not in back  # timings never restore
 
     bench = exp_run(dvc_repo, "benchmark.min_iterations=11")  # a benchmark setting: benchmark and report only
-    assert ran_stages(bench) == ["env", "benchmark", "report"], bench
+    assert ran_stages(bench) == ["env", "benchmark", "report", "fleet"], bench
 
-    target = exp_run(dvc_repo, "target=edge-a")  # part of the engine's key: the engine and everything after it
-    assert sorted(ran_stages(target)) == ["benchmark", "build", "compare", "deploy", "env", "report"], target
-    manifest = json.loads((dvc_repo / "build/digits/engine/manifest.json").read_text())
-    assert manifest["target"] == "edge-a"
+    where = exp_run(dvc_repo, "fleet.targets.local.runner=self-hosted")  # where a target builds: nothing rebuilds
+    assert ran_stages(where) == ["env", "fleet"], where
+    what = exp_run(dvc_repo, "+fleet.targets.local.env.OMP_WAIT_POLICY=PASSIVE")  # what a target is: rebuilds
+    assert "export" not in ran_stages(what) and {"precision", "build", "report", "fleet"} <= set(ran_stages(what))
+    manifest = json.loads((dvc_repo / compose().paths.engine / "manifest.json").read_text())
+    assert manifest["target"] == "local"
 
 
 # A key of each backend whose change must reach its engine (and no other backend's).
@@ -68,7 +71,7 @@ def test_another_backends_key_rebuilds_nothing_and_a_candidates_rebuilds(dvc_rep
     if other is not None:
         untouched = run([*build[:3], "-S", OWN_KEY[other], *build[3:]], dvc_repo).stdout
         assert ran_stages(untouched) == ["env"], untouched
-    env = json.loads((dvc_repo / "build/env.json").read_text())
+    env = json.loads((dvc_repo / compose().paths.env).read_text())
     group = OmegaConf.to_container(compose().backend)
     assert [(c["backend"], c["settings"]) for c in env["candidates"]] == [(n, group[n]) for n in names]
     changed = run([*build[:3], "-S", OWN_KEY[names[0]], *build[3:]], dvc_repo).stdout
@@ -83,18 +86,18 @@ def test_why_tells_skip_restore_run_and_pending_before_dvc_repro(dvc_repo: Path)
     cfg = compose(
         "backend=onnxruntime",
         "precision=int8",
-        "target=edge-b",
         "benchmark.min_iterations=12",
         *quick,
+        "backend.race.rounds=2",
         config_dir=dvc_repo / "conf",
     )
     OmegaConf.save(cfg, dvc_repo / "params.yaml")  # what `dvc exp run -S ...` would compose
     lines = run([sys.executable, "-m", "engineforge.why"], dvc_repo).stdout.splitlines()
-    verdicts = {line.split()[0]: line.split(maxsplit=2)[1:] for line in lines}
+    verdicts = {line.split()[0].removesuffix("@local"): line.split(maxsplit=2)[1:] for line in lines}
     assert verdicts["env"][0] == "run" and verdicts["env"][1].startswith("always runs")
     assert verdicts["export"][0] == verdicts["simplify"][0] == "skip"
     assert verdicts["precision"][0] == "restore" and "precision.name: 'fp32' -> 'int8'" in verdicts["precision"][1]
-    assert verdicts["build"][0] == "pending" and "target: None -> 'edge-b'" in verdicts["build"][1]
+    assert verdicts["build"][0] == "pending" and "backend.race.rounds: 1 -> 2" in verdicts["build"][1]
     assert verdicts["build"][1].endswith("after precision")  # env's output is the same: precision restores
     assert "benchmark.min_iterations: 10 -> 12" in verdicts["benchmark"][1]
     assert "never restored (persist)" in verdicts["benchmark"][1]
@@ -106,20 +109,21 @@ def test_why_tells_skip_restore_run_and_pending_before_dvc_repro(dvc_repo: Path)
 def test_export_measured_on_other_kernels_reruns_nothing_downstream(dvc_repo: Path):
     """export.json holds a measurement (max |PyTorch-ORT|) that moves in its last bits on another kind of CPU; no
     stage depends on it, and model.onnx keeps its bytes, so nothing after export reruns."""
-    run(["dvc", "repro", "compare"], dvc_repo)
+    run(["dvc", "repro", "compare@local"], dvc_repo)
     before = lock_outs(dvc_repo, "export")
     redone = run(["dvc", "repro", "-f", "-s", "export"], dvc_repo, env=OTHER_KERNELS).stdout
     assert ran_stages(redone) == ["export"]
     after = lock_outs(dvc_repo, "export")
     assert after["build/digits/export"] == before["build/digits/export"]
     assert after["build/digits/export.json"] != before["build/digits/export.json"]  # the measurement moved
-    assert ran_stages(run(["dvc", "repro", "compare"], dvc_repo).stdout) == ["env"]
+    assert ran_stages(run(["dvc", "repro", "compare@local"], dvc_repo).stdout) == ["env"]
 
 
 def status(repo: Path, target: str) -> dict[str, Any]:
     """`dvc status --json <target>`: the target and the stages before it -> what changed (env is always there: it
     runs on every repro)."""
-    return json.loads(run(["dvc", "status", "--json", "--with-deps", target], repo).stdout or "{}")
+    found = json.loads(run(["dvc", "status", "--json", "--with-deps", target], repo).stdout or "{}")
+    return {name.removesuffix("@local"): changes for name, changes in found.items()}
 
 
 def test_a_backends_code_reaches_only_that_backends_engines(dvc_repo: Path):

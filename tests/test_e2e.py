@@ -30,30 +30,35 @@ def test_digits_end_to_end_then_a_second_repro_runs_only_env(dvc_repo: Path):
         "benchmark",
         "deploy",
         "report",
+        "fleet",
     ]
     ran = ran_stages(first.stdout)
     assert sorted(ran) == sorted(expected) and ran.index("deploy") > ran.index("compare"), ran
-    assert ran[:6] == expected[:6] and ran[-1] == "report", ran
-    for stage in expected:  # the one line each stage prints
-        assert re.search(rf"^engineforge {stage}: .+ \[\d+\.\d+s, peak \d+\.\d\d GB\]$", first.stdout, re.MULTILINE), (
-            stage
-        )
+    assert ran[:6] == expected[:6] and ran[-2:] == ["report", "fleet"], ran
+    for stage in expected:  # the one line each stage prints (a target's stage names it: build@local)
+        assert re.search(
+            rf"^engineforge {stage}(@local)?: .+ \[\d+\.\d+s, peak \d+\.\d\d GB\]$", first.stdout, re.MULTILINE
+        ), stage
 
-    acc = json.loads((dvc_repo / "reports/accuracy.json").read_text())
-    manifest = json.loads((dvc_repo / "build/digits/engine/manifest.json").read_text())
+    acc = json.loads((dvc_repo / "reports/targets/local/accuracy.json").read_text())
+    manifest = json.loads((dvc_repo / "build/digits/fp32/local/engine/manifest.json").read_text())
     assert acc["passed"] and acc["model"] == "digits" and acc["backend"] == manifest["backend"]
     assert acc["task"]["metric"] == "top1" and acc["task"]["samples"] == 360
     assert acc["task"]["reference"] >= 0.97 and acc["task"]["delta"] <= acc["task"]["budget"]
-    bench = json.loads((dvc_repo / "reports/benchmark.json").read_text())
+    bench = json.loads((dvc_repo / "reports/targets/local/benchmark.json").read_text())
     assert set(bench["runtimes"]["engine"]) == {"bs1", "bs32"}
-    title = (dvc_repo / "reports/summary.md").read_text().splitlines()[0]  # each batch range's engine, when several
+    title = (
+        (dvc_repo / "reports/targets/local/summary.md").read_text().splitlines()[0]
+    )  # each batch range's engine, when several
     assert title.startswith("# digits · fp32 · ") and all(
         p["backend"] in title for p in manifest["dispatch"] or [manifest]
     )
-    with Engine.open(dvc_repo / "build/digits/deploy") as engine:  # what the deploy stage left, as a service opens it
+    with Engine.open(dvc_repo / "build/digits/fp32") as engine:  # the deploy root: the target here
         assert engine({"image": np.zeros((2, 1, 8, 8), np.float32)})["logits"].shape == (2, 10)
     lock = yaml.safe_load((dvc_repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == set(expected)
+    assert set(lock["stages"]) == {
+        s if s in ("export", "simplify", "reference", "fleet") else f"{s}@local" for s in expected
+    }
 
     second = run(["dvc", "repro"], dvc_repo)
     assert ran_stages(second.stdout) == ["env"], second.stdout
@@ -62,16 +67,17 @@ def test_digits_end_to_end_then_a_second_repro_runs_only_env(dvc_repo: Path):
 
 def test_textenc_end_to_end_with_overrides(dvc_repo: Path):
     run(["dvc", "exp", "run", "-S", "model=textenc", "-S", "benchmark.batch_sizes=[1,8]", *QUICK], dvc_repo)
-    acc = json.loads((dvc_repo / "reports/accuracy.json").read_text())
+    acc = json.loads((dvc_repo / "reports/targets/local/accuracy.json").read_text())
     assert acc["passed"] and acc["model"] == "textenc" and acc["task"]["samples"] == 512
-    bench = json.loads((dvc_repo / "reports/benchmark.json").read_text())
+    bench = json.loads((dvc_repo / "reports/targets/local/benchmark.json").read_text())
     assert set(bench["runtimes"]["pytorch_eager"]) == {"bs1", "bs8"}
     export = json.loads((dvc_repo / "build/textenc/export.json").read_text())
     assert export["inputs"] == {"input_ids": ["batch", "seq"], "attention_mask": ["batch", "seq"]}
     assert export["check"]["outputs"]["logits"]["passed"]
-    manifest = json.loads((dvc_repo / "build/textenc/engine/manifest.json").read_text())
+    manifest = json.loads((dvc_repo / "build/textenc/fp32/local/engine/manifest.json").read_text())
     assert (
-        manifest["model"] == "textenc" and manifest["onnx"]["path"] == f"build/textenc/fp32/fp32.{acc['backend']}.onnx"
+        manifest["model"] == "textenc"
+        and manifest["onnx"]["path"] == f"build/textenc/fp32/local/graphs/fp32.{acc['backend']}.onnx"
     )
 
 
@@ -82,14 +88,14 @@ def test_failed_gate_stops_dvc_repro_with_one_line(dvc_repo: Path):
     assert proc.returncode != 0
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("engineforge build")]
     assert lines == [lines[0]] and "accuracy gate" in lines[0] and "top1 dropped" in lines[0], lines
-    assert "Running stage 'compare'" not in proc.stdout
-    assert "Running stage 'report'" not in proc.stdout
+    assert "Running stage 'compare@local'" not in proc.stdout
+    assert "Running stage 'report@local'" not in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
 def test_digits_int8_then_fp32_reruns_only_what_precision_reaches(dvc_repo: Path):
     run(["dvc", "exp", "run", "-S", "precision=int8", *QUICK], dvc_repo)
-    acc = json.loads((dvc_repo / "reports/accuracy.json").read_text())
+    acc = json.loads((dvc_repo / "reports/targets/local/accuracy.json").read_text())
     chosen = registry.get(acc["backend"])  # the race's winner: its own encoding, its own fallback
     assert (
         acc["int8"]["encoding"] == chosen.capabilities.int8_encoding
@@ -97,12 +103,13 @@ def test_digits_int8_then_fp32_reruns_only_what_precision_reaches(dvc_repo: Path
     )
     assert acc["passed"] and acc["precision"] == "int8"
     assert acc["task"]["delta"] <= 0.01  # the target: int8 top-1 within 1.0 pt of fp32
-    record = json.loads((dvc_repo / "build/digits/precision.json").read_text())
+    record = json.loads((dvc_repo / "build/digits/int8/local/precision.json").read_text())
     assert [c["backend"] for c in record["candidates"]] == [b.name for b in registry.candidates("auto", "int8")[0]]
     assert all(c["ops"]["QuantizeLinear"] > 0 for c in record["candidates"])
     assert record["calibration"]["provenance"]["samples"] == 512  # one calibration for every candidate
-    manifest = json.loads((dvc_repo / "build/digits/engine/manifest.json").read_text())
-    assert manifest["precision"] == "int8" and manifest["onnx"]["path"] == f"build/digits/int8/int8.{chosen.name}.onnx"
+    manifest = json.loads((dvc_repo / "build/digits/int8/local/engine/manifest.json").read_text())
+    graph = f"build/digits/int8/local/graphs/int8.{chosen.name}.onnx"
+    assert manifest["precision"] == "int8" and manifest["onnx"]["path"] == graph
 
     back = run(["dvc", "exp", "run", "-S", "precision=fp32", *QUICK], dvc_repo)
     assert "export" not in ran_stages(back.stdout) and "simplify" not in ran_stages(back.stdout)
@@ -110,17 +117,17 @@ def test_digits_int8_then_fp32_reruns_only_what_precision_reaches(dvc_repo: Path
 
     # int8 again, same model and data: the calibrated model comes back from DVC's run-cache, not a new calibration
     again = run(["dvc", "exp", "run", "-S", "precision=int8", *QUICK], dvc_repo)
-    assert "Stage 'precision' is cached - skipping run" in again.stdout, again.stdout
+    assert "Stage 'precision@local' is cached - skipping run" in again.stdout, again.stdout
     assert "engineforge precision" not in again.stdout
-    assert json.loads((dvc_repo / "build/digits/precision.json").read_text()) == record
+    assert json.loads((dvc_repo / "build/digits/int8/local/precision.json").read_text()) == record
 
 
 def test_digits_fp16_end_to_end(dvc_repo: Path):
     run(["dvc", "exp", "run", "-S", "precision=fp16", *QUICK], dvc_repo)
-    acc = json.loads((dvc_repo / "reports/accuracy.json").read_text())
+    acc = json.loads((dvc_repo / "reports/targets/local/accuracy.json").read_text())
     assert acc["passed"] and acc["precision"] == "fp16" and acc["task"]["delta"] <= 0.001
     assert acc["outputs"]["logits"]["max_abs"] > 0  # really float16 arithmetic, not a copy of the fp32 graph
-    manifest = json.loads((dvc_repo / "build/digits/engine/manifest.json").read_text())
+    manifest = json.loads((dvc_repo / "build/digits/fp16/local/engine/manifest.json").read_text())
     assert manifest["precision"] == "fp16"
 
 

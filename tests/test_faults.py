@@ -201,13 +201,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def engine_file(root: Path) -> Path:
     """The engine file the manifest names (engine.blob for OpenVINO, engine.onnx for ONNX Runtime)."""
-    folder = root / "build/digits/engine"
+    folder = root / "build/digits/fp32/local/engine"
     return folder / read_json(folder / "manifest.json")["engine"]
 
 
 @pytest.mark.slow
 def test_corrupted_engine_is_refused_then_repro_and_checkout_restore_it(built: Path):
-    manifest = read_json(built / "build/digits/engine/manifest.json")
+    manifest = read_json(built / "build/digits/fp32/local/engine/manifest.json")
     for restore in (["dvc", "repro"], ["dvc", "checkout", "--force"]):
         with open(engine_file(built), "ab") as f:
             f.write(b"tampered")

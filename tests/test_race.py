@@ -23,7 +23,9 @@ from stages.runtime import records, registry
 from stages.runtime.engine import Engine, EngineError
 from tests.helpers import QUICK, compose, copy_repo, graph_entry, one_line_error, only_graph, run, run_if, run_stage
 
-RESTORED = "Stage '{}' is cached - skipping run, checking out outputs"
+ENV = compose().paths.env  # the default fleet target's env.json
+
+RESTORED = "Stage '{}@local' is cached - skipping run, checking out outputs"  # the default fleet's target
 CANDIDATES = [b.name for b in registry.candidates("auto", "fp32")[0]]  # the backends backend=auto races here
 RACE = pytest.mark.skipif(len(CANDIDATES) < 2, reason=f"one backend runs here ({CANDIDATES}): nothing to race")
 R18_INT8 = ("model=resnet18", "precision=int8")
@@ -94,7 +96,7 @@ def test_fallback_stops_at_its_time_budget_and_says_so(resnet18, monkeypatch):
 @RACE
 def test_race_records_every_candidate_and_a_restore_replays_nothing(dvc_repo: Path):
     first = run(["dvc", "exp", "run", *QUICK], dvc_repo).stdout
-    manifest = read_json(dvc_repo / "build/digits/engine/manifest.json")
+    manifest = read_json(dvc_repo / "build/digits/fp32/local/engine/manifest.json")
     race = manifest["race"]  # objective per_batch, batch sizes [1, 32]: a heat per size, each candidate in each
     heats = {(1, 5): "bs1", (6, 1024): "bs32"}
     assert [(e["candidate"], tuple(e["serves"])) for e in race] == [
@@ -114,21 +116,21 @@ def test_race_records_every_candidate_and_a_restore_replays_nothing(dvc_repo: Pa
     parts = manifest["dispatch"]  # the winner of each heat, the largest range's at the top of the folder
     assert [(tuple(p["serves"]), p["backend"]) for p in parts] == [(s, e["backend"]) for s, e in shipped.items()]
     assert parts[-1]["folder"] == "." and manifest["backend"] == shipped[(6, 1024)]["backend"]
-    acc = read_json(dvc_repo / "reports/accuracy.json")
+    acc = read_json(dvc_repo / "reports/targets/local/accuracy.json")
     assert [p["backend"] for p in acc["parts"]] == [p["backend"] for p in parts] and acc["passed"]
-    assert "the fastest of" in re.search(r"^engineforge build: .+$", first, re.MULTILINE).group(0)
-    page = (dvc_repo / "reports/summary.md").read_text()
+    assert "the fastest of" in re.search(r"^engineforge build@local: .+$", first, re.MULTILINE).group(0)
+    page = (dvc_repo / "reports/targets/local/summary.md").read_text()
     assert "## Race" in page and all(f"| {e['candidate']} |" in page for e in race)
     why = run([sys.executable, "-m", "engineforge.why"], dvc_repo).stdout.splitlines()[-1]
     assert why.startswith("engine   batch 1-5 ") and all(e["result"] in why for e in race)
-    with Engine.open(dvc_repo / "build/digits/deploy") as opened:  # the application's view: routed by batch
+    with Engine.open(dvc_repo / "build/digits/fp32/local/deploy") as opened:  # the application's view: routed by batch
         assert [span for span, _ in opened.parts] == list(heats)
         assert [part.manifest["backend"] for _, part in opened.parts] == [p["backend"] for p in parts]
 
     run(["dvc", "exp", "run", "-S", "precision=fp16", *QUICK], dvc_repo)
     back = run(["dvc", "exp", "run", *QUICK], dvc_repo).stdout  # fp32 again: the race's winner comes back
-    assert RESTORED.format("build") in back and not re.search(r"^engineforge build:", back, re.MULTILINE)
-    assert read_json(dvc_repo / "build/digits/engine/manifest.json") == manifest
+    assert RESTORED.format("build") in back and not re.search(r"^engineforge build@local:", back, re.MULTILINE)
+    assert read_json(dvc_repo / "build/digits/fp32/local/engine/manifest.json") == manifest
 
 
 @RACE
@@ -202,24 +204,28 @@ def test_precision_auto_names_its_choice_and_the_table(dvc_repo: Path):
         ],
         dvc_repo,
     )
-    acc = read_json(dvc_repo / "reports/accuracy.json")
+    acc = read_json(dvc_repo / "reports/targets/local/accuracy.json")
     assert acc["requested_precision"] == "auto" and acc["precision"] in precisions.PRECISIONS and acc["passed"]
-    report = read_json(dvc_repo / "build/digits/precision.json")
+    report = read_json(dvc_repo / "build/digits/auto/local/precision.json")
     written = {(e["precision"], e["backend"]) for e in report["candidates"]}
     skipped = {tuple(s["candidate"].split(".")) for s in report["skipped"]}
     assert written | skipped == {(p, b) for p in precisions.PRECISIONS for b in CANDIDATES}
     assert ("bf16", "onnxruntime") in skipped or "onnxruntime" not in CANDIDATES  # no bf16 kernels there
-    race = read_json(dvc_repo / "build/digits/engine/manifest.json")["race"]
+    race = read_json(dvc_repo / "build/digits/auto/local/engine/manifest.json")["race"]
     assert {(e["precision"], e["backend"]) for e in race} == written
     shipped = [(e["precision"], e["backend"]) for e in race if e["result"] == "shipped"]  # one per heat
-    parts = read_json(dvc_repo / "build/digits/engine/manifest.json")["dispatch"]  # batch sizes [1, 32]: two ranges
+    parts = read_json(dvc_repo / "build/digits/auto/local/engine/manifest.json")[
+        "dispatch"
+    ]  # batch sizes [1, 32]: two ranges
     assert shipped == [(p["precision"], p["backend"]) for p in parts] and shipped[-1] == (
         acc["precision"],
         acc["backend"],
     )
-    title = (dvc_repo / "reports/summary.md").read_text().splitlines()[0]  # each range's engine, its precision named
+    title = (
+        (dvc_repo / "reports/targets/local/summary.md").read_text().splitlines()[0]
+    )  # each range's engine, its precision named
     assert title.startswith("# digits · auto · ") and all(f"{b} {p} (batch " in title for p, b in shipped), title
-    page = (dvc_repo / "reports/summary.md").read_text()
+    page = (dvc_repo / "reports/targets/local/summary.md").read_text()
     assert all(f"| {e['candidate']} |" in page for e in race)
 
 
@@ -269,8 +275,8 @@ def test_env_json_lists_the_candidates_of_each_precision():
             continue
         assert all(registry.usable(b, name).ok for b in chosen)
     files, line = records.env_records(plain(compose("precision=auto")))
-    assert [c["backend"] for c in files["build/env.json"]["candidates"]] == CANDIDATES
-    assert "race" not in files["build/env.json"] and line.startswith("backend ")  # build declares backend.race
+    assert [c["backend"] for c in files[ENV]["candidates"]] == CANDIDATES
+    assert "race" not in files[ENV] and line.startswith("backend ")  # build declares backend.race
 
 
 def test_race_settings_are_checked_in_one_line():
@@ -315,11 +321,11 @@ def test_a_backend_is_its_package_and_its_conf_file(tmp_path: Path):
 
     write_params(root, "model=tiny", *FAST_BENCH)
     stages("env", "export", "simplify", "reference", "precision", "build")
-    env = read_json(root / "build/env.json")
+    env = read_json(root / ENV)
     assert "toy" in [c["backend"] for c in env["candidates"]]
     assert "broken unavailable: stages/backends/broken does not import (No module named" in env["reason"]
     assert read_json(root / "build/runtimes.json")["toy"]["baseline"] == "toy_default"
-    race = read_json(root / "build/tiny/engine/manifest.json")["race"]
+    race = read_json(root / "build/tiny/fp32/local/engine/manifest.json")["race"]
     for batch in ("bs1", "bs32"):  # a heat per served batch size, the toy in each
         heat = [e for e in race if set(e["p50_ms"]) == {batch}]
         toy = next(entry for entry in heat if entry["backend"] == "toy")
@@ -329,9 +335,9 @@ def test_a_backend_is_its_package_and_its_conf_file(tmp_path: Path):
         )
     write_params(root, "model=tiny", "backend=toy", "backend.toy.threads=2", *FAST_BENCH)
     stages("env", "precision", "build", "compare")
-    manifest = read_json(root / "build/tiny/engine/manifest.json")
+    manifest = read_json(root / "build/tiny/fp32/local/engine/manifest.json")
     assert (manifest["backend"], manifest["settings"]) == ("toy", {"threads": 2})
-    assert read_json(root / "reports/accuracy.json")["passed"]
+    assert read_json(root / "reports/targets/local/accuracy.json")["passed"]
 
     crash = {"TOY_CRASH": "1"}  # the toy's build process kills itself with SIGSEGV, as a native crash in a runtime
     line = one_line_error(run([sys.executable, "-m", "stages.build"], root, check=False, env=crash))
@@ -339,7 +345,7 @@ def test_a_backend_is_its_package_and_its_conf_file(tmp_path: Path):
     write_params(root, "model=tiny", *FAST_BENCH)  # raced: the crash is the toy's record, another engine ships
     stages("env", "precision")
     run([sys.executable, "-m", "stages.build"], root, env=crash)
-    race = read_json(root / "build/tiny/engine/manifest.json")["race"]
+    race = read_json(root / "build/tiny/fp32/local/engine/manifest.json")["race"]
     toy = next(entry for entry in race if entry["backend"] == "toy")
     assert toy["result"] == "toy: crashed with signal 11 (SIGSEGV) while building fp32", toy
     assert any(entry["result"] == "shipped" for entry in race)

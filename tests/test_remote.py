@@ -34,8 +34,8 @@ def test_a_fresh_clone_pulls_the_engine_instead_of_building_it(dvc_repo: Path, t
     assert not (repo_b / "build").exists()
     pulled = run(["dvc", "repro", "--pull"], repo_b)
     assert ran_stages(pulled.stdout) == ["env"], pulled.stdout  # nothing built, exported or measured again
-    manifest = json.loads((repo_b / "build/digits/engine/manifest.json").read_text())
-    engine_a = json.loads((repo_a / "build/digits/engine/manifest.json").read_text())
+    manifest = json.loads((repo_b / "build/digits/fp32/local/engine/manifest.json").read_text())
+    engine_a = json.loads((repo_a / "build/digits/fp32/local/engine/manifest.json").read_text())
     assert manifest == engine_a
     compare = run([sys.executable, "-m", "stages.compare"], repo_b)  # the pulled engine loads and passes the gate
     assert "gate passed" in compare.stdout

@@ -39,6 +39,7 @@ MEASURED = FIXTURE["kinds"] + FIXTURE["kernel_paths"]
 EXPORT = "build/digits/export.json"
 TARGET = yaml.safe_load((ROOT / "params.yaml").read_text())["fleet"]["default"]
 ACCURACY = yaml.safe_load((ROOT / "params.yaml").read_text())["paths"]["accuracy"]
+PRECISION = yaml.safe_load((ROOT / "params.yaml").read_text())["paths"]["precision_report"]
 
 
 def with_values(report: dict[str, Any], values: dict[str, float]) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def compared(export: dict[str, Any], lock: dict[str, Any] | None = None, record:
 
 def test_the_committed_record_holds_the_committed_lock_and_names_its_cpu():
     locked = {p: m for stage in deterministic(TARGET) for p, m in outs(LOCK, stage).items()}
-    assert set(COMMITTED["reports"]) == {EXPORT, "build/digits/simplify.json", "build/digits/precision.json"}
+    assert set(COMMITTED["reports"]) == {EXPORT, "build/digits/simplify.json", PRECISION}
     for path, content in COMMITTED["reports"].items():
         assert md5_of(content) == locked[path], f"{RECORD} is stale for {path}: run `make pipeline`"
     assert COMMITTED["cpu"]["arch"] and COMMITTED["cpu"]["model"] and COMMITTED["cpu"]["isa"]

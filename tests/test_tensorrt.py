@@ -20,6 +20,8 @@ from stages.runtime import records, registry
 from stages.select.candidate import build_spec
 from tests.helpers import AUTO, QUICK, ROOT, compose, env_record, python_module, run, run_if
 
+ENV = compose().paths.env  # the default fleet target's env.json
+
 # What a GPU machine's env.json holds (the shape TensorRTBackend.fingerprint() returns): the plan's input.
 H100 = {
     "backend": "tensorrt",
@@ -175,7 +177,7 @@ def test_profile_index_picks_the_profile_holding_the_shapes():
 @pytest.mark.skipif(registry.get("tensorrt").availability().ok, reason="this machine can run TensorRT")
 def test_auto_says_why_tensorrt_was_not_chosen():
     files, chosen = records.env_records(plain(compose()))
-    record = files["build/env.json"]
+    record = files[ENV]
     names = [c["backend"] for c in record["candidates"]]
     assert "tensorrt" not in names and names[0] == AUTO.name and record["requested"] == "auto"
     assert record["reason"].startswith("tensorrt unavailable: tensorrt does not import")
@@ -203,10 +205,10 @@ def test_real_tensorrt_build_compare_and_benchmark(dvc_repo, model, precision):
         ["dvc", "exp", "run", "-S", "backend=tensorrt", "-S", f"model={model}", "-S", f"precision={precision}", *QUICK],
         dvc_repo,
     )
-    manifest = json.loads((dvc_repo / f"build/{model}/engine/manifest.json").read_text())
+    manifest = json.loads((dvc_repo / f"build/{model}/{precision}/local/engine/manifest.json").read_text())
     assert manifest["engine"] == ENGINE_FILE and manifest["strongly_typed"] is True
-    assert json.loads((dvc_repo / "reports/accuracy.json").read_text())["passed"]
-    bench = json.loads((dvc_repo / "reports/benchmark.json").read_text())
+    assert json.loads((dvc_repo / "reports/targets/local/accuracy.json").read_text())["passed"]
+    bench = json.loads((dvc_repo / "reports/targets/local/benchmark.json").read_text())
     assert set(bench["runtimes"]["engine"]["bs1"]["gpu_ms"]) == {"h2d", "compute", "d2h"}
 
 
@@ -214,9 +216,9 @@ def test_real_tensorrt_build_compare_and_benchmark(dvc_repo, model, precision):
 def test_engine_for_another_gpu_is_refused_and_timing_cache_is_reused(dvc_repo):
     run(["dvc", "exp", "run", "-S", "backend=tensorrt", *QUICK], dvc_repo)
     run(["dvc", "exp", "run", "-S", "backend=tensorrt", "-S", "model=textenc", *QUICK], dvc_repo)
-    second = json.loads((dvc_repo / "build/textenc/engine/manifest.json").read_text())
+    second = json.loads((dvc_repo / "build/textenc/fp32/local/engine/manifest.json").read_text())
     assert second["timing_cache"]["reused"] is True
-    manifest_path = dvc_repo / "build/textenc/engine/manifest.json"
+    manifest_path = dvc_repo / "build/textenc/fp32/local/engine/manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["fingerprint"]["device"]["gpu"] = "NVIDIA A100-SXM4-80GB"
     manifest_path.write_text(json.dumps(manifest))

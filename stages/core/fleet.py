@@ -117,7 +117,7 @@ def check_machine(target: str, declaration: Mapping[str, Any], facts: Mapping[st
 
     Args:
         target: the target's name.
-        declaration: its entry in ``fleet.targets`` (``runner``, ``env``, ``match``).
+        declaration: its entry in ``fleet.targets`` (``env``, ``match``; ``runner`` where the stage declares it).
         facts: this machine's (``machine_facts``).
 
     Raises:
@@ -126,7 +126,8 @@ def check_machine(target: str, declaration: Mapping[str, Any], facts: Mapping[st
     problem = mismatch(declaration.get("match") or {}, facts)
     if problem:
         env = " ".join(f"{k}={v}" for k, v in (declaration.get("env") or {}).items())
-        where = f"its runner '{declaration.get('runner')}'" + (f" with {env}" if env else "")
+        runner = declaration.get("runner")
+        where = (f"its runner '{runner}'" if runner else "its runners") + (f" with {env}" if env else "")
         raise PipelineError(f"target {target}: this machine is not one: {problem}; run its stages on {where}")
 
 
