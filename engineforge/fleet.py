@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise PipelineError("repro: name a target, or give --shared")
             env = (targets()[args.target].get("env") or {}) if args.target else {}
             command = repro(args.target)
-            print(f"engineforge fleet: {' '.join(f'{k}={v}' for k, v in env.items())} {' '.join(command)}".strip())
+            print("engineforge fleet:", *(f"{k}={v}" for k, v in env.items()), *command, flush=True)
             return subprocess.run(command, env=os.environ | {k: str(v) for k, v in env.items()}, check=False).returncode
         elif args.command == "pack":
             pack(args.target, args.out)

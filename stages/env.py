@@ -27,6 +27,7 @@ def main(cfg: Mapping[str, Any]) -> str:
     temporaries killed runs left in ``paths.build``."""
     (name, declaration), paths = next(iter(cfg["fleet"]["targets"].items())), cfg["paths"]
     sweep_temporaries(paths["build"])  # half-written files of runs killed mid-write: never loaded, now gone
+    Path(paths["timing_cache"]).mkdir(parents=True, exist_ok=True)  # persist: the target's builds add to it
     here = records.host_facts()
     if mismatch(declaration.get("match") or {}, here):
         kept = recorded_facts(paths)
@@ -36,7 +37,6 @@ def main(cfg: Mapping[str, Any]) -> str:
     files, chosen = records.env_records(cfg)
     for path, content in files.items():
         write_text(path, to_json(content))
-    Path(paths["timing_cache"]).mkdir(parents=True, exist_ok=True)  # persist: builds add to it
     return f"{chosen} -> {paths['env']}"
 
 

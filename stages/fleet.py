@@ -31,7 +31,12 @@ def cells(row: Mapping[str, Any], batches: list[str], baselines: list[str], link
     """
     p50 = [f"{row['p50_ms'][b]:.3f}" if b in row["p50_ms"] else "—" for b in batches]
     ups = [
-        " / ".join(f"{row['speedups'].get(name, {}).get(b, float('nan')):.2f}×" for b in batches) for name in baselines
+        "could not run"
+        if name in row.get("could_not_run", {})
+        else " / ".join(
+            f"{row['speedups'][name][b]:.2f}×" if b in row["speedups"].get(name, {}) else "—" for b in batches
+        )
+        for name in baselines
     ]
     size = f"{row['engine_bytes'] / 2**20:.1f} MiB" if row.get("engine_bytes") else "—"
     built = f"{row['build_s']:.1f}" if isinstance(row.get("build_s"), int | float) else "—"
@@ -40,7 +45,7 @@ def cells(row: Mapping[str, Any], batches: list[str], baselines: list[str], link
         f"[{row['target']}]({link})",
         row["machine"],
         row["model"],
-        row["precision"],
+        row["requested"],
         "pass" if row["gate"] else "FAIL",
         row["engine"],
         *p50,
@@ -63,14 +68,14 @@ def fleet_page(title: str, rows: list[Mapping[str, Any]], missing: list[str], li
         str: the page.
     """
     batches = sorted({b for r in rows for b in r["p50_ms"]}, key=lambda b: int(b[2:]))
-    baselines = sorted({n for r in rows for n in r["speedups"]})
+    baselines = sorted({n for r in rows for n in [*r["speedups"], *r.get("could_not_run", {})]})
     header = ["target", "machine", "model", "precision", "gate", "engine"]
     header += [f"p50 ms {b}" for b in batches] + [f"vs {n} ({' / '.join(batches)})" for n in baselines]
-    body = table([*header, "build s", "engine size"], [cells(r, batches, baselines, link_from) for r in rows])
+    body = table([*header, "build s (race)", "engine size"], [cells(r, batches, baselines, link_from) for r in rows])
     absent = f"\nNot built yet: {', '.join(missing)} (run their stages on their runners; docs/fleet.md).\n"
     return (
         f"# Fleet · {title}\n\nOne engine per target, each built, gated and timed on a machine of its kind; "
-        f"speed-up = baseline p50 / engine p50 on that machine.\n\n{body}\n{absent if missing else ''}"
+        f"speed-up = baseline p50 / engine p50 on that machine; the engine column names each batch range's engine.\n\n{body}\n{absent if missing else ''}"
     )
 
 

@@ -151,11 +151,13 @@ def fleet_row(target: str, env: dict, acc: dict, bench: dict, manifest: dict, su
         summary_path: its summary page.
 
     Returns:
-        dict: model, precision, target, machine, gate, engine, p50 per batch size, speed-ups, build s, bytes.
+        dict: model, precision, target, machine, gate, engine, p50 per batch size, speed-ups (and the baselines
+        that could not run), build s (the race's, every candidate), bytes.
     """
-    engine = bench["runtimes"][ENGINE]
+    engine, race = bench["runtimes"][ENGINE], manifest.get("race") or []
     return {
-        "build_s": manifest.get("build_s"),
+        "build_s": sum(e.get("build_s") or 0 for e in race) if race else manifest.get("build_s"),  # every candidate
+        "could_not_run": {n: v["failed"] for n, v in bench.get("baselines", {}).items() if "failed" in v},
         "engine": engines(manifest),
         "engine_bytes": bench.get("engine_bytes"),
         "gate": bool(acc["passed"]),
