@@ -24,28 +24,57 @@ import yaml
 
 from engineforge.workflow import render_workflow
 from stages.core.artifacts import write_text
+from stages.core.dvcfile import DVC_FILE, PARAMS_FILE
 from stages.core.errors import PipelineError
-from stages.core.fleet import SEPARATOR, split_stage
-from stages.core.run import DVC_FILE, PARAMS_FILE
+from stages.core.fleet import SEPARATOR, default_target, per_target, retarget, split_stage
 
 LOCK = "dvc.lock"
 WORKFLOW = Path(".github/workflows/fleet.yml")
 COLLECT_ONLY = ("fleet",)  # stages over every target: the collect job's
 
 
-def targets(params: str = PARAMS_FILE) -> dict[str, Mapping[str, Any]]:
-    """``fleet.targets`` of params.yaml: name -> runner, env, match."""
+def params_tree(params: str = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml, its fleet's target names checked (``fleet.default_target``).
+
+    Args:
+        params: the file.
+
+    Returns:
+        dict: its content.
+    """
     tree = yaml.safe_load(Path(params).read_text(encoding="utf-8")) or {}
-    found = (tree.get("fleet") or {}).get("targets") or {}
-    if not found:
-        raise PipelineError(f"{params} has no fleet.targets: recompose it (`make params`)")
-    return found
+    default_target(tree)
+    return tree
+
+
+def targets(params: str = PARAMS_FILE) -> dict[str, Mapping[str, Any]]:
+    """``fleet.targets`` of params.yaml.
+
+    Args:
+        params: the file.
+
+    Returns:
+        dict: name -> runner, env, match.
+    """
+    return dict(params_tree(params)["fleet"]["targets"])
+
+
+def reports_of(target: str, params: str = PARAMS_FILE) -> Path:
+    """``target``'s reports folder (``paths.target_reports`` retargeted)."""
+    return Path(retarget(params_tree(params), target)["paths"]["target_reports"])
 
 
 def shared_stages(dvc_file: str = DVC_FILE) -> list[str]:
-    """The stages dvc.yaml runs once for every target: neither per target (foreach) nor the collect job's."""
+    """The stages dvc.yaml runs once for every target, neither per target nor the collect job's.
+
+    Args:
+        dvc_file: the pipeline file.
+
+    Returns:
+        list[str]: their names, in dvc.yaml's order.
+    """
     stages = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8"))["stages"]
-    return [name for name, body in stages.items() if "foreach" not in body and name not in COLLECT_ONLY]
+    return [name for name, body in stages.items() if not per_target(body) and name not in COLLECT_ONLY]
 
 
 def repro(target: str | None) -> list[str]:
@@ -64,24 +93,35 @@ def repro(target: str | None) -> list[str]:
     return ["dvc", "repro", "--pull", "--glob", f"*{SEPARATOR}{target}"]
 
 
-def pack(target: str, out: Path, reports: Path = Path("reports")) -> None:
-    """Copy what the collect job needs of ``target``'s run into ``out``: dvc.lock and its reports folder."""
+def pack(target: str, out: Path) -> None:
+    """Copy what the collect job needs of ``target``'s run into ``out``: dvc.lock, its reports folder and its name.
+
+    Args:
+        target: the fleet target this runner built.
+        out: the pack's folder (made).
+    """
+    folder = reports_of(target)
+    if not folder.is_dir() or not Path(LOCK).is_file():
+        raise PipelineError(f"nothing to pack for {target}: run `python -m engineforge.fleet repro {target}` first")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(LOCK, out / LOCK)
-    shutil.copytree(reports / "targets" / target, out / "targets" / target, dirs_exist_ok=True)
+    shutil.copytree(folder, out / "reports", dirs_exist_ok=True)
+    (out / "target").write_text(target + "\n", encoding="utf-8")
 
 
-def merge(lock: Mapping[str, Any], packs: list[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
-    """``lock`` with each pack's own target's stages and the shared stages (which every pack must agree on).
+def merge(lock: Mapping[str, Any], packs: list[tuple[str, Mapping[str, Any]]], names: list[str]) -> dict[str, Any]:
+    """``lock`` with each pack's own target's stages and the shared stages (which every pack must agree on), and
+    no stage of a target the fleet no longer has.
 
     Args:
         lock: the collect job's dvc.lock.
         packs: (target, that runner's dvc.lock) pairs.
+        names: the fleet's targets.
 
     Returns:
         dict: the merged lock.
     """
-    stages = dict(lock.get("stages") or {})
+    stages = {k: v for k, v in (lock.get("stages") or {}).items() if split_stage(k)[1] in (None, *names)}
     shared: dict[str, tuple[str, Any]] = {}
     for target, theirs in packs:
         for name, entry in (theirs.get("stages") or {}).items():
@@ -99,17 +139,26 @@ def merge(lock: Mapping[str, Any], packs: list[tuple[str, Mapping[str, Any]]]) -
     return {**lock, "schema": lock.get("schema", "2.0"), "stages": stages}
 
 
-def collect(folders: list[Path], reports: Path = Path("reports")) -> list[str]:
-    """Merge packs into dvc.lock and reports/targets/; the targets collected."""
-    packs = []
+def collect(folders: list[Path]) -> list[str]:
+    """Merge packs into dvc.lock and each target's reports folder.
+
+    Args:
+        folders: the packs (``pack``), one per target.
+
+    Returns:
+        list[str]: the targets collected.
+    """
+    names, packs = list(targets()), list[tuple[str, Any]]()
     for folder in folders:
-        names = [p.name for p in (folder / "targets").iterdir()] if (folder / "targets").is_dir() else []
-        if len(names) != 1 or not (folder / LOCK).is_file():
-            raise PipelineError(f"{folder} is not a pack (dvc.lock and targets/<target>/): make it with `pack`")
-        packs.append((names[0], yaml.safe_load((folder / LOCK).read_text(encoding="utf-8"))))
-        shutil.copytree(folder / "targets" / names[0], reports / "targets" / names[0], dirs_exist_ok=True)
+        target = (folder / "target").read_text(encoding="utf-8").strip() if (folder / "target").is_file() else ""
+        if target not in names or not (folder / LOCK).is_file():
+            raise PipelineError(f"{folder} is not a pack of a fleet target ({', '.join(names)}): make it with `pack`")
+        if target in (t for t, _ in packs):
+            raise PipelineError(f"two packs of target {target}: give one per target")
+        packs.append((target, yaml.safe_load((folder / LOCK).read_text(encoding="utf-8"))))
+        shutil.copytree(folder / "reports", reports_of(target), dirs_exist_ok=True)
     here = yaml.safe_load(Path(LOCK).read_text(encoding="utf-8")) if Path(LOCK).is_file() else {}
-    write_text(LOCK, yaml.safe_dump(merge(here or {}, packs), sort_keys=False))
+    write_text(LOCK, yaml.safe_dump(merge(here or {}, packs, names), sort_keys=False))
     return [name for name, _ in packs]
 
 
@@ -146,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "pack":
             pack(args.target, args.out)
         else:
-            print(f"collected {', '.join(collect(args.packs))} into {LOCK} and reports/targets/")
+            print(f"collected {', '.join(collect(args.packs))} into {LOCK} and their reports")
     except PipelineError as e:
         print(f"engineforge fleet: error: {e}", file=sys.stderr)
         return 1

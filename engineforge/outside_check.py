@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from stages.core.artifacts import read_json
+from stages.core.dvcfile import PARAMS_FILE
 from stages.core.errors import PipelineError
-from stages.core.run import PARAMS_FILE
 from stages.runtime.engine import fallback_graph
 from stages.runtime.manifest import read_manifest
 

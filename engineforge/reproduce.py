@@ -10,7 +10,7 @@ by the md5 in dvc.lock. Reports hold measurements as well (the export check's er
 figures): they are compared field by field, a measured figure (a field named in ``TOLERANCE``) within its
 tolerance and every other field exactly, because float kernels sum in another order on another kind of CPU. The
 stage reports are DVC-cached, so their committed contents live in ``reports/reproduce.json`` with the CPU they were
-measured on (from build/env.json). Prints one line per finding; exits 1 on any difference.
+measured on (from the default target's env.json). Prints one line per finding; exits 1 on any difference.
 """
 
 import argparse

@@ -14,6 +14,7 @@ race that chose it (its manifest's record).
 """
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from omegaconf import OmegaConf
 
 from stages.core.artifacts import read_json
 from stages.core.errors import PipelineError
-from stages.core.fleet import retarget, split_stage
+from stages.core.fleet import default_target, mismatch, retarget, split_stage
 from stages.core.run import plain
 from stages.runtime import records
 from stages.runtime.manifest import differences, first_difference
@@ -41,6 +42,23 @@ def param_changes(stage: str, keys: dict[str, Any], lock: dict[str, Any], params
         more = [f"and {len(found) - most} more under {key}"] if len(found) > most else []
         lines += found[:most] + more if found else [f"{key}: changed"]
     return lines
+
+
+def kept(declaration: Any) -> str | None:
+    """Why a target's env stage keeps the record in place instead of recording this machine (the collect job, or
+    a machine its ``match`` or ``env`` does not fit), None where it records.
+
+    Args:
+        declaration: the target's entry in ``fleet.targets``.
+
+    Returns:
+        str | None: the reason, or None.
+    """
+    if os.environ.get("ENGINEFORGE_COLLECT") == "1":
+        return "ENGINEFORGE_COLLECT=1"
+    match = declaration.get("match") or {}
+    problem = mismatch(match, records.host_facts() if match else {}, declaration.get("env"))
+    return f"this machine is not one: {problem}" if problem else None
 
 
 def env_changes(cfg: Any) -> dict[str, str]:
@@ -96,11 +114,13 @@ def explain() -> list[tuple[str, str, str]]:
         outs = [str(o.def_path) for o in stage.outs]
         upstream = {produced[str(d.def_path)] for d in stage.deps if str(d.def_path) in produced}
         persist = any(o.persist for o in stage.outs)
-        if stage.always_changed:  # a target's env stage: its output is computed here and now
-            target = split_stage(name)[1]
-            changes = env_changes(retarget(tree, target) if target else tree)
-            verdict = "run"
-            reasons = [f"always runs; {p} will change: {c}" for p, c in changes.items()] or ["always runs; same output"]
+        if stage.always_changed:  # a target's env stage: its output is computed here and now, or kept
+            verdict, target = "run", split_stage(name)[1] or default_target(tree)
+            elsewhere = kept(tree["fleet"]["targets"][target])
+            changes = {} if elsewhere else env_changes(retarget(tree, target))
+            reasons = [f"always runs; {p} will change: {c}" for p, c in changes.items()] or [
+                f"always runs; keeps its runner's record ({elsewhere})" if elsewhere else "always runs; same output"
+            ]
             produced.update(dict.fromkeys(changes, name))
         elif upstream or reasons:
             if upstream:

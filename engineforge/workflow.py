@@ -8,9 +8,9 @@ from typing import Any
 HEADER = """# Made by `python -m engineforge.fleet workflow` from params.yaml's fleet (conf/fleet/): do not edit by hand.
 # shared: the stages every target shares, once. targets: one job per target on its runner label, each building
 # only its own engines (`dvc repro` of <stage>@<target>) and pushing the DVC cache and run-cache, never dvc.lock.
-# collect: merges the runners' lock entries and reports, pulls, `dvc repro` (nothing builds), commits dvc.lock and
-# reports/ (the fleet report reports/fleet.md). The remote is the repository's DVC default remote; its credentials
-# come from the repository's secrets.
+# collect: merges the runners' lock entries and reports, pulls, `dvc repro` with every target's env stage keeping its
+# runner's record (ENGINEFORGE_COLLECT=1: nothing builds), commits dvc.lock and reports/ (reports/fleet.md). The
+# remote is the repository's DVC default remote; its credentials come from the repository's secrets.
 """
 
 SETUP = [
@@ -54,14 +54,15 @@ def jobs(targets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         },
         "collect": {
             "needs": "targets",
+            "if": "${{ !cancelled() }}",  # a target that failed (its gate) leaves the others' engines to collect
             "runs-on": shared_runner,
             "permissions": {"contents": "write"},
             "steps": [
                 *SETUP,
                 {"uses": "actions/download-artifact@v4", "with": {"path": "packs", "pattern": "fleet-*"}},
                 {"run": f"{BIN}python -m engineforge.fleet collect packs/*"},
-                {"run": f"{BIN}dvc pull --run-cache"},
-                {"run": f"{BIN}dvc repro"},
+                {"run": f"{BIN}dvc pull --run-cache --allow-missing"},
+                {"run": f"{BIN}dvc repro", "env": {"ENGINEFORGE_COLLECT": "1"}},  # keep each runner's record
                 {
                     "run": "git add dvc.lock reports && git -c user.name=engineforge -c user.email=ci@localhost "
                     'commit -m "fleet: dvc.lock and reports from every target" && git push'

@@ -1,4 +1,4 @@
-"""benchmark stage: engine -> reports/benchmark.json and reports/latency/ (percentile curves for plots).
+"""benchmark stage: engine -> paths.benchmark and paths.latency/ (percentile curves for plots).
 
 trtexec semantics: warm up for ``warmup_ms``, then run back to back for at least ``duration_s`` and at least
 ``min_iterations`` inferences, per batch size; latency statistics from the individual timings, throughput from

@@ -1,4 +1,4 @@
-"""build stage: paths.precise/ (one graph per candidate) + env.json -> build/<model>/engine/ (engine + manifest.json).
+"""build stage: paths.precise/ (one graph per candidate) + env.json -> paths.engine/ (engine + manifest.json).
 
 One candidate (``backend=<name>``, one precision): its backend builds it. Several (``backend=auto`` on a machine
 with more than one runtime, ``precision=auto``): the race (stages/select/race.py) builds each, gates each on an

@@ -1,4 +1,4 @@
-"""compare stage: engine + the reference run + eval data -> reports/accuracy.json; non-zero exit when the gate fails.
+"""compare stage: engine + the reference run + eval data -> paths.accuracy; non-zero exit when the gate fails.
 
 The engine runs the eval samples the reference stage ran ONNX Runtime FP32 on (``paths.reference``, never rerun
 here), and the one gate (``core.gate.gate_check``, the rule the race and the int8 fallback judge by) checks each

@@ -1,4 +1,4 @@
-"""deploy stage: engine folder + its precision graph + accuracy.json (the gate passed) -> build/<model>/deploy/.
+"""deploy stage: engine folder + its precision graph + accuracy.json (the gate passed) -> paths.deploy/.
 
 The folder a user copies into a service: the engine file and its manifest (plus the graph's record, for
 ``Engine.open(folder, fallback="cpu")``), the precision graph, the I/O spec, and a Triton Inference Server model

@@ -1,15 +1,17 @@
 """env stage, once per fleet target: this machine -> the target's env.json (the candidate backends, why, and for
-each its fingerprint, capabilities and own settings; the host CPU) and runtimes.json, made by
+each its fingerprint, capabilities and own settings), runtimes.json and host.json (the CPU), made by
 ``records.env_records``.
 
 Runs on every ``dvc repro`` (``always_changed``); stages after it depend on the files' content, so they rerun only
 when a candidate, its version, the device or a candidate's own settings really changed. On a machine of the
-target's kind (its ``match``) it records this machine. On another machine (a collect job, a teammate's laptop) it
-keeps the record the target's own runner made (pulled from the DVC remote, ``persist``), so nothing after it
-reruns; with no such record it stops in one line naming the difference. The files have deterministic bytes. Kept
-light, since every `dvc repro` runs it: no torch, and its parameters come as a plain dict (no OmegaConf).
+target's kind (its ``match`` and ``env``) it records this machine. On another machine, and on any machine under
+``ENGINEFORGE_COLLECT=1`` (the collect job), it keeps the record the target's own runner made (pulled from the DVC
+remote, ``persist``) where that record is the target's and this configuration's, so nothing after it reruns; else
+it stops in one line. The files have deterministic bytes. Kept light, since every `dvc repro` runs it: no torch,
+and its parameters come as a plain dict (no OmegaConf).
 """
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,32 +22,52 @@ from stages.core.fleet import check_machine, machine_facts, mismatch
 from stages.core.run import run_stage
 from stages.runtime import records
 
+COLLECT = "ENGINEFORGE_COLLECT"  # =1: keep every target's record in place, record none (the collect job)
+
 
 def main(cfg: Mapping[str, Any]) -> str:
-    """Write the target's records to ``paths.env`` and ``paths.runtimes`` where this machine is one of its kind,
-    else keep the target's own; make sure its TensorRT timing-cache folder ``paths.timing_cache`` exists; sweep
-    temporaries killed runs left in ``paths.build``."""
+    """Write the target's records to ``paths.env``, ``paths.runtimes`` and ``paths.host`` where this machine is one
+    of its kind, else keep the target's own; make sure its TensorRT timing-cache folder ``paths.timing_cache``
+    exists; sweep temporaries killed runs left in ``paths.build``."""
     (name, declaration), paths = next(iter(cfg["fleet"]["targets"].items())), cfg["paths"]
     sweep_temporaries(paths["build"])  # half-written files of runs killed mid-write: never loaded, now gone
     Path(paths["timing_cache"]).mkdir(parents=True, exist_ok=True)  # persist: the target's builds add to it
-    here = records.host_facts()
-    if mismatch(declaration.get("match") or {}, here):
-        kept = recorded_facts(paths)
-        if kept is None or mismatch(declaration.get("match") or {}, kept):
-            check_machine(name, declaration, here)  # raises: the first field this machine lacks
-        return f"kept target {name}'s record from its own runner ({paths['env']})"
+    match, collecting = declaration.get("match") or {}, os.environ.get(COLLECT) == "1"
+    problem = None if collecting else mismatch(match, records.host_facts() if match else {}, declaration.get("env"))
+    if collecting or problem:
+        unusable = record_problem(cfg, match)
+        if unusable is None:
+            return f"kept target {name}'s record from its own runner ({paths['env']})"
+        if problem:
+            check_machine(name, declaration, records.host_facts)  # raises: the first field this machine lacks
+        raise PipelineError(f"target {name}: {unusable}: run env@{name} on its CI runner first, then `dvc push`")
     files, chosen = records.env_records(cfg)
     for path, content in files.items():
         write_text(path, to_json(content))
     return f"{chosen} -> {paths['env']}"
 
 
-def recorded_facts(paths: Mapping[str, str]) -> dict[str, Any] | None:
-    """The facts of the machine that wrote the target's records in place, None where there are none."""
+def record_problem(cfg: Mapping[str, Any], match: Mapping[str, Any]) -> str | None:
+    """Why the target's records in place cannot be kept, None where they can: they exist, were made on a machine
+    its ``match`` fits, and for this configuration's backend and precision.
+
+    Args:
+        cfg: the env stage's params.
+        match: the target's ``match``.
+
+    Returns:
+        str | None: the reason, or None.
+    """
+    paths = cfg["paths"]
     try:
-        return machine_facts(read_json(paths["env"])["host"], read_json(paths["runtimes"]))
-    except (OSError, KeyError, TypeError, ValueError, PipelineError):
-        return None
+        env, host, runtimes = (read_json(paths[key]) for key in ("env", "host", "runtimes"))
+    except PipelineError:
+        return f"no record of it in {Path(paths['env']).parent}"
+    made = (env.get("requested"), env.get("precision"))
+    if made != (cfg["backend"]["name"], cfg["precision"]["name"]):
+        return f"its record in {paths['env']} was made for backend {made[0]}, precision {made[1]}"
+    problem = mismatch(match, machine_facts(host, runtimes))
+    return f"its record in {paths['env']} is another machine's ({problem})" if problem else None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""fleet stage: every target's row (reports/targets/<target>/fleet.json, written by its report stage) ->
+"""fleet stage: every target's row (its ``paths.fleet_row``, written by its report stage) ->
 reports/fleet.md, the one page over the fleet: model x precision x target with the gate, the shipped engine, p50 at
 each batch size, the speed-up over each baseline, build time and engine size, each target's summary linked.
 """
@@ -11,10 +11,9 @@ from omegaconf import DictConfig
 
 from stages.core.artifacts import read_json, write_text
 from stages.core.errors import PipelineError
+from stages.core.fleet import retarget
 from stages.core.markdown import table
-from stages.core.run import run_stage
-
-ROW = "fleet.json"  # a target's row, in its reports folder (paths.fleet_row)
+from stages.core.run import plain, run_stage
 
 
 def cells(row: Mapping[str, Any], batches: list[str], baselines: list[str], link_from: Path) -> list[str]:
@@ -80,16 +79,26 @@ def fleet_page(title: str, rows: list[Mapping[str, Any]], missing: list[str], li
 
 
 def main(cfg: DictConfig) -> str:
-    """Write ``paths.fleet_report`` from every target's row."""
-    folder, rows, missing = Path(cfg.paths.reports) / "targets", [], []
+    """Write ``paths.fleet_report`` from every target's row (``paths.fleet_row``, each target's own).
+
+    Args:
+        cfg: the stage's params (``fleet``, ``model.name``, ``precision.name``, its paths).
+
+    Returns:
+        str: how many targets have a row, for the stage's log line.
+    """
+    tree, rows, missing = plain(cfg), [], []
     for name in cfg.fleet.targets:
-        row = read_json(folder / name / ROW) if (folder / name / ROW).is_file() else {}
+        path = Path(retarget(tree, name)["paths"]["fleet_row"])
+        row = read_json(path) if path.is_file() else {}
         if (row.get("model"), row.get("requested")) == (cfg.model.name, cfg.precision.name):
             rows.append(row)
         else:  # never built, or built for another model or precision: not this page's
             missing.append(str(name))
     if not rows:
-        raise PipelineError(f"no target has a row in {folder}/<target>/{ROW}: run `dvc repro` first")
+        raise PipelineError(
+            f"no target of fleet.targets has a row ({cfg.paths.fleet_row} for the default): run `dvc repro`"
+        )
     out = Path(cfg.paths.fleet_report)
     write_text(out, fleet_page(f"{cfg.model.name} · {cfg.precision.name}", rows, missing, out.parent))
     return f"{len(rows)} of {len(cfg.fleet.targets)} targets -> {out}"

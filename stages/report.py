@@ -1,4 +1,5 @@
-"""report stage: reports/accuracy.json + benchmark.json + env.json + engine manifest -> summary.md, latency.png."""
+"""report stage: accuracy.json + benchmark.json + env.json + engine manifest -> summary.md, latency.png and the
+target's row of the fleet report (fleet.json), in the target's reports folder."""
 
 from pathlib import Path
 from typing import Any
@@ -6,10 +7,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from stages.core.artifacts import read_json, to_json, write_text
-from stages.core.device import cpu_class
 from stages.core.markdown import table
 from stages.core.metrics import ENGINE
 from stages.core.report_accuracy import accuracy_gate, accuracy_table
+from stages.core.report_fleet import engines, fleet_row
 from stages.core.report_parts import cold_start, device_line, exported, gpu_times, race_table
 from stages.core.report_plot import plot
 from stages.core.report_speed import agreement_line, baseline_gate, disagreement, slower, speedups
@@ -68,14 +69,6 @@ def latency_table(bench: dict[str, Any]) -> str:
         rows,
     )
     return latency + gpu_times(bench)
-
-
-def engines(manifest: dict[str, Any]) -> str:
-    """The title's engine: its backend, or each batch range's where the folder holds one engine per range."""
-    parts = manifest.get("dispatch")
-    if not parts:
-        return str(manifest["backend"])
-    return ", ".join(f"{p['backend']} {p['precision']} (batch {p['serves'][0]}-{p['serves'][1]})" for p in parts)
 
 
 def dispatch_lines(manifest: dict[str, Any]) -> str:
@@ -142,38 +135,6 @@ under the engine's gate (its precision's tolerances). ![latency](latency.png)
 """
 
 
-def fleet_row(target: str, env: dict, acc: dict, bench: dict, manifest: dict, summary_path: str) -> dict[str, Any]:
-    """The target's row of the fleet report (``stages/fleet.py``): what it ships, how fast, how large.
-
-    Args:
-        target: the fleet target's name.
-        env: its env.json; acc: accuracy.json; bench: benchmark.json; manifest: the engine's manifest.
-        summary_path: its summary page.
-
-    Returns:
-        dict: model, precision, target, machine, gate, engine, p50 per batch size, speed-ups (and the baselines
-        that could not run), build s (the race's, every candidate), bytes.
-    """
-    engine, race = bench["runtimes"][ENGINE], manifest.get("race") or []
-    return {
-        "build_s": sum(e.get("build_s") or 0 for e in race) if race else manifest.get("build_s"),  # every candidate
-        "could_not_run": {n: v["failed"] for n, v in bench.get("baselines", {}).items() if "failed" in v},
-        "engine": engines(manifest),
-        "engine_bytes": bench.get("engine_bytes"),
-        "gate": bool(acc["passed"]),
-        "machine": cpu_class(env["host"])
-        if "cpu" in manifest["fingerprint"]["device"]
-        else device_line(manifest["fingerprint"]).removeprefix("- device: "),
-        "model": acc["model"],
-        "p50_ms": {b: r["latency_ms"]["p50"] for b, r in engine.items()},
-        "precision": acc["precision"],
-        "requested": acc.get("requested_precision", acc["precision"]),
-        "speedups": speedups(bench),
-        "summary": summary_path,
-        "target": target,
-    }
-
-
 def main(cfg: DictConfig) -> str:
     """Write ``paths.summary``, ``paths.latency_plot`` and the target's fleet row ``paths.fleet_row``.
 
@@ -190,7 +151,7 @@ def main(cfg: DictConfig) -> str:
     colours = registry.palette(runtimes) | {name: r["colour"] for name, r in runtimes.items()}  # + race candidates
     plot(bench, manifest, cfg.paths.latency_plot, colours)
     target = next(iter(cfg.fleet.targets))
-    write_text(cfg.paths.fleet_row, to_json(fleet_row(target, env, acc, bench, manifest, cfg.paths.summary)))
+    write_text(cfg.paths.fleet_row, to_json(fleet_row(target, acc, bench, manifest, cfg.paths.summary)))
     return f"{cfg.paths.summary}, {cfg.paths.latency_plot}, {cfg.paths.fleet_row}"
 
 

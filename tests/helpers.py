@@ -17,6 +17,20 @@ from stages.runtime import records, registry
 from stages.runtime.base import Backend
 
 ROOT = Path(__file__).resolve().parents[1]
+# dvc.yaml's stages in pipeline order (the per-target ones as dvc.yaml defines them: build, not build@local).
+STAGES = [
+    "env",
+    "export",
+    "simplify",
+    "reference",
+    "precision",
+    "build",
+    "compare",
+    "benchmark",
+    "deploy",
+    "report",
+    "fleet",
+]
 # `dvc exp run` overrides that keep an end-to-end run's benchmark short.
 QUICK = [
     "-S",

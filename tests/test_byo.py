@@ -45,7 +45,7 @@ def test_onnx_model_without_data_skips_export_and_warns(dvc_repo: Path, mlp_file
     assert accuracy["passed"] and accuracy["data"]["synthetic"] and accuracy["task"]["metric"] == "agreement"
     assert "no real data was used" in (dvc_repo / "reports/targets/local/summary.md").read_text()
     benchmark = json.loads((dvc_repo / "reports/targets/local/benchmark.json").read_text())
-    here = json.loads((dvc_repo / "build/runtimes.json").read_text())
+    here = json.loads((dvc_repo / "build/targets/local/runtimes.json").read_text())
     assert set(benchmark["runtimes"]) == {"engine"} | {
         r["baseline"] for r in here.values() if r["baseline"]
     }  # no PyTorch

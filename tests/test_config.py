@@ -9,23 +9,11 @@ import yaml
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from stages.core.run import declared_params, select
+from stages.core.dvcfile import declared_params
+from stages.core.run import select
 from stages.runtime import registry
-from tests.helpers import ROOT, compose
+from tests.helpers import ROOT, STAGES, compose
 
-STAGES = [
-    "env",
-    "export",
-    "simplify",
-    "reference",
-    "precision",
-    "build",
-    "compare",
-    "benchmark",
-    "deploy",
-    "report",
-    "fleet",
-]
 PER_TARGET = {"env", "precision", "build", "compare", "benchmark", "deploy", "report"}  # foreach over fleet.targets
 
 

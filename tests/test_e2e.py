@@ -12,26 +12,14 @@ import yaml
 
 from stages.runtime import registry
 from stages.runtime.engine import Engine
-from tests.helpers import QUICK, ran_stages, run
+from tests.helpers import QUICK, STAGES, ran_stages, run
 
 pytestmark = pytest.mark.slow
 
 
 def test_digits_end_to_end_then_a_second_repro_runs_only_env(dvc_repo: Path):
     first = run(["dvc", "exp", "run", *QUICK], dvc_repo)
-    expected = [
-        "env",
-        "export",
-        "simplify",
-        "reference",
-        "precision",
-        "build",
-        "compare",
-        "benchmark",
-        "deploy",
-        "report",
-        "fleet",
-    ]
+    expected = STAGES
     ran = ran_stages(first.stdout)
     assert sorted(ran) == sorted(expected) and ran.index("deploy") > ran.index("compare"), ran
     assert ran[:6] == expected[:6] and ran[-2:] == ["report", "fleet"], ran

@@ -251,7 +251,7 @@ def test_fp16_engine_is_fed_and_read_by_the_onnx_graphs_names(digits, tmp_path):
 
 
 def test_why_names_the_isa_an_amx_built_env_differs_in(digits, tmp_path, monkeypatch):
-    """A teammate's build/env.json from an AMX machine, pulled here: why says which fingerprint field moves."""
+    """A teammate's env.json from an AMX machine, pulled here: why says which fingerprint field moves."""
     from engineforge import why
 
     root, cfg = digits

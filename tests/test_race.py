@@ -324,7 +324,7 @@ def test_a_backend_is_its_package_and_its_conf_file(tmp_path: Path):
     env = read_json(root / ENV)
     assert "toy" in [c["backend"] for c in env["candidates"]]
     assert "broken unavailable: stages/backends/broken does not import (No module named" in env["reason"]
-    assert read_json(root / "build/runtimes.json")["toy"]["baseline"] == "toy_default"
+    assert read_json(root / compose().paths.runtimes)["toy"]["baseline"] == "toy_default"
     race = read_json(root / "build/tiny/fp32/local/engine/manifest.json")["race"]
     for batch in ("bs1", "bs32"):  # a heat per served batch size, the toy in each
         heat = [e for e in race if set(e["p50_ms"]) == {batch}]

@@ -86,8 +86,9 @@ def test_env_is_deterministic(tiny):
     assert (root / cfg.paths.env).read_bytes() == first
     recorded = json.loads(first)
     assert [c["backend"] for c in recorded["candidates"]] == [b.name for b in CANDIDATES]
-    assert recorded["requested"] == "auto" and set(recorded) == {"candidates", "host", "reason", "requested"}
-    assert recorded["host"] == cpu_fingerprint()  # what a collect job checks the kept record against
+    assert set(recorded) == {"candidates", "precision", "reason", "requested"}
+    assert (recorded["requested"], recorded["precision"]) == ("auto", cfg.precision.name)
+    assert json.loads((root / cfg.paths.host).read_text()) == cpu_fingerprint()  # what a collect job checks
     for record in recorded["candidates"]:
         assert record["fingerprint"]["device"]["cpu"]["cores"] >= 1
         assert record["capabilities"] == registry.get(record["backend"]).capabilities.record()
@@ -171,9 +172,12 @@ def test_stage_cannot_read_undeclared_params(tiny, tmp_path):
     with pytest.raises(Exception, match="read-only"):
         restricted.precision.name = "int8"
     plain = load_params("env", params, ROOT / "dvc.yaml", plain=True)  # the env stage's light path
-    paths = {k: cfg.paths[k] for k in ("build", "env", "runtimes", "timing_cache")}
+    paths = {k: cfg.paths[k] for k in ("build", "env", "host", "runtimes", "timing_cache")}
     declared = {"backend": OmegaConf.to_container(cfg.backend), "precision": {"name": cfg.precision.name}}
-    fleet = {"targets": {"local": OmegaConf.to_container(cfg.fleet.targets.local)}}
+    local = cfg.fleet.targets.local
+    fleet = {
+        "targets": {"local": {"env": OmegaConf.to_container(local.env), "match": OmegaConf.to_container(local.match)}}
+    }
     assert plain == declared | {"paths": paths, "fleet": fleet}
     tree = OmegaConf.to_container(cfg)
     del tree["backend"]["race"]
@@ -334,9 +338,9 @@ def test_the_manifest_records_what_env_resolved_and_stages_read_it_not_the_backe
     assert Capabilities.from_record(record["capabilities"]).record() == record["capabilities"]
     assert Capabilities.from_record(refused["capabilities"]).bf16 is Bf16.NONE
     edited = {"candidates": [dict(record, code="0" * 64)]}  # env.json from before a backend edit (run by hand)
-    stale = rf"^build/env.json is stale \(the code of stages/backends/{record['backend']} changed\): run `dvc repro`"
+    stale = rf"^build/targets/local/env.json is stale \(the code of stages/backends/{record['backend']} changed\): run `dvc repro`"
     with pytest.raises(PipelineError, match=stale):
-        records.read_candidates(edited, "build/env.json")
+        records.read_candidates(edited, "build/targets/local/env.json")
 
 
 def test_manifest_records_the_profile_and_compare_runs_its_edges(tiny):

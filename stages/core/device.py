@@ -85,6 +85,15 @@ def cpu_label(cpu: dict[str, Any]) -> str:
     return f"{cpu.get('model') or 'unknown CPU'} ({arch}: {' '.join(isa) or 'baseline ISA'})"
 
 
+WIDEST = (
+    ("amx_tile", "AMX"),
+    ("avx512f", "AVX-512"),
+    ("avx2", "AVX2"),
+    ("sve", "SVE"),
+    ("asimd", "NEON"),
+)  # the widest vector ISA, by flag
+
+
 def cpu_class(cpu: dict[str, Any]) -> str:
     """A CPU in a few words: ``Intel Xeon (AMX)``, ``AMD EPYC (AVX-512)``, with oneDNN's cap where set.
 
@@ -100,7 +109,6 @@ def cpu_class(cpu: dict[str, Any]) -> str:
     return f"{cpu.get('model') or 'unknown CPU'} ({widest}{'' if cap == 'none' else f', oneDNN capped at {cap}'})"
 
 
-WIDEST = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("sve", "SVE"), ("asimd", "NEON"))
 VNNI_ISA = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86 int8 dot products without int16 saturation
 
 

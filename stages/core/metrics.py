@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from stages.core.errors import PipelineError
 
 METRICS = ("top1", "agreement")
-# Runtime names in reports/benchmark.json: the engine and the baselines measured beside it.
+# Runtime names in benchmark.json: the engine and the baselines measured beside it.
 ENGINE, EAGER = "engine", "pytorch_eager"
 
 

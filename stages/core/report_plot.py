@@ -1,4 +1,4 @@
-"""reports/latency.png: a picture read in seconds. One panel per batch size, a bar per runtime on a log axis (a slow
+"""latency.png (paths.latency_plot): a picture read in seconds. One panel per batch size, a bar per runtime on a log axis (a slow
 eager baseline next to a 0.03 ms engine leaves every bar readable): p50 with a p90 whisker, the engine highlighted,
 each baseline labelled with the engine's speed-up over it and hatched where it fails the engine's gate; a second row
 does the same for the race's candidates at each batch size, the shipped one highlighted."""

@@ -15,52 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from stages.core.dvcfile import DVC_FILE, PARAMS_FILE, declared_params, definition
 from stages.core.errors import PipelineError
-from stages.core.fleet import SEPARATOR, check_machine, default_target, retarget, split_stage
+from stages.core.fleet import SEPARATOR, check_machine, default_target, per_target, retarget, split_stage
 from stages.core.resources import cost_line
 from stages.core.schema import check_types
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-PARAMS_FILE = "params.yaml"
-DVC_FILE = "dvc.yaml"
 PLAIN_STAGES = ("env",)  # stages whose main takes a plain dict: no OmegaConf import on every `dvc repro`
-
-
-def declared_params(stage: str, dvc_file: str | os.PathLike[str] = DVC_FILE) -> list[str]:
-    """The params.yaml keys that ``stage`` declares in dvc.yaml (for ``build@avx2``, its ``foreach`` body's, with
-    ``${key}`` read as ``avx2``).
-
-    Args:
-        stage: the stage's name as DVC prints it.
-        dvc_file: the pipeline file.
-
-    Returns:
-        list[str]: dotted keys, in dvc.yaml's order.
-    """
-    base, target = split_stage(stage)
-    try:
-        definition = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8"))["stages"][base]
-        entries = definition.get("do", definition).get("params", [])
-    except (OSError, KeyError, TypeError, AttributeError) as e:
-        raise PipelineError(f"{dvc_file} has no stage {stage!r}: run from the repository root") from e
-    keys: list[str] = []
-    for entry in entries:
-        if isinstance(entry, str):
-            keys.append(entry)
-        else:
-            keys += [k for file, ks in entry.items() if file == PARAMS_FILE for k in ks]
-    return [key.replace("${key}", target or "${key}") for key in keys]
-
-
-def per_target(stage: str, dvc_file: str | os.PathLike[str] = DVC_FILE) -> bool:
-    """Whether dvc.yaml runs ``stage`` (``build`` or ``build@avx2``) once per fleet target (``foreach``)."""
-    try:
-        definition = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8"))["stages"][split_stage(stage)[0]]
-    except (OSError, KeyError, TypeError) as e:
-        raise PipelineError(f"{dvc_file} has no stage {stage!r}: run from the repository root") from e
-    return isinstance(definition, Mapping) and "foreach" in definition
 
 
 def select(tree: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
@@ -130,7 +94,7 @@ def stage_config(
         DictConfig | dict: the stage's params.
     """
     base, target = split_stage(stage)
-    if per_target(stage, dvc_file):  # a target's stage reads that target's paths (the default target's if unnamed)
+    if per_target(definition(stage, dvc_file)):  # a target's stage reads its target's paths (unnamed: the default's)
         target = target or default_target(tree)
         tree = retarget(tree, target)
         stage = f"{base}{SEPARATOR}{target}"
@@ -220,7 +184,7 @@ def run_stage(name: str, main: Callable[[Any], str], facts: Callable[[], Mapping
         name: the stage's name in dvc.yaml.
         main: the stage's function; it gets the stage's params (``stage_config``) and returns the line to print.
         facts: for a stage that runs engines here, this machine's facts: it stops in one line, before ``main``,
-            on a machine its target's ``match`` does not fit.
+            on a machine its target's ``match`` and ``env`` do not fit.
     """
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     quiet_libraries()
@@ -230,9 +194,9 @@ def run_stage(name: str, main: Callable[[Any], str], facts: Callable[[], Mapping
         name = f"{name}{SEPARATOR}{sys.argv[1]}"
     try:
         cfg = load_params(name)
-        target = split_stage(name)[1]
-        if facts is not None and target is not None:
-            check_machine(target, cfg["fleet"]["targets"][target], facts())
+        if facts is not None:  # the one target this stage runs for (none for a shared stage)
+            for target, declaration in cfg.get("fleet", {}).get("targets", {}).items():
+                check_machine(target, declaration, facts)
         message = main(cfg)
     except PipelineError as e:
         print(f"engineforge {name}: error: {e}", file=sys.stderr)

@@ -58,7 +58,7 @@ class Engine:
             EngineError: one line: a missing or altered file, another host's engine (without ``fallback``), a
                 runtime that cannot load it.
         """
-        folder = pick_target(Path(folder))  # a fleet's deploy root: the target whose engine runs here
+        folder = pick_target(Path(folder), fallback)  # a fleet's deploy root: the target whose engine runs here
         engine = cls._open_one(folder, fallback, name)
         if engine.manifest.get("dispatch"):  # one engine per batch range: each opened and checked as this one
             try:

@@ -44,12 +44,7 @@ def load(folder: Path, fallback: str | None, name: str) -> tuple[Backend, Any, d
         raise EngineError(str(e)) from e
     if "io" not in manifest:
         raise EngineError(f"{folder / 'manifest.json'} predates the engine's I/O record: rebuild with `dvc repro`")
-    available = backend.availability()
-    problem = (
-        host_mismatch(folder, manifest, registry.fingerprint(backend.name))
-        if available.ok
-        else f"{folder} is a {backend.name} engine and {available.reason}"
-    )
+    problem = host_problem(folder, manifest, backend)
     if problem is None:
         return backend, activated(backend, backend.load_runner(manifest, path, name), folder), manifest, None
     if fallback is None:
@@ -61,13 +56,31 @@ def load(folder: Path, fallback: str | None, name: str) -> tuple[Backend, Any, d
     return runtime, activated(runtime, runtime.baseline_runner(graph, name), folder), manifest, note
 
 
-def pick_target(root: Path) -> Path:
-    """The engine folder to open for ``root``: ``root`` itself where it holds a manifest, else, on a fleet's deploy
-    root (``build/<model>/<precision>/``: ``<target>/deploy/``, or folders of deploy copies named by target), the
-    one target whose engine this host runs.
+def host_problem(folder: Path, manifest: dict[str, Any], backend: Backend) -> str | None:
+    """Why this host cannot run the engine in ``folder``, None where it can.
+
+    Args:
+        folder: the engine or deploy folder.
+        manifest: its manifest.
+        backend: its backend.
+
+    Returns:
+        str | None: one line (another host's fingerprint, or the runtime unavailable here), or None.
+    """
+    available = backend.availability()
+    if not available.ok:
+        return f"{folder} is a {backend.name} engine and {available.reason}"
+    return host_mismatch(folder, manifest, registry.fingerprint(backend.name))
+
+
+def pick_target(root: Path, fallback: str | None) -> Path:
+    """The folder to open for ``root``: ``root`` itself where it holds a manifest, else, on a fleet's deploy root
+    (``build/<model>/<precision>/``, each target's ``<target>/deploy/``), the first target (by name) whose engine
+    this host runs; with none and a ``fallback``, the first target's, which then runs as the fallback does.
 
     Args:
         root: an engine or deploy folder, or a deploy root.
+        fallback: ``Engine.open``'s.
 
     Returns:
         Path: the folder to load.
@@ -75,26 +88,21 @@ def pick_target(root: Path) -> Path:
     Raises:
         EngineError: one line naming each target and why it does not fit this host.
     """
-    found = sorted(root.glob(f"*/deploy/{MANIFEST}")) or sorted(root.glob(f"*/{MANIFEST}"))
+    found = sorted(p.parent for p in root.glob(f"*/deploy/{MANIFEST}"))
     if (root / MANIFEST).is_file() or not found:
         return root
-    why: dict[Path, str | None] = {}
-    for path in found:
+    why = {}
+    for folder in found:
         try:
-            manifest = read_manifest(path.parent)
-            backend = registry.get(manifest["backend"])
+            manifest = read_manifest(folder)
+            why[folder] = host_problem(folder, manifest, registry.get(manifest["backend"]))
         except (PipelineError, KeyError) as e:
-            why[path.parent] = first_line(e, 120)
-            continue
-        available = backend.availability()
-        why[path.parent] = (
-            host_mismatch(path.parent, manifest, registry.fingerprint(backend.name))
-            if available.ok
-            else available.reason
-        )
-        if why[path.parent] is None:
-            return path.parent
-    lines = "; ".join(f"{folder.relative_to(root)}: {problem}" for folder, problem in why.items())
+            why[folder] = first_line(e, 120)
+        if why[folder] is None:
+            return folder
+    if fallback is not None:
+        return found[0]
+    lines = "; ".join(f"{folder.relative_to(root).parts[0]}: {problem}" for folder, problem in why.items())
     raise EngineError(f"{root} holds no engine for this host ({lines})")
 
 

@@ -41,7 +41,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     """
     if not (folder / MANIFEST).is_file():
         raise PipelineError(
-            f"{folder} holds no {MANIFEST}: give the engine folder (build/<model>/engine) or a deploy folder"
+            f"{folder} holds no {MANIFEST}: give an engine folder (build/<model>/<precision>/<target>/engine) or a deploy folder"
         )
     return read_json(folder / MANIFEST)
 

@@ -111,16 +111,18 @@ def env_records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
         cfg: the env stage's params as plain data (``backend``, ``precision.name``, ``paths``).
 
     Returns:
-        tuple: path -> content (``paths.env`` and ``paths.runtimes``), and the one-line choice.
+        tuple: path -> content (``paths.env``, ``paths.runtimes`` and ``paths.host``: the CPU, which only the env
+        stage reads back, so a TensorRT engine's key holds no CPU), and the one-line choice.
     """
     requested, paths = cfg["backend"]["name"], cfg["paths"]
     chosen, reason = registry.candidates(requested, cfg["precision"]["name"])
     env = {
         "candidates": [candidate_record(backend, cfg["backend"]) for backend in chosen],
+        "precision": cfg["precision"]["name"],
         "reason": reason,
         "requested": requested,
     }
-    files = {paths["env"]: env | {"host": cpu_fingerprint()}, paths["runtimes"]: runtime_records()}
+    files = {paths["env"]: env, paths["runtimes"]: runtime_records(), paths["host"]: cpu_fingerprint()}
     return files, f"backend {', '.join(b.name for b in chosen)} ({reason})"
 
 
@@ -144,6 +146,10 @@ def candidate_record(backend: Backend, group: Mapping[str, Any]) -> dict[str, An
 
 
 def host_facts() -> dict[str, Any]:
-    """This machine as a fleet target's ``match`` reads it (``fleet.machine_facts``): what ``run_stage`` checks
-    before a target's stage runs an engine here."""
+    """This machine as a fleet target's ``match`` reads it: what ``run_stage`` checks before a target's stage runs
+    an engine here.
+
+    Returns:
+        dict: ``fleet.machine_facts`` of this CPU and every runtime that runs here.
+    """
     return machine_facts(cpu_fingerprint(), runtime_records())

@@ -116,7 +116,7 @@ def baseline(name: str) -> Backend:
 
 def runtimes() -> list[str]:
     """Every runtime a benchmark can report, in order: the engine, eager PyTorch, then each backend's baseline
-    (the columns of ``reports/latency/*.csv`` that dvc.yaml's plots draw)."""
+    (the columns of ``<paths.latency>/*.csv`` that dvc.yaml's plots draw)."""
     from stages.core.metrics import EAGER, ENGINE
 
     return [ENGINE, EAGER, *(b.baseline for b in importable() if b.baseline)]

@@ -89,7 +89,7 @@ def build_spec(
     )
 
 
-def build_engine(chosen: Candidate, onnx: Path, spec: BuildSpec, model: str, target: str | None, out: Path) -> dict:
+def build_engine(chosen: Candidate, onnx: Path, spec: BuildSpec, model: str, target: str, out: Path) -> dict:
     """Build ``onnx`` with ``chosen``'s backend into the folder ``out`` (atomically) beside its manifest: the
     engine's full key (ONNX sha256, precision, backend settings, the fingerprint it was built for).
 
@@ -98,7 +98,7 @@ def build_engine(chosen: Candidate, onnx: Path, spec: BuildSpec, model: str, tar
         onnx: its graph.
         spec: its build spec.
         model: ``model.name``.
-        target: the deployment-target label (``target``).
+        target: the fleet target it is built for (its name).
         out: the engine folder.
 
     Returns:

@@ -111,7 +111,7 @@ def stats(latencies: np.ndarray) -> dict[str, float]:
 
 
 def run(
-    heat: Heat, settings: Mapping[str, Any], model: str, target: str | None, folder: Path
+    heat: Heat, settings: Mapping[str, Any], model: str, target: str, folder: Path
 ) -> tuple[Entry, list[dict[str, Any]]]:
     """Build, gate and time every candidate of ``heat`` into ``folder``; return the winner and the record.
 
@@ -120,7 +120,7 @@ def run(
         settings: the race's settings (``duration_s``, ``rounds``, ``warmup_ms``, ``min_iterations``) and the
             ``benchmark`` group's GPU switches.
         model: ``model.name``.
-        target: the deployment-target label.
+        target: the fleet target it is built for.
         folder: an empty folder, one engine folder per candidate.
 
     Returns:
@@ -171,9 +171,7 @@ def refusal(heat: Heat, record: Sequence[Mapping[str, Any]], built: bool) -> str
     return f"no candidate {'passed its accuracy gate' if built else 'built'}: {why}"
 
 
-def build_and_gate(
-    heat: Heat, model: str, target: str | None, folder: Path
-) -> tuple[list[dict[str, Any]], dict[str, Entry]]:
+def build_and_gate(heat: Heat, model: str, target: str, folder: Path) -> tuple[list[dict[str, Any]], dict[str, Entry]]:
     """Build each candidate of ``heat`` into ``folder`` and gate it (``run``'s arguments); its record, and key ->
     (candidate, engine folder, spec) of those that built. A candidate its backend cannot build is a record."""
     record: list[dict[str, Any]] = []

@@ -2,7 +2,7 @@
 
 from stages.core.report_parts import device_line
 
-# A CPU engine's manifest fingerprint, as build/env.json records it for ONNX Runtime on a 2-core Xeon.
+# A CPU engine's manifest fingerprint, as env.json records it for ONNX Runtime on a 2-core Xeon.
 CPU_FINGERPRINT = {
     "backend": "onnxruntime",
     "device": {
