@@ -48,8 +48,8 @@ def main(cfg: Mapping[str, Any]) -> str:
 
 
 def record_problem(cfg: Mapping[str, Any], match: Mapping[str, Any]) -> str | None:
-    """Why the target's records in place cannot be kept, None where they can: they exist, were made on a machine
-    its ``match`` fits, and for this configuration's backend and precision.
+    """Why the target's records in place cannot be kept, None where they can: they exist (env.json, runtimes.json,
+    host.json), were made on a machine its ``match`` fits, and for this configuration's backend and precision.
 
     Args:
         cfg: the env stage's params.
@@ -59,14 +59,13 @@ def record_problem(cfg: Mapping[str, Any], match: Mapping[str, Any]) -> str | No
         str | None: the reason, or None.
     """
     paths = cfg["paths"]
-    try:
-        env, host, runtimes = (read_json(paths[key]) for key in ("env", "host", "runtimes"))
-    except PipelineError:
+    if not all(Path(paths[key]).is_file() for key in ("env", "host", "runtimes")):
         return f"no record of it in {Path(paths['env']).parent}"
-    made = (env.get("requested"), env.get("precision"))
-    if made != (cfg["backend"]["name"], cfg["precision"]["name"]):
-        return f"its record in {paths['env']} was made for backend {made[0]}, precision {made[1]}"
-    problem = mismatch(match, machine_facts(host, runtimes))
+    host, runtimes = read_json(paths["host"]), read_json(paths["runtimes"])
+    made = host.get("made_for") or {}
+    if (made.get("backend"), made.get("precision")) != (cfg["backend"]["name"], cfg["precision"]["name"]):
+        return f"its record was made for backend {made.get('backend')}, precision {made.get('precision')}"
+    problem = mismatch(match, machine_facts(host.get("cpu") or {}, runtimes))
     return f"its record in {paths['env']} is another machine's ({problem})" if problem else None
 
 

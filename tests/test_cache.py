@@ -44,7 +44,8 @@ def test_switching_back_restores_and_each_change_reruns_only_what_it_reaches(dvc
     bench = exp_run(dvc_repo, "benchmark.min_iterations=11")  # a benchmark setting: benchmark and report only
     assert ran_stages(bench) == ["env", "benchmark", "report", "fleet"], bench
 
-    where = exp_run(dvc_repo, "fleet.targets.local.runner=self-hosted")  # where a target builds: nothing rebuilds
+    where = exp_run(dvc_repo, "benchmark.min_iterations=11", "fleet.targets.local.runner=self-hosted")  # where: no
+    # rebuild, no rerun (the runner label is no stage's param but fleet's)
     assert ran_stages(where) == ["env", "fleet"], where
     what = exp_run(dvc_repo, "+fleet.targets.local.env.OMP_WAIT_POLICY=PASSIVE")  # what a target is: rebuilds
     assert "export" not in ran_stages(what) and {"precision", "build", "report", "fleet"} <= set(ran_stages(what))
@@ -98,7 +99,7 @@ def test_why_tells_skip_restore_run_and_pending_before_dvc_repro(dvc_repo: Path)
     assert verdicts["export"][0] == verdicts["simplify"][0] == "skip"
     assert verdicts["precision"][0] == "restore" and "precision.name: 'fp32' -> 'int8'" in verdicts["precision"][1]
     assert verdicts["build"][0] == "pending" and "backend.race.rounds: 1 -> 2" in verdicts["build"][1]
-    assert verdicts["build"][1].endswith("after precision")  # env's output is the same: precision restores
+    assert verdicts["build"][1].endswith("after precision@local")  # env's output is the same: precision restores
     assert "benchmark.min_iterations: 10 -> 12" in verdicts["benchmark"][1]
     assert "never restored (persist)" in verdicts["benchmark"][1]
 

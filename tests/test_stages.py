@@ -86,9 +86,9 @@ def test_env_is_deterministic(tiny):
     assert (root / cfg.paths.env).read_bytes() == first
     recorded = json.loads(first)
     assert [c["backend"] for c in recorded["candidates"]] == [b.name for b in CANDIDATES]
-    assert set(recorded) == {"candidates", "precision", "reason", "requested"}
-    assert (recorded["requested"], recorded["precision"]) == ("auto", cfg.precision.name)
-    assert json.loads((root / cfg.paths.host).read_text()) == cpu_fingerprint()  # what a collect job checks
+    assert recorded["requested"] == "auto" and set(recorded) == {"candidates", "reason", "requested"}
+    made = {"backend": "auto", "precision": cfg.precision.name}
+    assert json.loads((root / cfg.paths.host).read_text()) == {"cpu": cpu_fingerprint(), "made_for": made}
     for record in recorded["candidates"]:
         assert record["fingerprint"]["device"]["cpu"]["cores"] >= 1
         assert record["capabilities"] == registry.get(record["backend"]).capabilities.record()

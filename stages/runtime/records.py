@@ -111,18 +111,19 @@ def env_records(cfg: Mapping[str, Any]) -> tuple[dict[str, dict], str]:
         cfg: the env stage's params as plain data (``backend``, ``precision.name``, ``paths``).
 
     Returns:
-        tuple: path -> content (``paths.env``, ``paths.runtimes`` and ``paths.host``: the CPU, which only the env
-        stage reads back, so a TensorRT engine's key holds no CPU), and the one-line choice.
+        tuple: path -> content (``paths.env``, ``paths.runtimes`` and ``paths.host``: the CPU and the backend and
+        precision the records were made for, which only the env stage reads back, so neither a TensorRT engine's key
+        holds the CPU nor a precision's the other's), and the one-line choice.
     """
     requested, paths = cfg["backend"]["name"], cfg["paths"]
     chosen, reason = registry.candidates(requested, cfg["precision"]["name"])
     env = {
         "candidates": [candidate_record(backend, cfg["backend"]) for backend in chosen],
-        "precision": cfg["precision"]["name"],
         "reason": reason,
         "requested": requested,
     }
-    files = {paths["env"]: env, paths["runtimes"]: runtime_records(), paths["host"]: cpu_fingerprint()}
+    host = {"cpu": cpu_fingerprint(), "made_for": {"backend": requested, "precision": cfg["precision"]["name"]}}
+    files = {paths["env"]: env, paths["runtimes"]: runtime_records(), paths["host"]: host}
     return files, f"backend {', '.join(b.name for b in chosen)} ({reason})"
 
 
