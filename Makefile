@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: pipeline test test-all setup setup-gpu lint params help
+.PHONY: pipeline test test-all test-heavy setup setup-gpu lint params help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -20,8 +20,11 @@ WORKERS ?= 2
 test: setup  ## the fast layer between edits (unit and stage tests, no real DVC pipelines): about 2 min
 	pytest -n $(WORKERS) -m "not slow"
 
-test-all: setup  ## set everything up, then run the whole suite (what .ci/run runs): about 20 min on 2 cores
-	pytest -n $(WORKERS) --durations=25
+test-all: setup  ## set everything up, then run the whole suite but `heavy` (what .ci/run runs): about 25 min on 2 cores
+	pytest -n $(WORKERS) --durations=25 -m "not heavy"
+
+test-heavy: setup  ## the largest corpus models (AlexNet's 61M parameters at every precision): about 4 min
+	pytest -n $(WORKERS) -m heavy
 
 lint: setup  ## ruff check, format check and the type checker (what .ci/run runs before the tests)
 	ruff check . && ruff format --check . && mypy

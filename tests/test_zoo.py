@@ -130,8 +130,11 @@ def test_float16_overflow_names_the_first_node(at_root, tmp_path):
     assert not Path(cfg.paths.precise).exists()
 
 
+HEAVY = ("bvlc_alexnet",)  # minutes at every precision on 2 cores: `make test-heavy` (docs/development.md)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.heavy) if n in HEAVY else n for n in MODELS])
 def test_every_corpus_model_runs_at_every_precision_or_says_why_in_one_line(name, at_root, tmp_path):
     quick = (
         "benchmark.duration_s=0.05",
