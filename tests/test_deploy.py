@@ -161,6 +161,28 @@ def test_another_hosts_engine_is_refused_in_one_line(deployed, tmp_path):
     assert "\n" not in str(e.value) and "fallback='cpu'" in str(e.value)
 
 
+def test_a_deploy_root_opens_the_target_that_fits_this_host(deployed, tmp_path):
+    """A fleet's deploy root (build/<model>/<precision>/, a <target>/deploy/ each): the target whose fingerprint is
+    this host's opens; where none fits, one line names each target, or the fallback runs the first one's graph."""
+    root, cfg = deployed
+    for target, cpu in (("a", "Another CPU"), ("b", None), ("c", "A third CPU")):
+        out = shutil.copytree(root / cfg.paths.deploy, tmp_path / "fleet" / target / "deploy")
+        manifest = read_json(out / MANIFEST)
+        if cpu is not None:
+            manifest["fingerprint"]["device"]["cpu"]["model"] = cpu
+        (out / MANIFEST).write_text(json.dumps(manifest | {"target": target}))
+    with Engine.open(tmp_path / "fleet") as engine:
+        assert engine.manifest["target"] == "b" and engine.folder == tmp_path / "fleet/b/deploy"
+    shutil.rmtree(tmp_path / "fleet/b")
+    with pytest.raises(
+        EngineError, match=r"fleet holds no engine for this host \(a: .*Another CPU.*; c: .*A third"
+    ) as e:
+        Engine.open(tmp_path / "fleet")
+    assert "\n" not in str(e.value)
+    with Engine.open(tmp_path / "fleet", fallback="cpu") as engine:
+        assert engine.manifest["target"] == "a" and engine.describe()["runs_on"] == "onnxruntime"
+
+
 def test_fallback_cpu_runs_the_bundles_graph_and_says_so(deployed, tmp_path, capfd):
     root, cfg = deployed
     out = shutil.copytree(root / cfg.paths.deploy, tmp_path / "deploy")
