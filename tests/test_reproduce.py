@@ -169,7 +169,7 @@ def test_reproduce_accepts_other_kernels_and_rejects_a_real_change(tmp_path: Pat
     # a measured figure within its tolerance, the race's choice (other kernels may ship another backend) or the
     # engine built here (its bytes follow the tuning and the race)
     assert all(line.split()[1].rsplit(".", 1)[-1] in (*TOLERANCE, *RACED, *BUILT) for line in tolerated), tolerated
-    assert "export, simplify, precision reproduce the committed artifacts" in here
+    assert f"export, simplify, precision@{TARGET} reproduce the committed artifacts" in here
 
     (tmp_path / "conf/export/default.yaml").write_text(
         (tmp_path / "conf/export/default.yaml").read_text().replace("opset: 18 ", "opset: 20 ")
